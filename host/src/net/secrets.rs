@@ -1,0 +1,441 @@
+//! Secret bindings: where the host inserts a secret into a guest's request, the check that the
+//! guest did not write one itself, and redaction for logs.
+
+use std::borrow::Cow;
+
+use url::Url;
+use url::form_urlencoded;
+
+use super::host_pattern::HostPattern;
+use super::{OutboundError, PolicyError};
+
+/// Where in a request the host inserts a secret. The guest never chooses: the manifest binds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretPosition {
+    /// Header `name` set to `format` with its single `{}` replaced by the value
+    /// (e.g. `authorization` / `Bearer {}`).
+    Header {
+        /// Header name.
+        name: String,
+        /// Header value template containing exactly one `{}`.
+        format: String,
+    },
+    /// A URL prefix containing one `{}` in its path, e.g. `https://api.telegram.org/bot{}/`.
+    /// The guest writes the URL without the `{}` (`https://api.telegram.org/bot/getMe`); a URL
+    /// starting with that stripped prefix gets the value inserted as a path segment.
+    UrlPathPrefix(String),
+    /// Query parameter of this name appended to the URL.
+    Query(String),
+    /// Field of this name appended to an `application/x-www-form-urlencoded` body.
+    FormField(String),
+}
+
+/// One secret of a plugin instance and the one position it is bound to.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BoundSecret {
+    /// The secret's name from the manifest (shown in redactions and errors, never the value).
+    pub name: String,
+    /// Requests to which hosts receive it. `None` only for [`SecretPosition::UrlPathPrefix`],
+    /// whose prefix already names the host.
+    pub host: Option<HostPattern>,
+    /// Where it goes.
+    pub position: SecretPosition,
+    /// The value itself.
+    pub value: String,
+}
+
+impl std::fmt::Debug for BoundSecret {
+    // The value must not reach logs through a stray `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundSecret")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("position", &self.position)
+            .field("value", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// A binding checked once at construction, with the URL prefix pre-parsed.
+#[derive(Debug)]
+pub(crate) struct PreparedSecret {
+    secret: BoundSecret,
+    /// For `UrlPathPrefix`: the normalised URL prefix without `{}`, and the byte offset in it
+    /// where the encoded value goes.
+    path_prefix: Option<(String, usize)>,
+}
+
+/// The request parts that secrets are inserted into.
+pub(crate) struct RequestParts<'a> {
+    pub url: &'a mut Url,
+    pub headers: &'a mut Vec<(String, String)>,
+    pub body: &'a mut Option<Vec<u8>>,
+}
+
+pub(crate) fn prepare(secrets: &[BoundSecret]) -> Result<Vec<PreparedSecret>, PolicyError> {
+    secrets.iter().map(prepare_one).collect()
+}
+
+fn prepare_one(secret: &BoundSecret) -> Result<PreparedSecret, PolicyError> {
+    let err = |reason: String| PolicyError(format!("secret '{}': {reason}", secret.name));
+    if secret.value.is_empty() {
+        return Err(err("the value is empty".into()));
+    }
+    let mut path_prefix = None;
+    match &secret.position {
+        SecretPosition::Header { name, format } => {
+            if format.matches("{}").count() != 1 {
+                return Err(err(format!(
+                    "header format '{format}' must contain exactly one '{{}}'"
+                )));
+            }
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(err(format!("'{name}' is not a valid header name")));
+            }
+            if super::request::is_forbidden_header(name) {
+                return Err(err(format!("header '{name}' is set only by the host")));
+            }
+            let value = format.replacen("{}", &secret.value, 1);
+            if reqwest::header::HeaderValue::from_str(&value).is_err() {
+                return Err(err("the value cannot be sent in a header".into()));
+            }
+        }
+        SecretPosition::Query(name) | SecretPosition::FormField(name) if name.is_empty() => {
+            return Err(err("the field name is empty".into()));
+        }
+        SecretPosition::Query(_) | SecretPosition::FormField(_) => {}
+        SecretPosition::UrlPathPrefix(prefix) => {
+            path_prefix = Some(prepare_path_prefix(prefix).map_err(err)?);
+        }
+    }
+    let needs_host = !matches!(secret.position, SecretPosition::UrlPathPrefix(_));
+    if needs_host && secret.host.is_none() {
+        return Err(err(
+            "a header, query or form-field secret must name its host".into(),
+        ));
+    }
+    Ok(PreparedSecret {
+        secret: secret.clone(),
+        path_prefix,
+    })
+}
+
+fn prepare_path_prefix(prefix: &str) -> Result<(String, usize), String> {
+    let bad = |why: &str| format!("url-path-prefix '{prefix}' {why}");
+    let (before, after) = prefix.split_once("{}").ok_or_else(|| bad("has no '{}'"))?;
+    if after.contains("{}") {
+        return Err(bad("has more than one '{}'"));
+    }
+    if after.contains(['?', '#']) {
+        return Err(bad("must end within the path"));
+    }
+    let url =
+        Url::parse(&format!("{before}{after}")).map_err(|e| bad(&format!("is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(bad("must be an http(s) URL with a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not contain credentials"));
+    }
+    let normalised = url.as_str().to_owned();
+    // Parsing may normalise the scheme and host, but must leave the text after `{}` as written,
+    // or the insertion offset below would be wrong.
+    let at = normalised
+        .len()
+        .checked_sub(after.len())
+        .filter(|at| normalised[*at..] == *after)
+        .ok_or_else(|| bad("is not in normal form after the '{}'"))?;
+    let path_start = normalised.len() - url[url::Position::BeforePath..].len();
+    if at <= path_start {
+        return Err(bad("must have '{}' inside the path, after the first '/'"));
+    }
+    Ok((normalised, at))
+}
+
+/// Refuses a request in which the guest wrote any secret value (raw or percent-encoded) in the
+/// URL, a header, or the body: such a guest is trying to move a value it should not know.
+pub(crate) fn refuse_guest_written_secrets(
+    secrets: &[PreparedSecret],
+    url: &str,
+    headers: &[(String, String)],
+    body: Option<&[u8]>,
+) -> Result<(), OutboundError> {
+    let mut places: Vec<(&str, Cow<'_, [u8]>)> = vec![("url", Cow::Borrowed(url.as_bytes()))];
+    for (name, value) in headers {
+        places.push(("header name", Cow::Borrowed(name.as_bytes())));
+        places.push(("header", Cow::Borrowed(value.as_bytes())));
+    }
+    if let Some(body) = body {
+        places.push(("body", Cow::Borrowed(body)));
+    }
+    for (place, haystack) in places {
+        // Checking decoded forms too catches `%41` for `A` and `+` for space.
+        let decoded = percent_decode(&haystack, false);
+        let form_decoded = percent_decode(&haystack, true);
+        for prepared in secrets {
+            let needle = prepared.secret.value.as_bytes();
+            if [&haystack[..], &decoded, &form_decoded]
+                .iter()
+                .any(|h| contains(h, needle))
+            {
+                return Err(OutboundError::Denied(format!(
+                    "http: the request's {place} contains the value of secret '{}'; secrets are \
+                     inserted only by the host, at the position the manifest binds them to",
+                    prepared.secret.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Inserts every secret whose binding applies to this request. `host`/`port` are the request's.
+pub(crate) fn insert_secrets(
+    secrets: &[PreparedSecret],
+    host: &str,
+    port: u16,
+    parts: RequestParts<'_>,
+) -> Result<(), OutboundError> {
+    for prepared in secrets {
+        let secret = &prepared.secret;
+        if let Some(pattern) = &secret.host
+            && !pattern.matches(host, port)
+        {
+            continue;
+        }
+        match &secret.position {
+            SecretPosition::Header { name, format } => {
+                if parts
+                    .headers
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case(name))
+                {
+                    return Err(OutboundError::Denied(format!(
+                        "http: header '{name}' is set by the host from secret '{}'; the plugin \
+                         must not set it",
+                        secret.name
+                    )));
+                }
+                parts
+                    .headers
+                    .push((name.clone(), format.replacen("{}", &secret.value, 1)));
+            }
+            SecretPosition::Query(name) => {
+                if parts.url.query_pairs().any(|(k, _)| k == *name) {
+                    return Err(OutboundError::Denied(format!(
+                        "http: query parameter '{name}' is set by the host from secret '{}'; \
+                         the plugin must not set it",
+                        secret.name
+                    )));
+                }
+                parts.url.query_pairs_mut().append_pair(name, &secret.value);
+            }
+            SecretPosition::FormField(name) => {
+                if !is_form_body(parts.headers) {
+                    continue;
+                }
+                let body = parts.body.get_or_insert_with(Vec::new);
+                if form_urlencoded::parse(body).any(|(k, _)| k == *name) {
+                    return Err(OutboundError::Denied(format!(
+                        "http: form field '{name}' is set by the host from secret '{}'; the \
+                         plugin must not set it",
+                        secret.name
+                    )));
+                }
+                if !body.is_empty() && !body.ends_with(b"&") {
+                    body.push(b'&');
+                }
+                let field = form_urlencoded::Serializer::new(String::new())
+                    .append_pair(name, &secret.value)
+                    .finish();
+                body.extend_from_slice(field.as_bytes());
+            }
+            SecretPosition::UrlPathPrefix(_) => {
+                let Some((prefix, at)) = &prepared.path_prefix else {
+                    continue;
+                };
+                if !parts.url.as_str().starts_with(prefix.as_str()) {
+                    continue;
+                }
+                let current = parts.url.as_str();
+                let rewritten = format!(
+                    "{}{}{}",
+                    &current[..*at],
+                    encode_path_segment(&secret.value),
+                    &current[*at..]
+                );
+                *parts.url = Url::parse(&rewritten).map_err(|e| {
+                    OutboundError::InvalidRequest(format!(
+                        "http: inserting secret '{}' into the URL failed: {e}",
+                        secret.name
+                    ))
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_form_body(headers: &[(String, String)]) -> bool {
+    headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("content-type")
+            && value.split(';').next().is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+    })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Decodes `%XX` escapes (and `+` as space when `plus_is_space`); malformed escapes stay as is.
+fn percent_decode(input: &[u8], plus_is_space: bool) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'%' if i + 2 < input.len() => match (hex(input[i + 1]), hex(input[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' if plus_is_space => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Percent-encodes `value` as one path segment: RFC 3986 `pchar`s stay literal (so a Telegram
+/// token's `:` arrives as written), everything else, including `/`, is escaped.
+fn encode_path_segment(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Replaces secret values in text bound for logs with `[REDACTED:NAME]`.
+///
+/// Besides the raw value it replaces the value's query/form and path encodings, since secrets
+/// reach URLs and bodies in those forms.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    /// (needle, replacement), longest needle first so a value that contains another is
+    /// replaced whole.
+    needles: Vec<(String, String)>,
+}
+
+impl Redactor {
+    /// A redactor for these secrets.
+    pub fn new(secrets: &[BoundSecret]) -> Self {
+        let mut needles = Vec::new();
+        for secret in secrets.iter().filter(|s| !s.value.is_empty()) {
+            let replacement = format!("[REDACTED:{}]", secret.name);
+            let forms = [
+                secret.value.clone(),
+                form_urlencoded::byte_serialize(secret.value.as_bytes()).collect(),
+                encode_path_segment(&secret.value),
+            ];
+            for form in forms {
+                if !needles.iter().any(|(n, _)| *n == form) {
+                    needles.push((form, replacement.clone()));
+                }
+            }
+        }
+        needles.sort_by_key(|(needle, _)| std::cmp::Reverse(needle.len()));
+        Redactor { needles }
+    }
+
+    /// `text` with every secret value replaced; borrowed when nothing needed replacing.
+    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut out = Cow::Borrowed(text);
+        for (needle, replacement) in &self.needles {
+            if out.contains(needle.as_str()) {
+                out = Cow::Owned(out.replace(needle.as_str(), replacement));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(name: &str, position: SecretPosition, value: &str) -> BoundSecret {
+        BoundSecret {
+            name: name.into(),
+            host: Some("api.test".parse().unwrap()),
+            position,
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn redactor_replaces_raw_and_encoded_values() {
+        let r = Redactor::new(&[
+            secret("TOKEN", SecretPosition::Query("key".into()), "a b/c"),
+            secret("OTHER", SecretPosition::Query("k".into()), "s3cr3t"),
+        ]);
+        assert_eq!(
+            r.redact("x a b/c y a+b%2Fc z a%20b%2Fc s3cr3t"),
+            "x [REDACTED:TOKEN] y [REDACTED:TOKEN] z [REDACTED:TOKEN] [REDACTED:OTHER]"
+        );
+        assert!(matches!(r.redact("nothing here"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn percent_decode_handles_edges() {
+        assert_eq!(percent_decode(b"a%41%4", false), b"aA%4");
+        assert_eq!(percent_decode(b"a+b%", true), b"a b%");
+        assert_eq!(percent_decode(b"%zz", false), b"%zz");
+    }
+
+    #[test]
+    fn path_prefix_is_prepared_and_validated() {
+        let (p, at) = prepare_path_prefix("https://API.telegram.org/bot{}/").unwrap();
+        assert_eq!(p, "https://api.telegram.org/bot/");
+        assert_eq!(&p[..at], "https://api.telegram.org/bot");
+        assert!(prepare_path_prefix("https://{}api.x.com/").is_err());
+        assert!(prepare_path_prefix("https://api.x.com/").is_err());
+        assert!(prepare_path_prefix("https://api.x.com/{}/{}").is_err());
+    }
+
+    #[test]
+    fn policy_refuses_bad_bindings() {
+        let mut s = secret(
+            "K",
+            SecretPosition::Header {
+                name: "x-key".into(),
+                format: "no placeholder".into(),
+            },
+            "v",
+        );
+        assert!(prepare(std::slice::from_ref(&s)).is_err());
+        s.position = SecretPosition::Query("key".into());
+        s.host = None;
+        assert!(prepare(std::slice::from_ref(&s)).is_err());
+        s.host = Some("api.test".parse().unwrap());
+        s.value.clear();
+        assert!(prepare(&[s]).is_err());
+    }
+
+    #[test]
+    fn debug_hides_the_value() {
+        let s = secret("K", SecretPosition::Query("key".into()), "hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

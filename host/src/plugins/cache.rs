@@ -1,0 +1,143 @@
+//! On-disk cache of precompiled components.
+//!
+//! Compiling a component takes hundreds of milliseconds; loading a precompiled one takes well
+//! under one. But `Component::deserialize` runs native code from the file without checking
+//! it, so each file is bound to this host by an HMAC under a host key: a file written or
+//! altered by anyone without the key is recompiled, never loaded. Files are keyed by the
+//! wasm's sha256 and the engine's compatibility hash, so an upgraded engine or changed
+//! settings miss the cache instead of loading incompatible code.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+type HmacSha256 = Hmac<Sha256>;
+const TAG_LEN: usize = 32;
+
+/// The compile cache of one host.
+pub struct CompileCache {
+    dir: PathBuf,
+    key: [u8; 32],
+    engine_hash: String,
+}
+
+/// Where a component came from, for logs and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    Hit,
+    Miss,
+    /// A file was present but failed its HMAC or would not deserialize; it was replaced.
+    Rejected,
+}
+
+impl CompileCache {
+    /// Opens (creating if needed) the cache in `dir`, with the host key stored in
+    /// `dir/../cache.key` (mode 0600, created on first use).
+    pub fn open(engine: &Engine, dir: &Path, key_file: &Path) -> Result<CompileCache> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let key = crate::secrets::load_or_create_key(key_file)?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Ok(CompileCache {
+            dir: dir.to_owned(),
+            key,
+            engine_hash: format!("{:016x}", hasher.finish()),
+        })
+    }
+
+    fn path_for(&self, wasm_sha256: &str) -> PathBuf {
+        self.dir
+            .join(format!("{wasm_sha256}-{}.cwasm", self.engine_hash))
+    }
+
+    fn tag(&self, wasm_sha256: &str, code: &[u8]) -> [u8; TAG_LEN] {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("any key length works");
+        mac.update(wasm_sha256.as_bytes());
+        mac.update(self.engine_hash.as_bytes());
+        mac.update(code);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Returns the compiled component for `wasm`, from the cache when a valid file exists.
+    /// `wasm_sha256` must be the sha256 of `wasm`; it is recomputed here so a caller's stale
+    /// digest can never pair one wasm with another's machine code.
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        wasm_sha256: &str,
+    ) -> Result<(Component, CacheOutcome)> {
+        let actual = crate::util::sha256_hex(wasm);
+        anyhow::ensure!(
+            actual == wasm_sha256,
+            "plugin.wasm digest mismatch: recorded {wasm_sha256}, actual {actual}"
+        );
+        let path = self.path_for(wasm_sha256);
+        let mut outcome = CacheOutcome::Miss;
+        if let Ok(file) = std::fs::read(&path) {
+            match self.verify(wasm_sha256, &file) {
+                Some(code) => {
+                    // SAFETY: the bytes carry a valid HMAC under this host's key, so they were
+                    // written by `store` below from `Engine::precompile_component` output for this
+                    // exact wasm and engine configuration.
+                    match unsafe { Component::deserialize(engine, code) } {
+                        Ok(component) => return Ok((component, CacheOutcome::Hit)),
+                        Err(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "discarding unusable compile cache entry");
+                            outcome = CacheOutcome::Rejected;
+                        }
+                    }
+                }
+                None => {
+                    tracing::warn!(path = %path.display(), "compile cache entry failed its HMAC check; recompiling");
+                    outcome = CacheOutcome::Rejected;
+                }
+            }
+        }
+        let code = engine
+            .precompile_component(wasm)
+            .map_err(anyhow::Error::from)
+            .context("compiling the component")?;
+        self.store(&path, wasm_sha256, &code);
+        // SAFETY: `code` was produced just now by this engine's `precompile_component`.
+        let component = unsafe { Component::deserialize(engine, &code) }
+            .map_err(anyhow::Error::from)
+            .context("loading the freshly compiled component")?;
+        Ok((component, outcome))
+    }
+
+    fn verify<'a>(&self, wasm_sha256: &str, file: &'a [u8]) -> Option<&'a [u8]> {
+        if file.len() < TAG_LEN {
+            return None;
+        }
+        let (tag, code) = file.split_at(TAG_LEN);
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("any key length works");
+        mac.update(wasm_sha256.as_bytes());
+        mac.update(self.engine_hash.as_bytes());
+        mac.update(code);
+        mac.verify_slice(tag).ok().map(|()| code)
+    }
+
+    /// Writes atomically (temp file + rename) so a concurrent reader or a crash never sees a
+    /// half-written entry. A failed write only costs a recompile next time.
+    fn store(&self, path: &Path, wasm_sha256: &str, code: &[u8]) {
+        let tag = self.tag(wasm_sha256, code);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let result = (|| -> std::io::Result<()> {
+            let mut bytes = Vec::with_capacity(TAG_LEN + code.len());
+            bytes.extend_from_slice(&tag);
+            bytes.extend_from_slice(code);
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::rename(&tmp, path)
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(path = %path.display(), error = %e, "could not write compile cache entry");
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! What a plugin instance may do: the intersection of what its manifest asks for and what the
+//! operator approved for that instance. Every host import asks the `GrantSet`.
+
+use kelp_registry::manifest::{Capabilities, WorkspaceAccess};
+use serde::{Deserialize, Serialize};
+
+use crate::net::{HostPattern, HttpGrant};
+
+/// The operator's approval for one instance, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Approval {
+    /// Host patterns approved for outbound HTTP.
+    pub http: Vec<ApprovedHost>,
+    pub kv: bool,
+    pub workspace: WorkspaceAccess,
+}
+
+/// One approved host. `private` must be set explicitly for a host that resolves to a loopback,
+/// private or link-local address (a local Ollama at 127.0.0.1:11434, a LAN service): that is
+/// the one deliberate step that lets a plugin reach inside the network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovedHost {
+    pub host: String,
+    #[serde(default)]
+    pub private: bool,
+}
+
+impl Approval {
+    /// Parses CLI/API approval items: `http:HOST[:PORT]`, `http-private:HOST[:PORT]`, `kv`,
+    /// `workspace:read|write`.
+    pub fn add_item(&mut self, item: &str) -> anyhow::Result<()> {
+        if item == "kv" {
+            self.kv = true;
+        } else if let Some(host) = item.strip_prefix("http:") {
+            host.parse::<HostPattern>()
+                .map_err(|e| anyhow::anyhow!("grant `{item}`: {e}"))?;
+            self.http.push(ApprovedHost {
+                host: host.to_owned(),
+                private: false,
+            });
+        } else if let Some(host) = item.strip_prefix("http-private:") {
+            host.parse::<HostPattern>()
+                .map_err(|e| anyhow::anyhow!("grant `{item}`: {e}"))?;
+            self.http.push(ApprovedHost {
+                host: host.to_owned(),
+                private: true,
+            });
+        } else if let Some(mode) = item.strip_prefix("workspace:") {
+            self.workspace = match mode {
+                "read" => WorkspaceAccess::Read,
+                "write" => WorkspaceAccess::Write,
+                "none" => WorkspaceAccess::None,
+                other => anyhow::bail!(
+                    "grant `{item}`: workspace access is read, write or none, not `{other}`"
+                ),
+            };
+        } else {
+            anyhow::bail!(
+                "unknown grant `{item}`; use http:HOST, http-private:HOST, kv or workspace:read|write"
+            );
+        }
+        Ok(())
+    }
+
+    /// Approves everything the manifest asks for (`--yes`), with config references resolved.
+    /// Never approves private addresses: those always take an explicit `http-private:` grant.
+    pub fn everything_requested(caps: &Capabilities, config: &serde_json::Value) -> Approval {
+        Approval {
+            http: caps
+                .http
+                .iter()
+                .filter_map(|p| resolve_config_ref(p, config))
+                .map(|host| ApprovedHost {
+                    host,
+                    private: false,
+                })
+                .collect(),
+            kv: caps.kv,
+            workspace: caps.workspace,
+        }
+    }
+}
+
+/// Effective capabilities of an instance.
+#[derive(Debug, Clone, Default)]
+pub struct GrantSet {
+    pub http: Vec<HttpGrant>,
+    pub kv: bool,
+    pub workspace: WorkspaceAccess,
+}
+
+impl GrantSet {
+    /// Requested ∩ approved. An approved host survives only if a requested pattern covers it;
+    /// the narrower (approved) pattern is what gets enforced.
+    pub fn intersect(
+        caps: &Capabilities,
+        approval: &Approval,
+        config: &serde_json::Value,
+    ) -> GrantSet {
+        let requested: Vec<HostPattern> = caps
+            .http
+            .iter()
+            .filter_map(|p| resolve_config_ref(p, config))
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        let http = approval
+            .http
+            .iter()
+            .filter_map(|a| {
+                let pattern: HostPattern = a.host.parse().ok()?;
+                requested
+                    .iter()
+                    .any(|r| r.covers(&pattern))
+                    .then_some(HttpGrant {
+                        pattern,
+                        allow_private: a.private,
+                    })
+            })
+            .collect();
+        GrantSet {
+            http,
+            kv: caps.kv && approval.kv,
+            workspace: caps.workspace.min(approval.workspace),
+        }
+    }
+
+    /// Human-readable list, for `plugin info` and denial messages.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .http
+            .iter()
+            .map(|g| {
+                format!(
+                    "http:{}{}",
+                    g.pattern,
+                    if g.allow_private {
+                        " (private allowed)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect();
+        if self.kv {
+            out.push("kv".into());
+        }
+        if self.workspace != WorkspaceAccess::None {
+            out.push(format!("workspace:{}", self.workspace));
+        }
+        out
+    }
+}
+
+/// Resolves `{config.KEY}` in a host pattern from the instance config. A URL value yields
+/// its `host[:port]`; a missing key yields nothing (the capability is simply not there).
+pub fn resolve_config_ref(pattern: &str, config: &serde_json::Value) -> Option<String> {
+    let Some(key) = pattern
+        .strip_prefix("{config.")
+        .and_then(|r| r.strip_suffix('}'))
+    else {
+        return Some(pattern.to_owned());
+    };
+    let value = config.get(key)?.as_str()?;
+    match url::Url::parse(value) {
+        Ok(url) => {
+            let host = url.host_str()?;
+            Some(match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            })
+        }
+        Err(_) => Some(value.to_owned()),
+    }
+}

@@ -1,0 +1,64 @@
+//! The plugin runtime: one wasmtime engine, packages loaded and checked, instances with their
+//! grants and secrets, and calls run under time, memory, log and output limits.
+//!
+//! - `engine.rs` — the engine, the pool sized from one capacity setting, the epoch ticker
+//! - `contract.rs` — which `kelp:plugin` versions a component uses, checked before compiling
+//! - `cache.rs` — precompiled components on disk, HMAC-protected
+//! - `since_v0_1_0.rs` — bindings of the frozen contract version and type conversions
+//! - `grants.rs` — requested ∩ approved capabilities
+//! - `state.rs` — per-call store data and the host imports
+//! - `runtime.rs` — install, load, call
+
+pub mod cache;
+pub mod contract;
+pub mod engine;
+pub mod grants;
+mod runtime;
+pub mod settings;
+mod since_v0_1_0;
+mod state;
+
+use std::sync::Arc;
+
+pub use kelp_registry::manifest::{Manifest, PluginKind, WorkspaceAccess};
+use serde::Serialize;
+
+pub use runtime::{CallError, InstallOptions, InstalledPlugin, PackageReview, PluginRuntime};
+pub use settings::{CallLimits, RuntimeSettings};
+
+use crate::net::{OutboundClient, Redactor};
+use crate::store::Db;
+use grants::GrantSet;
+
+/// A tool as a plugin describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the input, as text.
+    pub input_schema: String,
+}
+
+/// An error the plugin itself returned (as opposed to one the host imposed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ToolFailure {
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("denied: {0}")]
+    Denied(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What every call of one plugin instance shares: identity, config, grants, the outbound
+/// HTTP client bound to those grants and secrets, and the database for `kv`.
+pub struct InstanceContext {
+    pub plugin: String,
+    pub instance_id: String,
+    pub config: serde_json::Map<String, serde_json::Value>,
+    pub grants: GrantSet,
+    pub limits: CallLimits,
+    pub outbound: Option<Arc<OutboundClient>>,
+    pub redactor: Redactor,
+    pub db: Db,
+}

@@ -1,0 +1,828 @@
+//! Install, load and call plugins.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, Result, anyhow, bail};
+use kelp_registry::manifest::{Manifest, PluginKind};
+use kelp_registry::package::{Package, PackageLimits, read_package};
+use semver::Version;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+
+use super::cache::CompileCache;
+use super::contract::ContractUse;
+use super::grants::{Approval, GrantSet};
+use super::settings::RuntimeSettings;
+use super::since_v0_1_0::{ToolPlugin, ToolPluginPre};
+use super::state::CallState;
+use super::{InstanceContext, ToolFailure, ToolSpec};
+use crate::net::{self, OutboundClient, OutboundPolicy, Redactor, Resolve};
+use crate::secrets::SecretBox;
+use crate::store::plugins::{InstanceRow, PluginRow};
+use crate::store::{Db, now_ms};
+
+/// Why a call did not produce output. Each variant is one clear, user-facing reason.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("no plugin instance `{0}`")]
+    UnknownInstance(String),
+    #[error("plugin instance `{0}` is disabled")]
+    Disabled(String),
+    #[error("plugin instance `{instance}` has no tool `{tool}` (it has: {available})")]
+    UnknownTool {
+        instance: String,
+        tool: String,
+        available: String,
+    },
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("the tool returned an error: {0}")]
+    Tool(ToolFailure),
+    #[error(
+        "plugin `{instance}` exceeded its time budget of {budget_ms} ms of computation and was stopped"
+    )]
+    TimeBudget { instance: String, budget_ms: u64 },
+    #[error(
+        "plugin `{instance}` did not finish within the wall-clock limit of {limit_ms} ms and was stopped"
+    )]
+    WallTimeout { instance: String, limit_ms: u64 },
+    #[error("plugin `{instance}` ran out of memory (limit {limit_mb} MiB) and was stopped")]
+    OutOfMemory { instance: String, limit_mb: u64 },
+    #[error("plugin `{instance}` exhausted its stack (unbounded recursion?) and was stopped")]
+    StackOverflow { instance: String },
+    #[error("plugin `{instance}` crashed: {detail} (its log has the panic message, if any)")]
+    Crashed { instance: String, detail: String },
+    #[error("plugin `{instance}` returned {size} bytes of output, over the limit of {limit} bytes")]
+    OutputTooLarge {
+        instance: String,
+        size: usize,
+        limit: u64,
+    },
+    #[error("{0}")]
+    Kv(String),
+    #[error("internal error running plugin `{instance}`: {detail}")]
+    Internal { instance: String, detail: String },
+}
+
+/// What an operator sees before approving an install.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageReview {
+    pub manifest: Manifest,
+    pub digest: String,
+    pub contract: Option<Version>,
+    /// Requested capabilities, one line each (`http:api.x.com`, `kv`, `secret:API_KEY → header x-api-key on api.x.com`).
+    pub requested: Vec<String>,
+}
+
+/// Result of an install.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstalledPlugin {
+    pub name: String,
+    pub version: String,
+    pub kind: PluginKind,
+    pub instance_id: String,
+    pub tools: Vec<ToolSpec>,
+    pub grants: Vec<String>,
+}
+
+/// Options of an install.
+#[derive(Debug, Clone, Default)]
+pub struct InstallOptions {
+    /// Id of the first instance; default: the plugin's short name.
+    pub instance_id: Option<String>,
+    pub config: serde_json::Value,
+    pub approval: Approval,
+}
+
+struct LoadedInstance {
+    ctx: Arc<InstanceContext>,
+    kind: PluginKind,
+    enabled: bool,
+    tools: Vec<ToolSpec>,
+    tool_pre: Option<ToolPluginPre<CallState>>,
+}
+
+/// The plugin runtime of one host process.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    cache: CompileCache,
+    settings: RuntimeSettings,
+    permits: Arc<Semaphore>,
+    db: Db,
+    secret_box: SecretBox,
+    resolver: Arc<dyn Resolve>,
+    workspaces: PathBuf,
+    components: RwLock<HashMap<String, Component>>,
+    instances: RwLock<HashMap<String, Arc<LoadedInstance>>>,
+}
+
+impl PluginRuntime {
+    /// Creates the runtime for a data directory (compile cache, keys, workspaces) and database.
+    pub fn new(settings: RuntimeSettings, data_dir: &Path, db: Db) -> Result<Arc<PluginRuntime>> {
+        Self::with_resolver(settings, data_dir, db, Arc::new(net::SystemResolver))
+    }
+
+    /// Like [`PluginRuntime::new`] with a chosen DNS resolver (tests resolve fake names).
+    pub fn with_resolver(
+        settings: RuntimeSettings,
+        data_dir: &Path,
+        db: Db,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Arc<PluginRuntime>> {
+        let engine = super::engine::build_engine(&settings)?;
+        super::engine::start_epoch_ticker(
+            &engine,
+            std::time::Duration::from_millis(settings.epoch_tick_ms.max(1)),
+        );
+        let mut linker = Linker::<CallState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("adding WASI to the linker")?;
+        ToolPlugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("adding kelp imports to the linker")?;
+        let cache = CompileCache::open(
+            &engine,
+            &data_dir.join("cache"),
+            &data_dir.join("cache.key"),
+        )?;
+        let secret_box = SecretBox::from_env_or_file(&data_dir.join("master.key"))?;
+        let permits = Arc::new(Semaphore::new(
+            settings.max_concurrent_plugin_calls.max(1) as usize
+        ));
+        Ok(Arc::new(PluginRuntime {
+            engine,
+            linker,
+            cache,
+            settings,
+            permits,
+            db,
+            secret_box,
+            resolver,
+            workspaces: data_dir.join("workspaces"),
+            components: RwLock::new(HashMap::new()),
+            instances: RwLock::new(HashMap::new()),
+        }))
+    }
+
+    /// The engine (benchmarks compare Kelp's call path against a bare wasmtime one).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn settings(&self) -> &RuntimeSettings {
+        &self.settings
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Reads and checks a package without installing it: the strict archive reader, the
+    /// manifest, and the contract versions the component uses.
+    pub fn review(&self, package: &[u8]) -> Result<(PackageReview, Package)> {
+        let package =
+            read_package(package, &PackageLimits::default()).context("reading the package")?;
+        let contract = match &package.wasm {
+            Some(wasm) => Some(ContractUse::read(wasm)?.check(&package.manifest)?),
+            None => None,
+        };
+        let review = PackageReview {
+            requested: describe_requested(&package.manifest),
+            manifest: package.manifest.clone(),
+            digest: package.digest.clone(),
+            contract,
+        };
+        Ok((review, package))
+    }
+
+    /// Installs (or upgrades) a package: checks it, compiles it, test-instantiates it with the
+    /// given approval, stores it and its first instance, and loads that instance.
+    pub async fn install(&self, bytes: &[u8], options: InstallOptions) -> Result<InstalledPlugin> {
+        let (_, package) = self.review(bytes)?;
+        let manifest = package.manifest.clone();
+        let instance_id = options
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| manifest.name.name().to_owned());
+        validate_instance_id(&instance_id)?;
+        if let Some(existing) = self.db.get_instance(&instance_id).await?
+            && existing.plugin != manifest.name.to_string()
+        {
+            bail!(
+                "instance id `{instance_id}` is taken by plugin {}; choose another with --instance",
+                existing.plugin
+            );
+        }
+        let row = PluginRow {
+            name: manifest.name.to_string(),
+            version: manifest.version.to_string(),
+            kind: manifest.kind.to_string(),
+            digest: package.digest.clone(),
+            wasm_sha256: package.wasm_sha256.clone(),
+            manifest_json: serde_json::to_string(&manifest)?,
+            manifest_toml: package.manifest_text.clone(),
+            installed_at_ms: now_ms(),
+        };
+        let instance = InstanceRow {
+            id: instance_id.clone(),
+            plugin: row.name.clone(),
+            config_json: serde_json::to_string(&options.config)?,
+            approval_json: serde_json::to_string(&options.approval)?,
+            enabled: true,
+            created_at_ms: now_ms(),
+        };
+        // Test-instantiate before anything is stored: a package that cannot start never lands.
+        let loaded = self
+            .build_instance(
+                &manifest,
+                package.wasm.as_deref(),
+                row.wasm_sha256.as_deref(),
+                &instance,
+            )
+            .await?;
+        self.db.put_plugin(&row, bytes, &instance).await?;
+        // An upgrade reloads every instance of the plugin against the new package.
+        for other in self.db.list_instances().await? {
+            if other.plugin == row.name {
+                self.load_instance(&other.id).await?;
+            }
+        }
+        let grants = loaded.ctx.grants.describe();
+        Ok(InstalledPlugin {
+            name: row.name,
+            version: row.version,
+            kind: manifest.kind,
+            instance_id,
+            tools: loaded.tools.clone(),
+            grants,
+        })
+    }
+
+    /// Loads every enabled instance from the database. An instance that fails to load is
+    /// reported and skipped; the others still load.
+    pub async fn load_all(&self) -> Result<Vec<(String, anyhow::Error)>> {
+        let mut failures = Vec::new();
+        for row in self.db.list_instances().await? {
+            if let Err(e) = self.load_instance(&row.id).await {
+                tracing::error!(instance = %row.id, error = %format!("{e:#}"), "plugin instance failed to load");
+                failures.push((row.id, e));
+            }
+        }
+        Ok(failures)
+    }
+
+    /// (Re)loads one instance from the database.
+    pub async fn load_instance(&self, id: &str) -> Result<()> {
+        let row = self
+            .db
+            .get_instance(id)
+            .await?
+            .ok_or_else(|| anyhow!("no plugin instance `{id}`"))?;
+        let plugin =
+            self.db.get_plugin(&row.plugin).await?.ok_or_else(|| {
+                anyhow!("instance `{id}` refers to missing plugin {}", row.plugin)
+            })?;
+        let manifest: Manifest = Manifest::parse(&plugin.manifest_toml)?;
+        let wasm = match &plugin.wasm_sha256 {
+            Some(_) => {
+                let bytes = self
+                    .db
+                    .get_package(&plugin.name)
+                    .await?
+                    .ok_or_else(|| anyhow!("package missing"))?;
+                read_package(&bytes, &PackageLimits::default())?.wasm
+            }
+            None => None,
+        };
+        let loaded = self
+            .build_instance(
+                &manifest,
+                wasm.as_deref(),
+                plugin.wasm_sha256.as_deref(),
+                &row,
+            )
+            .await?;
+        self.instances
+            .write()
+            .expect("instances lock")
+            .insert(row.id.clone(), Arc::new(loaded));
+        Ok(())
+    }
+
+    async fn component(&self, wasm: &[u8], wasm_sha256: &str) -> Result<Component> {
+        if let Some(c) = self
+            .components
+            .read()
+            .expect("components lock")
+            .get(wasm_sha256)
+        {
+            return Ok(c.clone());
+        }
+        let engine = self.engine.clone();
+        let cache_result = {
+            let wasm = wasm.to_vec();
+            let sha = wasm_sha256.to_owned();
+            let cache = &self.cache;
+            // Compilation is seconds of CPU: keep it off the async workers.
+            tokio::task::block_in_place(|| cache.load_or_compile(&engine, &wasm, &sha))
+        };
+        let (component, outcome) = cache_result?;
+        tracing::debug!(wasm_sha256, ?outcome, "component ready");
+        self.components
+            .write()
+            .expect("components lock")
+            .insert(wasm_sha256.to_owned(), component.clone());
+        Ok(component)
+    }
+
+    async fn build_instance(
+        &self,
+        manifest: &Manifest,
+        wasm: Option<&[u8]>,
+        wasm_sha256: Option<&str>,
+        row: &InstanceRow,
+    ) -> Result<LoadedInstance> {
+        let config: serde_json::Value =
+            serde_json::from_str(&row.config_json).context("instance config")?;
+        let approval: Approval =
+            serde_json::from_str(&row.approval_json).context("instance approval")?;
+        let grants = GrantSet::intersect(&manifest.capabilities, &approval, &config);
+        let secrets = self.bound_secrets(manifest, &row.id, &config).await?;
+        let redactor = Redactor::new(&secrets);
+        let limits = self.settings.limits.lowered_by(&manifest.limits);
+        let outbound = if grants.http.is_empty() {
+            None
+        } else {
+            let policy = OutboundPolicy {
+                grants: grants.http.clone(),
+                secrets,
+                max_response_bytes: limits.http_response_bytes,
+                timeout: std::time::Duration::from_millis(limits.http_timeout_ms),
+                user_agent: format!("kelp/{} ({})", env!("CARGO_PKG_VERSION"), manifest.name),
+            };
+            Some(Arc::new(OutboundClient::new(
+                policy,
+                self.resolver.clone(),
+            )?))
+        };
+        let ctx = Arc::new(InstanceContext {
+            plugin: manifest.name.to_string(),
+            instance_id: row.id.clone(),
+            config: config.as_object().cloned().unwrap_or_default(),
+            grants,
+            limits,
+            outbound,
+            redactor,
+            db: self.db.clone(),
+        });
+        let mut loaded = LoadedInstance {
+            ctx,
+            kind: manifest.kind,
+            enabled: row.enabled,
+            tools: Vec::new(),
+            tool_pre: None,
+        };
+        let (Some(wasm), Some(sha)) = (wasm, wasm_sha256) else {
+            return Ok(loaded);
+        };
+        let component = self.component(wasm, sha).await?;
+        let pre: InstancePre<CallState> = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "{}: the component imports something this host does not provide",
+                    manifest.name
+                )
+            })?;
+        match manifest.kind {
+            PluginKind::Tool | PluginKind::Skill => {
+                let tool_pre = ToolPluginPre::new(pre)
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| format!("{}: not a tool component", manifest.name))?;
+                let tools = self.list_tools(&loaded.ctx, &tool_pre).await?;
+                loaded.tools = tools;
+                loaded.tool_pre = Some(tool_pre);
+            }
+            PluginKind::Provider | PluginKind::Channel => {
+                // Test-instantiate so a component that cannot start is refused at install.
+                let mut store = self.new_store(&loaded.ctx, "install", None)?;
+                let _permit = self.permits.acquire().await?;
+                tokio::time::timeout(
+                    loaded.ctx.limits.wall_timeout(),
+                    pre.instantiate_async(&mut store),
+                )
+                .await
+                .map_err(|_| anyhow!("{}: instantiation timed out", manifest.name))?
+                .map_err(|e| anyhow!("{}: instantiation failed: {e:#}", manifest.name))?;
+            }
+        }
+        Ok(loaded)
+    }
+
+    async fn list_tools(
+        &self,
+        ctx: &Arc<InstanceContext>,
+        pre: &ToolPluginPre<CallState>,
+    ) -> Result<Vec<ToolSpec>> {
+        let _permit = self.permits.acquire().await?;
+        let mut store = self.new_store(ctx, "install", None)?;
+        let listed = tokio::time::timeout(ctx.limits.wall_timeout(), async {
+            let bindings = pre.instantiate_async(&mut store).await?;
+            bindings.kelp_plugin_tool().call_list(&mut store).await
+        })
+        .await
+        .map_err(|_| anyhow!("{}: listing its tools timed out", ctx.plugin))?
+        .map_err(|e| {
+            anyhow!(
+                "{}: listing its tools failed: {}",
+                ctx.plugin,
+                classify(e, ctx)
+            )
+        })?;
+        let mut tools: Vec<ToolSpec> = listed.into_iter().map(ToolSpec::from).collect();
+        for tool in &tools {
+            if !valid_tool_name(&tool.name) {
+                bail!(
+                    "{}: tool name `{}` must match ^[a-zA-Z0-9_-]{{1,64}}$",
+                    ctx.plugin,
+                    tool.name
+                );
+            }
+            let schema: serde_json::Value =
+                serde_json::from_str(&tool.input_schema).with_context(|| {
+                    format!(
+                        "{}: tool `{}` has an input schema that is not JSON",
+                        ctx.plugin, tool.name
+                    )
+                })?;
+            if !schema.is_object() {
+                bail!(
+                    "{}: tool `{}`'s input schema must be a JSON object",
+                    ctx.plugin,
+                    tool.name
+                );
+            }
+        }
+        let count = tools.len();
+        tools.sort_by(|a, b| a.name.cmp(&b.name));
+        tools.dedup_by(|a, b| a.name == b.name);
+        if tools.len() != count {
+            bail!("{}: two tools share a name", ctx.plugin);
+        }
+        Ok(tools)
+    }
+
+    async fn bound_secrets(
+        &self,
+        manifest: &Manifest,
+        instance_id: &str,
+        config: &serde_json::Value,
+    ) -> Result<Vec<net::BoundSecret>> {
+        let sealed = self.db.sealed_secrets(instance_id).await?;
+        let mut out = Vec::new();
+        for (name, sealed) in sealed {
+            let Some(binding) = manifest
+                .capabilities
+                .secrets
+                .iter()
+                .find(|b| b.name == name)
+            else {
+                continue;
+            };
+            let value = self
+                .secret_box
+                .open(&secret_context(instance_id, &name), &sealed)?;
+            let is_prefix = matches!(
+                binding.position,
+                kelp_registry::manifest::SecretPosition::UrlPathPrefix(_)
+            );
+            let host = match &binding.host {
+                // The prefix itself names the host.
+                Some(_) if is_prefix => None,
+                Some(h) => match super::grants::resolve_config_ref(h, config) {
+                    Some(h) => Some(
+                        h.parse()
+                            .map_err(|e| anyhow!("secret {name}: host `{h}`: {e}"))?,
+                    ),
+                    // Bound to a config value that is not set: deliverable nowhere.
+                    None => continue,
+                },
+                None => None,
+            };
+            out.push(net::BoundSecret {
+                name,
+                host,
+                position: binding.position.clone().into(),
+                value,
+            });
+        }
+        Ok(out)
+    }
+
+    fn new_store(
+        &self,
+        ctx: &Arc<InstanceContext>,
+        owner: &str,
+        workspace: Option<&Path>,
+    ) -> Result<Store<CallState>> {
+        let state = CallState::new(ctx.clone(), owner, workspace)?;
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            let clock = &ctx.data().clock;
+            if clock.guest_time() > clock.budget {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            // Yield through tokio's own yield on every tick: other tasks (and other plugins)
+            // get the worker back within one tick of guest computation.
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        });
+        Ok(store)
+    }
+
+    /// Calls tool `tool` of instance `instance_id` with `input` (JSON text) on behalf of
+    /// `owner` (whose `kv` space the plugin sees). `workspace` is the directory the plugin
+    /// sees as `/workspace` if its grant allows.
+    pub async fn call_tool(
+        &self,
+        instance_id: &str,
+        tool: &str,
+        input: &str,
+        owner: &str,
+        workspace: Option<&Path>,
+    ) -> Result<String, CallError> {
+        let instance = self
+            .instances
+            .read()
+            .expect("instances lock")
+            .get(instance_id)
+            .cloned()
+            .ok_or_else(|| CallError::UnknownInstance(instance_id.to_owned()))?;
+        if !instance.enabled {
+            return Err(CallError::Disabled(instance_id.to_owned()));
+        }
+        let (Some(pre), true) = (
+            &instance.tool_pre,
+            instance.tools.iter().any(|t| t.name == tool),
+        ) else {
+            return Err(CallError::UnknownTool {
+                instance: instance_id.to_owned(),
+                tool: tool.to_owned(),
+                available: instance
+                    .tools
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        serde_json::from_str::<serde_json::Value>(input)
+            .map_err(|e| CallError::InvalidInput(format!("input is not JSON: {e}")))?;
+        let ctx = &instance.ctx;
+        let internal = |e: anyhow::Error| CallError::Internal {
+            instance: instance_id.to_owned(),
+            detail: format!("{e:#}"),
+        };
+        // Queue here rather than fail in the pool: the semaphore has exactly as many permits
+        // as the pool has slots.
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| internal(e.into()))?;
+        let mut store = self.new_store(ctx, owner, workspace).map_err(internal)?;
+        let outcome = tokio::time::timeout(ctx.limits.wall_timeout(), async {
+            let bindings = pre.instantiate_async(&mut store).await?;
+            bindings
+                .kelp_plugin_tool()
+                .call_call(&mut store, tool, input)
+                .await
+        })
+        .await;
+        store.data().log.finish();
+        let output = match outcome {
+            Err(_) => {
+                return Err(CallError::WallTimeout {
+                    instance: instance_id.to_owned(),
+                    limit_ms: ctx.limits.wall_timeout_ms,
+                });
+            }
+            Ok(Err(trap)) => return Err(classify(trap, ctx)),
+            Ok(Ok(Err(failure))) => return Err(CallError::Tool(failure.into())),
+            Ok(Ok(Ok(output))) => output,
+        };
+        if output.len() as u64 > ctx.limits.output_bytes {
+            return Err(CallError::OutputTooLarge {
+                instance: instance_id.to_owned(),
+                size: output.len(),
+                limit: ctx.limits.output_bytes,
+            });
+        }
+        store.data_mut().commit_kv().await.map_err(CallError::Kv)?;
+        Ok(output)
+    }
+
+    /// Every tool of every enabled instance, as `(instance id, spec)`.
+    pub fn tools(&self) -> Vec<(String, ToolSpec)> {
+        let instances = self.instances.read().expect("instances lock");
+        let mut out: Vec<(String, ToolSpec)> = instances
+            .iter()
+            .filter(|(_, i)| i.enabled)
+            .flat_map(|(id, i)| i.tools.iter().map(move |t| (id.clone(), t.clone())))
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1.name).cmp(&(&b.0, &b.1.name)));
+        out
+    }
+
+    /// Kind and granted capabilities of a loaded instance.
+    pub fn instance_summary(
+        &self,
+        id: &str,
+    ) -> Option<(PluginKind, bool, Vec<String>, Vec<ToolSpec>)> {
+        let instances = self.instances.read().expect("instances lock");
+        instances
+            .get(id)
+            .map(|i| (i.kind, i.enabled, i.ctx.grants.describe(), i.tools.clone()))
+    }
+
+    /// Removes a plugin, its instances, their secrets and data.
+    pub async fn remove(&self, name: &str) -> Result<bool> {
+        let removed = self.db.delete_plugin(name).await?;
+        self.instances
+            .write()
+            .expect("instances lock")
+            .retain(|_, i| i.ctx.plugin != name);
+        Ok(removed)
+    }
+
+    pub async fn set_enabled(&self, instance_id: &str, enabled: bool) -> Result<()> {
+        if !self.db.set_instance_enabled(instance_id, enabled).await? {
+            bail!("no plugin instance `{instance_id}`");
+        }
+        self.load_instance(instance_id).await
+    }
+
+    /// Stores (sealed) a secret for an instance and reloads it. Only names the manifest
+    /// declares are accepted.
+    pub async fn set_secret(&self, instance_id: &str, name: &str, value: &str) -> Result<()> {
+        let row = self
+            .db
+            .get_instance(instance_id)
+            .await?
+            .ok_or_else(|| anyhow!("no plugin instance `{instance_id}`"))?;
+        let plugin = self
+            .db
+            .get_plugin(&row.plugin)
+            .await?
+            .ok_or_else(|| anyhow!("plugin missing"))?;
+        let manifest = Manifest::parse(&plugin.manifest_toml)?;
+        if !manifest.capabilities.secrets.iter().any(|s| s.name == name) {
+            bail!(
+                "{} declares no secret `{name}` (it declares: {})",
+                manifest.name,
+                manifest
+                    .capabilities
+                    .secrets
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if value.is_empty() {
+            bail!("secret `{name}` must not be empty");
+        }
+        let sealed = self
+            .secret_box
+            .seal(&secret_context(instance_id, name), value)?;
+        self.db.put_secret(instance_id, name, &sealed).await?;
+        self.load_instance(instance_id).await
+    }
+
+    /// Creates another instance of an installed plugin.
+    pub async fn create_instance(
+        &self,
+        plugin: &str,
+        id: &str,
+        config: serde_json::Value,
+        approval: Approval,
+    ) -> Result<()> {
+        validate_instance_id(id)?;
+        self.db
+            .get_plugin(plugin)
+            .await?
+            .ok_or_else(|| anyhow!("plugin {plugin} is not installed"))?;
+        let row = InstanceRow {
+            id: id.to_owned(),
+            plugin: plugin.to_owned(),
+            config_json: serde_json::to_string(&config)?,
+            approval_json: serde_json::to_string(&approval)?,
+            enabled: true,
+            created_at_ms: now_ms(),
+        };
+        self.db.insert_instance(&row).await?;
+        self.load_instance(id).await
+    }
+
+    /// Creates a workspace directory for callers that have none (CLI calls).
+    pub fn default_workspace(&self) -> Result<PathBuf> {
+        let dir = self.workspaces.join("default");
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+}
+
+fn secret_context(instance_id: &str, name: &str) -> String {
+    format!("kelp-secret-v1\0{instance_id}\0{name}")
+}
+
+fn valid_tool_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn validate_instance_id(id: &str) -> Result<()> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        bail!("instance id `{id}` must be 1-64 characters of a-z, 0-9, - and _");
+    }
+    Ok(())
+}
+
+/// Turns a wasmtime error into the reason a user should read.
+fn classify(error: wasmtime::Error, ctx: &InstanceContext) -> CallError {
+    let instance = ctx.instance_id.clone();
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::Interrupt => CallError::TimeBudget {
+                instance,
+                budget_ms: ctx.limits.timeout_ms,
+            },
+            Trap::StackOverflow => CallError::StackOverflow { instance },
+            Trap::UnreachableCodeReached => CallError::Crashed {
+                instance,
+                detail: "it panicked or aborted".into(),
+            },
+            other => CallError::Crashed {
+                instance,
+                detail: format!("wasm trap: {other}"),
+            },
+        };
+    }
+    let text = format!("{error:#}");
+    // StoreLimits with trap_on_grow_failure reports a refused memory.grow this way.
+    if text.contains("forcing trap when growing memory") {
+        return CallError::OutOfMemory {
+            instance,
+            limit_mb: ctx.limits.memory_mb,
+        };
+    }
+    CallError::Crashed {
+        instance,
+        detail: ctx.redactor.redact(&text).into_owned(),
+    }
+}
+
+fn describe_requested(manifest: &Manifest) -> Vec<String> {
+    let caps = &manifest.capabilities;
+    let mut out: Vec<String> = caps.http.iter().map(|h| format!("http:{h}")).collect();
+    if caps.kv {
+        out.push("kv".into());
+    }
+    if caps.workspace != kelp_registry::manifest::WorkspaceAccess::None {
+        out.push(format!("workspace:{}", caps.workspace));
+    }
+    for s in &caps.secrets {
+        out.push(format!("secret:{} ({})", s.name, describe_position(s)));
+    }
+    out
+}
+
+fn describe_position(binding: &kelp_registry::manifest::SecretBinding) -> String {
+    use kelp_registry::manifest::SecretPosition;
+    let host = binding.host.as_deref().unwrap_or("its URL's host");
+    match &binding.position {
+        SecretPosition::Header { name, .. } => format!("header `{name}` on {host}"),
+        SecretPosition::UrlPathPrefix(prefix) => format!("URL path prefix {prefix}"),
+        SecretPosition::Query(name) => format!("query parameter `{name}` on {host}"),
+        SecretPosition::FormField(name) => format!("form field `{name}` on {host}"),
+    }
+}

@@ -1,0 +1,111 @@
+//! Storage: sqlx over SQLite (the embedded default, one file in the data directory) or
+//! PostgreSQL (selected by a `postgres://` URL, how several hosts share state). Queries are
+//! written once in the dialect both accept; migrations are per backend and run at start.
+
+pub mod plugins;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+use tokio::sync::{Mutex, MutexGuard};
+
+/// Which database a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A connection pool plus what the backend needs to be used safely.
+#[derive(Clone)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub backend: Backend,
+    /// SQLite allows one writer; a read transaction that later writes fails with SQLITE_BUSY
+    /// when another writer got there first. Serialising write transactions in-process avoids
+    /// that (PostgreSQL needs no such lock).
+    writer: Arc<Mutex<()>>,
+}
+
+impl Db {
+    /// The SQLite file `kelp.db` in `data_dir`.
+    pub async fn open_sqlite_in(data_dir: &Path) -> Result<Db> {
+        let path = data_dir.join("kelp.db");
+        Db::connect(&format!("sqlite://{}?mode=rwc", path.display())).await
+    }
+
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) and runs migrations.
+    pub async fn connect(url: &str) -> Result<Db> {
+        install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            anyhow::bail!("unsupported database URL `{url}`: use sqlite://PATH or postgres://…");
+        };
+        let options = AnyPoolOptions::new().max_connections(match backend {
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
+        });
+        let options = if backend == Backend::Sqlite {
+            options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL with synchronous=NORMAL survives a process kill (only an OS crash can
+                    // lose the last transactions); busy_timeout covers other processes' writes.
+                    conn.execute(
+                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+                         PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+        } else {
+            options
+        };
+        let pool = options
+            .connect(url)
+            .await
+            .with_context(|| format!("connecting to {}", redact_url(url)))?;
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await,
+        }
+        .context("running database migrations")?;
+        Ok(Db {
+            pool,
+            backend,
+            writer: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Held for the duration of a write transaction on SQLite; a no-op on PostgreSQL.
+    pub async fn write_lock(&self) -> Option<MutexGuard<'_, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.writer.lock().await),
+            Backend::Postgres => None,
+        }
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,392 @@
+//! Installed plugins, their instances, sealed secrets and the plugins' key-value data.
+
+use anyhow::{Context, Result};
+use sqlx::Row;
+
+use super::{Db, now_ms};
+
+/// An installed package as stored.
+#[derive(Debug, Clone)]
+pub struct PluginRow {
+    pub name: String,
+    pub version: String,
+    pub kind: String,
+    pub digest: String,
+    pub wasm_sha256: Option<String>,
+    pub manifest_json: String,
+    pub manifest_toml: String,
+    pub installed_at_ms: i64,
+}
+
+/// A plugin instance as stored.
+#[derive(Debug, Clone)]
+pub struct InstanceRow {
+    pub id: String,
+    pub plugin: String,
+    pub config_json: String,
+    pub approval_json: String,
+    pub enabled: bool,
+    pub created_at_ms: i64,
+}
+
+fn plugin_row(row: &sqlx::any::AnyRow) -> Result<PluginRow> {
+    Ok(PluginRow {
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        kind: row.try_get("kind")?,
+        digest: row.try_get("digest")?,
+        wasm_sha256: row.try_get("wasm_sha256")?,
+        manifest_json: row.try_get("manifest_json")?,
+        manifest_toml: row.try_get("manifest_toml")?,
+        installed_at_ms: row.try_get("installed_at_ms")?,
+    })
+}
+
+fn instance_row(row: &sqlx::any::AnyRow) -> Result<InstanceRow> {
+    Ok(InstanceRow {
+        id: row.try_get("id")?,
+        plugin: row.try_get("plugin")?,
+        config_json: row.try_get("config_json")?,
+        approval_json: row.try_get("approval_json")?,
+        enabled: row.try_get::<i64, _>("enabled")? != 0,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+const PLUGIN_COLUMNS: &str =
+    "name, version, kind, digest, wasm_sha256, manifest_json, manifest_toml, installed_at_ms";
+const INSTANCE_COLUMNS: &str = "id, plugin, config_json, approval_json, enabled, created_at_ms";
+
+impl Db {
+    /// Stores a package and its first instance in one transaction; replaces an older version
+    /// of the same plugin (its instances keep their config, approval and secrets).
+    pub async fn put_plugin(
+        &self,
+        row: &PluginRow,
+        package: &[u8],
+        first_instance: &InstanceRow,
+    ) -> Result<()> {
+        let _w = self.write_lock().await;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO plugins (name, version, kind, digest, wasm_sha256, manifest_json, manifest_toml, package, installed_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (name) DO UPDATE SET version = excluded.version, kind = excluded.kind, \
+             digest = excluded.digest, wasm_sha256 = excluded.wasm_sha256, manifest_json = excluded.manifest_json, manifest_toml = excluded.manifest_toml, \
+             package = excluded.package, installed_at_ms = excluded.installed_at_ms",
+        )
+        .bind(&row.name)
+        .bind(&row.version)
+        .bind(&row.kind)
+        .bind(&row.digest)
+        .bind(&row.wasm_sha256)
+        .bind(&row.manifest_json)
+        .bind(&row.manifest_toml)
+        .bind(package)
+        .bind(row.installed_at_ms)
+        .execute(&mut *tx)
+        .await
+        .context("storing the plugin package")?;
+        sqlx::query(
+            "INSERT INTO plugin_instances (id, plugin, config_json, approval_json, enabled, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&first_instance.id)
+        .bind(&first_instance.plugin)
+        .bind(&first_instance.config_json)
+        .bind(&first_instance.approval_json)
+        .bind(i64::from(first_instance.enabled))
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .context("storing the plugin instance")?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn list_plugins(&self) -> Result<Vec<PluginRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PLUGIN_COLUMNS} FROM plugins ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(plugin_row).collect()
+    }
+
+    pub async fn get_plugin(&self, name: &str) -> Result<Option<PluginRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {PLUGIN_COLUMNS} FROM plugins WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(plugin_row).transpose()
+    }
+
+    pub async fn get_package(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT package FROM plugins WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("package")).transpose()?)
+    }
+
+    /// Removes a plugin with its instances, secrets and kv data.
+    pub async fn delete_plugin(&self, name: &str) -> Result<bool> {
+        let _w = self.write_lock().await;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM plugin_kv WHERE instance_id IN (SELECT id FROM plugin_instances WHERE plugin = $1)",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM instance_secrets WHERE instance_id IN (SELECT id FROM plugin_instances WHERE plugin = $1)",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM plugin_instances WHERE plugin = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM plugins WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn list_instances(&self) -> Result<Vec<InstanceRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM plugin_instances ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(instance_row).collect()
+    }
+
+    pub async fn get_instance(&self, id: &str) -> Result<Option<InstanceRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM plugin_instances WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(instance_row).transpose()
+    }
+
+    pub async fn insert_instance(&self, row: &InstanceRow) -> Result<()> {
+        let _w = self.write_lock().await;
+        sqlx::query(
+            "INSERT INTO plugin_instances (id, plugin, config_json, approval_json, enabled, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&row.id)
+        .bind(&row.plugin)
+        .bind(&row.config_json)
+        .bind(&row.approval_json)
+        .bind(i64::from(row.enabled))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .with_context(|| format!("creating instance `{}` (does it exist already?)", row.id))?;
+        Ok(())
+    }
+
+    pub async fn set_instance_enabled(&self, id: &str, enabled: bool) -> Result<bool> {
+        let _w = self.write_lock().await;
+        let done = sqlx::query("UPDATE plugin_instances SET enabled = $1 WHERE id = $2")
+            .bind(i64::from(enabled))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn update_instance(
+        &self,
+        id: &str,
+        config_json: &str,
+        approval_json: &str,
+    ) -> Result<bool> {
+        let _w = self.write_lock().await;
+        let done = sqlx::query(
+            "UPDATE plugin_instances SET config_json = $1, approval_json = $2 WHERE id = $3",
+        )
+        .bind(config_json)
+        .bind(approval_json)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn put_secret(&self, instance_id: &str, name: &str, sealed: &str) -> Result<()> {
+        let _w = self.write_lock().await;
+        sqlx::query(
+            "INSERT INTO instance_secrets (instance_id, name, sealed) VALUES ($1, $2, $3) \
+             ON CONFLICT (instance_id, name) DO UPDATE SET sealed = excluded.sealed",
+        )
+        .bind(instance_id)
+        .bind(name)
+        .bind(sealed)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete_secret(&self, instance_id: &str, name: &str) -> Result<bool> {
+        let _w = self.write_lock().await;
+        let done = sqlx::query("DELETE FROM instance_secrets WHERE instance_id = $1 AND name = $2")
+            .bind(instance_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// `(name, sealed value)` pairs of one instance.
+    pub async fn sealed_secrets(&self, instance_id: &str) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT name, sealed FROM instance_secrets WHERE instance_id = $1 ORDER BY name",
+        )
+        .bind(instance_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("name")?, r.try_get("sealed")?)))
+            .collect()
+    }
+
+    pub async fn kv_get(
+        &self,
+        instance_id: &str,
+        owner: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query(
+            "SELECT value FROM plugin_kv WHERE instance_id = $1 AND owner = $2 AND key = $3",
+        )
+        .bind(instance_id)
+        .bind(owner)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("value")).transpose()?)
+    }
+
+    pub async fn kv_keys(
+        &self,
+        instance_id: &str,
+        owner: &str,
+        prefix: &str,
+    ) -> Result<Vec<String>> {
+        // Prefix match without LIKE, whose wildcards would need escaping: compare the
+        // leading characters instead.
+        let rows = sqlx::query(
+            "SELECT key FROM plugin_kv WHERE instance_id = $1 AND owner = $2 \
+             AND substr(key, 1, $3) = $4 ORDER BY key",
+        )
+        .bind(instance_id)
+        .bind(owner)
+        .bind(prefix.chars().count() as i64)
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("key")?)).collect()
+    }
+
+    /// Bytes (keys + values) stored for one instance and owner.
+    pub async fn kv_usage(&self, instance_id: &str, owner: &str) -> Result<u64> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(length(key) + length(value)), 0) AS BIGINT) AS used \
+             FROM plugin_kv WHERE instance_id = $1 AND owner = $2",
+        )
+        .bind(instance_id)
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("used")?.max(0) as u64)
+    }
+
+    /// Applies one call's buffered writes in a single transaction, after re-checking the
+    /// values its compare-and-swaps saw and the quota. Nothing is written if any check fails.
+    pub async fn kv_commit(
+        &self,
+        instance_id: &str,
+        owner: &str,
+        expectations: &[(String, Option<Vec<u8>>)],
+        writes: &[(String, Option<Vec<u8>>)],
+        quota: u64,
+    ) -> Result<KvCommit> {
+        let _w = self.write_lock().await;
+        let mut tx = self.pool.begin().await?;
+        for (key, expected) in expectations {
+            let current: Option<Vec<u8>> = sqlx::query(
+                "SELECT value FROM plugin_kv WHERE instance_id = $1 AND owner = $2 AND key = $3",
+            )
+            .bind(instance_id)
+            .bind(owner)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get("value"))
+            .transpose()?;
+            if &current != expected {
+                return Ok(KvCommit::Conflict(key.clone()));
+            }
+        }
+        for (key, value) in writes {
+            match value {
+                Some(value) => {
+                    sqlx::query(
+                        "INSERT INTO plugin_kv (instance_id, owner, key, value) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (instance_id, owner, key) DO UPDATE SET value = excluded.value",
+                    )
+                    .bind(instance_id)
+                    .bind(owner)
+                    .bind(key)
+                    .bind(value)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query(
+                        "DELETE FROM plugin_kv WHERE instance_id = $1 AND owner = $2 AND key = $3",
+                    )
+                    .bind(instance_id)
+                    .bind(owner)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        let used: i64 = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(length(key) + length(value)), 0) AS BIGINT) AS used \
+             FROM plugin_kv WHERE instance_id = $1 AND owner = $2",
+        )
+        .bind(instance_id)
+        .bind(owner)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("used")?;
+        if used.max(0) as u64 > quota {
+            return Ok(KvCommit::OverQuota);
+        }
+        tx.commit().await?;
+        Ok(KvCommit::Done)
+    }
+}
+
+/// Outcome of [`Db::kv_commit`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum KvCommit {
+    Done,
+    /// Another call changed this key after this call's compare-and-swap read it.
+    Conflict(String),
+    OverQuota,
+}

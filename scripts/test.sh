@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine that has only the Rust toolchain.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Reuse one build cache across clones: wasmtime takes minutes to compile.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kelp-target}"
+
+if command -v rustup >/dev/null 2>&1; then
+  rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+  rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+  rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+fi
+
+echo "== format"
+cargo fmt --all -- --check
+(cd sdk && cargo fmt -- --check)
+(cd plugins && cargo fmt --all -- --check)
+(cd tests/components && cargo fmt --all -- --check)
+
+echo "== lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+(cd plugins && cargo clippy --workspace --release --target wasm32-wasip2 --locked -- -D warnings)
+
+echo "== guest-side unit tests (SDK stream parsers, plugin logic), native"
+(cd sdk && cargo test --locked)
+(cd plugins && cargo test --workspace --locked)
+
+echo "== host, registry and end-to-end suite (builds the plugin components first)"
+cargo test --workspace --locked
+
+echo "== benchmarks compile"
+cargo bench --workspace --locked --no-run

@@ -1,7 +1,14 @@
-//! The first-party plugins installed and called through the real runtime.
+//! The first-party plugins, installed from their real components and called through the
+//! real runtime.
 
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::http::header;
+use axum::routing::get;
+use kelp::plugins::{CallError, RuntimeSettings};
 use kelp_tests::{Host, components as c, manifest};
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn calc_evaluates_and_reports_errors() {
@@ -16,33 +23,101 @@ async fn calc_evaluates_and_reports_errors() {
         .await
         .unwrap();
     assert_eq!(id, "calc");
-    let out = host
-        .runtime
-        .call_tool(
-            "calc",
-            "calc",
-            r#"{"expression": "2 * (3 + 4) ^ 2"}"#,
-            "u1",
-            None,
-        )
-        .await
-        .unwrap();
-    assert!(out.contains("98"), "{out}");
+    let out: Value = serde_json::from_str(
+        &host
+            .runtime
+            .call_tool(
+                "calc",
+                "calc",
+                r#"{"expression": "2 * (3 + 4) ^ 2"}"#,
+                "u1",
+                None,
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(out["result"], 98);
     let err = host
         .runtime
         .call_tool("calc", "calc", r#"{"expression": "1 / 0"}"#, "u1", None)
         .await
         .unwrap_err();
-    assert!(err.to_string().to_lowercase().contains("zero"), "{err}");
+    assert!(
+        matches!(err, CallError::Tool(_)) && err.to_string().to_lowercase().contains("zero"),
+        "{err}"
+    );
     let out = host
         .runtime
         .call_tool(
             "calc",
             "json_query",
-            r#"{"document": {"a": [{"b": 7}]}, "path": ".a[0].b"}"#,
+            r#"{"document": {"a": [{"b": 7}, {"b": 9}]}, "path": ".a[*].b"}"#,
             "u1",
             None,
         )
-        .await;
-    println!("{out:?}");
+        .await
+        .unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!([7, 9]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_fetch_returns_readable_text_and_follows_redirects_through_the_host() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new()
+        .route(
+            "/page",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    "<html><head><title>T</title><script>var x = 1;</script><style>p{}</style></head>\
+                     <body><h1>Kelp &amp; friends</h1><p>First paragraph.</p><p>Second.</p></body></html>",
+                )
+            }),
+        )
+        .route("/moved", get(|| async { axum::response::Redirect::temporary("/page") }));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let names = HashMap::from([("docs.test".to_owned(), vec![addr])]);
+    let host = Host::with(RuntimeSettings::default(), names).await;
+    let grant = format!("http-private:docs.test:{}", addr.port());
+    host.install(
+        &manifest(c::PLUGIN_HTTP_FETCH_MANIFEST),
+        c::PLUGIN_HTTP_FETCH_WASM,
+        &[&grant],
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let input = json!({"url": format!("http://docs.test:{}/moved", addr.port())}).to_string();
+    let out: Value = serde_json::from_str(
+        &host
+            .runtime
+            .call_tool("http-fetch", "http_fetch", &input, "u", None)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(out["status"], 200);
+    assert!(out["url"].as_str().unwrap().ends_with("/page"), "{out}");
+    let text = out["text"].as_str().unwrap();
+    assert!(
+        text.contains("Kelp & friends")
+            && text.contains("First paragraph.")
+            && text.contains("Second."),
+        "{text}"
+    );
+    assert!(
+        !text.contains("var x") && !text.contains("p{}"),
+        "scripts and styles are dropped: {text}"
+    );
+
+    // A host outside the grant is refused with the capability named.
+    let input = json!({"url": "http://elsewhere.test/"}).to_string();
+    let err = host
+        .runtime
+        .call_tool("http-fetch", "http_fetch", &input, "u", None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not granted"), "{err}");
 }

@@ -35,15 +35,15 @@ pub(super) async fn plugin(
             yes,
             grants,
             instance,
-            config,
+            instance_config,
         } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let (review, _) = runtime.review(&bytes)?;
-            let config: serde_json::Value =
-                serde_json::from_str(&config).context("--config must be a JSON object")?;
+            let config: serde_json::Value = serde_json::from_str(&instance_config)
+                .context("--instance-config must be a JSON object")?;
             if !config.is_object() {
-                bail!("--config must be a JSON object");
+                bail!("--instance-config must be a JSON object");
             }
             let m = &review.manifest;
             println!("{} {} ({}) — {}", m.name, m.version, m.kind, m.description);

@@ -76,9 +76,9 @@ enum PluginCommand {
         /// Instance id (default: the plugin's short name).
         #[arg(long)]
         instance: Option<String>,
-        /// Instance configuration as a JSON object.
-        #[arg(long, default_value = "{}")]
-        config: String,
+        /// Instance configuration as a JSON object (validated against the manifest's [config]).
+        #[arg(long = "instance-config", default_value = "{}")]
+        instance_config: String,
     },
     /// List installed plugins and their instances.
     List,

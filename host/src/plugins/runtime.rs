@@ -54,6 +54,13 @@ pub enum CallError {
     OutOfMemory { instance: String, limit_mb: u64 },
     #[error("plugin `{instance}` exhausted its stack (unbounded recursion?) and was stopped")]
     StackOverflow { instance: String },
+    /// Rust and C guests keep most of their stack in linear memory, below their data; when it
+    /// overflows, the guest writes below address 0 and wasm traps as an out-of-bounds access.
+    #[error(
+        "plugin `{instance}` accessed memory out of bounds and was stopped (most often its stack \
+         overflowed from unbounded recursion)"
+    )]
+    MemoryFault { instance: String },
     #[error("plugin `{instance}` crashed: {detail} (its log has the panic message, if any)")]
     Crashed { instance: String, detail: String },
     #[error("plugin `{instance}` returned {size} bytes of output, over the limit of {limit} bytes")]
@@ -777,6 +784,7 @@ fn classify(error: wasmtime::Error, ctx: &InstanceContext) -> CallError {
                 budget_ms: ctx.limits.timeout_ms,
             },
             Trap::StackOverflow => CallError::StackOverflow { instance },
+            Trap::MemoryOutOfBounds => CallError::MemoryFault { instance },
             Trap::UnreachableCodeReached => CallError::Crashed {
                 instance,
                 detail: "it panicked or aborted".into(),

@@ -1,0 +1,184 @@
+//! The `kv` host import: scoped per instance and owner, buffered and committed only when a
+//! call succeeds, compare-and-swap, quota, and denial without the grant.
+
+use kelp::plugins::{CallError, CallLimits, RuntimeSettings};
+use kelp_tests::{Host, components as c, manifest};
+use serde_json::json;
+
+async fn call(
+    host: &Host,
+    tool: &str,
+    input: serde_json::Value,
+    owner: &str,
+) -> Result<String, CallError> {
+    host.runtime
+        .call_tool("hostile", tool, &input.to_string(), owner, None)
+        .await
+}
+
+async fn kv_host(grants: &[&str], quota: u64) -> Host {
+    let settings = RuntimeSettings {
+        limits: CallLimits {
+            kv_quota_bytes: quota,
+            ..CallLimits::default()
+        },
+        ..RuntimeSettings::default()
+    };
+    let host = Host::with_settings(settings).await;
+    host.install(
+        &manifest(c::COMPONENT_HOSTILE_MANIFEST),
+        c::COMPONENT_HOSTILE_WASM,
+        grants,
+        json!({}),
+    )
+    .await
+    .unwrap();
+    host
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn values_persist_per_owner_and_only_when_the_call_succeeds() {
+    let host = kv_host(&["kv"], 1 << 20).await;
+    call(&host, "kv_set", json!({"key": "k", "value": "v1"}), "alice")
+        .await
+        .unwrap();
+    assert_eq!(
+        call(&host, "kv_get", json!({"key": "k"}), "alice")
+            .await
+            .unwrap(),
+        r#""v1""#
+    );
+    // Another owner sees its own (empty) space.
+    assert_eq!(
+        call(&host, "kv_get", json!({"key": "k"}), "bob")
+            .await
+            .unwrap(),
+        "null"
+    );
+
+    // A call that returns an error or traps leaves the store as it was.
+    let err = call(
+        &host,
+        "kv_set_then_fail",
+        json!({"key": "k", "value": "v2"}),
+        "alice",
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, CallError::Tool(_)), "{err}");
+    let err = call(
+        &host,
+        "kv_set_then_trap",
+        json!({"key": "k", "value": "v3"}),
+        "alice",
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, CallError::Crashed { .. }), "{err}");
+    assert_eq!(
+        call(&host, "kv_get", json!({"key": "k"}), "alice")
+            .await
+            .unwrap(),
+        r#""v1""#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compare_and_swap_swaps_only_from_the_expected_value() {
+    let host = kv_host(&["kv"], 1 << 20).await;
+    let swapped = |out: String| {
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["swapped"]
+            .as_bool()
+            .unwrap()
+    };
+    assert!(swapped(
+        call(&host, "kv_cas", json!({"key": "c", "new": "1"}), "u")
+            .await
+            .unwrap()
+    ));
+    assert!(!swapped(
+        call(&host, "kv_cas", json!({"key": "c", "new": "1"}), "u")
+            .await
+            .unwrap()
+    ));
+    assert!(!swapped(
+        call(
+            &host,
+            "kv_cas",
+            json!({"key": "c", "expected": "0", "new": "2"}),
+            "u"
+        )
+        .await
+        .unwrap()
+    ));
+    assert!(swapped(
+        call(
+            &host,
+            "kv_cas",
+            json!({"key": "c", "expected": "1", "new": "2"}),
+            "u"
+        )
+        .await
+        .unwrap()
+    ));
+    assert_eq!(
+        call(&host, "kv_get", json!({"key": "c"}), "u")
+            .await
+            .unwrap(),
+        r#""2""#
+    );
+
+    // Many concurrent increments-by-swap from the same value: exactly one wins.
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let rt = host.runtime.clone();
+            let input = json!({"key": "c", "expected": "2", "new": format!("w{i}")}).to_string();
+            tokio::spawn(async move { rt.call_tool("hostile", "kv_cas", &input, "u", None).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(out) if swapped(out.clone()) => winners += 1,
+            // Lost the race: either saw the new value, or lost at commit.
+            Ok(_) | Err(CallError::Kv(_)) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quota_and_grant_are_enforced() {
+    let host = kv_host(&["kv"], 100).await;
+    call(
+        &host,
+        "kv_set",
+        json!({"key": "a", "value": "x".repeat(50)}),
+        "u",
+    )
+    .await
+    .unwrap();
+    let err = call(
+        &host,
+        "kv_set",
+        json!({"key": "b", "value": "x".repeat(60)}),
+        "u",
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("quota"), "{err}");
+    // The earlier value is intact.
+    assert_eq!(
+        call(&host, "kv_get", json!({"key": "a"}), "u")
+            .await
+            .unwrap(),
+        format!("\"{}\"", "x".repeat(50))
+    );
+
+    let ungranted = kv_host(&[], 1 << 20).await;
+    let err = call(&ungranted, "kv_set", json!({"key": "a", "value": "x"}), "u")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("`kv` is not granted"), "{err}");
+}

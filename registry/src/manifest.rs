@@ -817,6 +817,16 @@ fn validate_limits(raw: RawLimits) -> Result<RequestedLimits, ManifestError> {
     })
 }
 
+impl std::fmt::Display for WorkspaceAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WorkspaceAccess::None => "none",
+            WorkspaceAccess::Read => "read",
+            WorkspaceAccess::Write => "write",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1131,15 +1141,5 @@ output-bytes = 1048576
         let name: PluginName = serde_json::from_str("\"kelp/calc\"").unwrap();
         assert_eq!(serde_json::to_string(&name).unwrap(), "\"kelp/calc\"");
         assert!(serde_json::from_str::<PluginName>("\"Kelp/calc\"").is_err());
-    }
-}
-
-impl std::fmt::Display for WorkspaceAccess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            WorkspaceAccess::None => "none",
-            WorkspaceAccess::Read => "read",
-            WorkspaceAccess::Write => "write",
-        })
     }
 }

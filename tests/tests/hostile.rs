@@ -182,11 +182,14 @@ async fn e_host_files_are_out_of_reach() {
 /// of each request (and the query) so tests can see where a secret went.
 struct Site {
     addr: SocketAddr,
-    seen: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    seen: Seen,
 }
 
+/// `(request URI, x-api-key header)` of each request to the recording route.
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 async fn site() -> Site {
-    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    let seen: Seen = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let record = seen.clone();

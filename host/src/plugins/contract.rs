@@ -33,12 +33,12 @@ impl ContractUse {
         for payload in Parser::new(0).parse_all(wasm) {
             let payload = payload.map_err(|e| anyhow::anyhow!("malformed component: {e}"))?;
             match payload {
-                Payload::Version { encoding, .. } if depth == 0 => {
-                    if encoding != Encoding::Component {
-                        bail!(
-                            "plugin.wasm is a core wasm module, not a component (build for wasm32-wasip2)"
-                        );
-                    }
+                Payload::Version { encoding, .. }
+                    if depth == 0 && encoding != Encoding::Component =>
+                {
+                    bail!(
+                        "plugin.wasm is a core wasm module, not a component (build for wasm32-wasip2)"
+                    );
                 }
                 Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
                 Payload::End(_) => depth = depth.saturating_sub(1),

@@ -105,11 +105,25 @@ async fn run() -> Result<()> {
         "first install with an empty cache (one run)",
         fmt_duration(started.elapsed()),
     );
-    let kelp = Kelp {
+    let kelp = Arc::new(Kelp {
         runtime: host.runtime.clone(),
         instance,
+    });
+    let floor = Arc::new(BareFloor::new(&engine, &component)?);
+    let kelp_echo_call = {
+        let kelp = kelp.clone();
+        move || {
+            let kelp = kelp.clone();
+            async move { kelp.call("echo").await }
+        }
     };
-    let floor = BareFloor::new(&engine, &component)?;
+    let floor_echo_call = {
+        let floor = floor.clone();
+        move || {
+            let floor = floor.clone();
+            async move { floor.call_echo().await }
+        }
+    };
 
     // 3 and 7. Echo through Kelp against the bare floor, warmed, then interleaved.
     for _ in 0..WARM_UP_CALLS {
@@ -154,7 +168,7 @@ async fn run() -> Result<()> {
 
     // 5. Throughput on the multi-thread runtime.
     for callers in [1, 2 * cores, 64] {
-        let rate = kelp.throughput(callers).await?;
+        let rate = throughput(callers, kelp_echo_call.clone()).await?;
         let name = format!("throughput, {callers} concurrent caller(s)");
         let value = format!("{rate:.0} calls/s");
         if callers == 1 {
@@ -164,10 +178,16 @@ async fn run() -> Result<()> {
             table.check(&name, value, ">= 10000 calls/s", rate >= 10_000.0);
         }
     }
+    // The floor under the same load tells whether scaling with callers is Kelp's or wasmtime's.
+    let floor_rate = throughput(2 * cores, floor_echo_call).await?;
+    table.info(
+        &format!("bare floor throughput, {} concurrent callers", 2 * cores),
+        format!("{floor_rate:.0} calls/s"),
+    );
 
     // 6. Memory: every pool slot has been used by the 64-caller run, so the process is warm.
     let before = rss_kib()?;
-    kelp.calls_concurrently(RSS_CALLS, 2 * cores).await?;
+    calls_concurrently(RSS_CALLS, 2 * cores, kelp_echo_call).await?;
     let after = rss_kib()?;
     let growth = (after as f64 - before as f64) / before as f64 * 100.0;
     table.info(
@@ -202,56 +222,60 @@ impl Kelp {
             .await?;
         Ok(())
     }
+}
 
-    /// Calls per second over a fixed window with `callers` tasks calling back to back.
-    async fn throughput(&self, callers: usize) -> Result<f64> {
-        let started = Instant::now();
-        let deadline = started + THROUGHPUT_WINDOW;
-        let tasks: Vec<_> = (0..callers)
-            .map(|_| {
-                let runtime = self.runtime.clone();
-                let instance = self.instance.clone();
-                tokio::spawn(async move {
-                    let mut calls = 0u64;
-                    while Instant::now() < deadline {
-                        runtime
-                            .call_tool(&instance, "echo", "{}", OWNER, None)
-                            .await?;
-                        calls += 1;
-                    }
-                    anyhow::Ok(calls)
-                })
+/// Calls per second over a fixed window, with `callers` tasks each calling back to back.
+async fn throughput<F>(callers: usize, call: impl Fn() -> F + Clone + Send + 'static) -> Result<f64>
+where
+    F: Future<Output = Result<()>> + Send + 'static,
+{
+    let started = Instant::now();
+    let deadline = started + THROUGHPUT_WINDOW;
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut calls = 0u64;
+                while Instant::now() < deadline {
+                    call().await?;
+                    calls += 1;
+                }
+                anyhow::Ok(calls)
             })
-            .collect();
-        let mut total = 0;
-        for task in tasks {
-            total += task.await??;
-        }
-        Ok(total as f64 / started.elapsed().as_secs_f64())
+        })
+        .collect();
+    let mut total = 0;
+    for task in tasks {
+        total += task.await??;
     }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
 
-    /// Makes `calls` echo calls spread over `callers` tasks.
-    async fn calls_concurrently(&self, calls: usize, callers: usize) -> Result<()> {
-        let tasks: Vec<_> = (0..callers)
-            .map(|i| {
-                let runtime = self.runtime.clone();
-                let instance = self.instance.clone();
-                let share = calls / callers + usize::from(i < calls % callers);
-                tokio::spawn(async move {
-                    for _ in 0..share {
-                        runtime
-                            .call_tool(&instance, "echo", "{}", OWNER, None)
-                            .await?;
-                    }
-                    anyhow::Ok(())
-                })
+/// Makes `calls` calls spread over `callers` tasks.
+async fn calls_concurrently<F>(
+    calls: usize,
+    callers: usize,
+    call: impl Fn() -> F + Clone + Send + 'static,
+) -> Result<()>
+where
+    F: Future<Output = Result<()>> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..callers)
+        .map(|i| {
+            let call = call.clone();
+            let share = calls / callers + usize::from(i < calls % callers);
+            tokio::spawn(async move {
+                for _ in 0..share {
+                    call().await?;
+                }
+                anyhow::Ok(())
             })
-            .collect();
-        for task in tasks {
-            task.await??;
-        }
-        Ok(())
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
     }
+    Ok(())
 }
 
 /// What wasmtime alone costs for the same call: the same engine configuration, WASI, a fresh

@@ -180,3 +180,29 @@ fn install_without_approval_refuses_when_capabilities_are_requested() {
     let list = ok(kelp(data.path(), work.path(), &["plugin", "list"]));
     assert!(list.trim().is_empty(), "nothing installed: {list}");
 }
+
+#[test]
+fn a_skill_without_code_is_made_built_and_installed() {
+    let work = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    ok(kelp(
+        data.path(),
+        work.path(),
+        &["plugin", "new", "tidy-notes", "--kind", "skill"],
+    ));
+    let dir = work.path().join("tidy-notes");
+    assert!(dir.join("SKILL.md").exists() && !dir.join(".kelp").exists());
+    ok(kelp(data.path(), &dir, &["plugin", "build"]));
+    let package = dir.join("target/kelp/tidy-notes-0.1.0.kelp");
+    let installed = ok(kelp(
+        data.path(),
+        work.path(),
+        &["plugin", "install", package.to_str().unwrap(), "--yes"],
+    ));
+    assert!(
+        installed.contains("installed local/tidy-notes 0.1.0"),
+        "{installed}"
+    );
+    let list = ok(kelp(data.path(), work.path(), &["plugin", "list"]));
+    assert!(list.contains("local/tidy-notes 0.1.0 (skill)"), "{list}");
+}

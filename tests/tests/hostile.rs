@@ -460,6 +460,36 @@ async fn k_waiting_in_a_host_import_is_not_computing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_import_that_never_returns_hits_the_wall_clock_limit() {
+    let site = site().await;
+    let port = site.addr.port();
+    let mut s = settings();
+    s.limits.wall_timeout_ms = 300;
+    let host = Host::with(s, names(site.addr)).await;
+    host.install(
+        &manifest(c::COMPONENT_HOSTILE_MANIFEST),
+        c::COMPONENT_HOSTILE_WASM,
+        &[&format!("http-private:api.test:{port}")],
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let err = http_call(&host, &format!("http://api.test:{port}/slow"), json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CallError::WallTimeout { limit_ms: 300, .. }),
+        "{err}"
+    );
+    assert!(
+        host.runtime
+            .call_tool("hostile", "echo", "{}", "u1", None)
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l_calls_beyond_capacity_queue_instead_of_failing() {
     let site = site().await;
     let port = site.addr.port();

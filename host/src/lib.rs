@@ -6,6 +6,7 @@
 //! `cli/` (the `kelp` command), `secrets.rs` (keys, encryption at rest).
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod net;

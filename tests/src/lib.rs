@@ -2,6 +2,8 @@
 //! its own SQLite database, packages packed from a component and a manifest, and a DNS fake
 //! (DNS is outside Kelp; everything else is the real thing).
 
+pub mod server;
+
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;

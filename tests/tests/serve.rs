@@ -1,5 +1,5 @@
 //! `kelp serve` as a real process: bundled first-party plugins installed at start with no
-//! network, health and readiness, and tools over HTTP behind the admin token.
+//! network, health and readiness, first-run setup, and tools over HTTP.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -94,7 +94,7 @@ async fn serve_installs_bundled_plugins_and_answers_over_http() {
         200
     );
 
-    // /api needs the admin token.
+    // /api needs a signed-in user; a fresh server has none until first-run setup.
     let denied = http
         .get(format!("{}/api/tools", server.base))
         .send()
@@ -111,7 +111,16 @@ async fn serve_installs_bundled_plugins_and_answers_over_http() {
         .unwrap();
     assert_eq!(wrong.status(), 401);
 
-    let token = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
+    let setup: Value = http
+        .post(format!("{}/api/auth/setup", server.base))
+        .json(&json!({"username": "admin", "password": "correct horse"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = setup["token"].as_str().unwrap().to_owned();
     let tools: Value = http
         .get(format!("{}/api/tools", server.base))
         .bearer_auth(token.trim())

@@ -1,59 +1,205 @@
-//! The HTTP server of `kelp serve`.
-//!
-//! This is the server's first slice: health, readiness, and the tools of the loaded plugins.
-//! Until users and auth land (see the "Host server core" issue), `/api/*` requires the admin
-//! token that the server writes to `<data dir>/admin.token` (mode 0600) at first start.
+//! The HTTP server of `kelp serve`: one router per resource (one file each), state passed
+//! with `State<AppState>`, auth by extractors (`CurrentUser`, `AdminUser`), errors in the
+//! envelope of DESIGN.md, and an OpenAPI 3.1 document generated from the handlers.
 
+pub mod auth;
+pub mod common;
+mod limits;
 mod tools;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use anyhow::{Context, Result};
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+pub use common::{ApiError, ApiJson, Page, PageQuery};
 
 use crate::config::Config;
 use crate::plugins::grants::Approval;
 use crate::plugins::{InstallOptions, PluginRuntime};
 use crate::store::Db;
 
+/// Largest JSON body accepted (plugin uploads have their own, larger limit).
+const MAX_JSON_BODY: usize = 1024 * 1024;
+
 /// State shared by handlers.
 #[derive(Clone)]
 pub struct AppState {
     pub runtime: Arc<PluginRuntime>,
-    admin_token_sha256: Arc<String>,
+    pub login_limiter: Arc<limits::LoginLimiter>,
 }
 
-/// An API error rendered as the error envelope of DESIGN.md.
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
+impl AppState {
+    pub fn new(runtime: Arc<PluginRuntime>) -> AppState {
+        AppState {
+            runtime,
+            login_limiter: Arc::default(),
         }
     }
+
+    pub fn db(&self) -> &Db {
+        self.runtime.db()
+    }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = Json(
-            json!({"error": {"code": self.code, "message": self.message, "request_id": null}}),
+/// A fixed argon2 hash to verify against when a username does not exist, so a failed login
+/// takes as long either way.
+static DUMMY_HASH: LazyLock<String> =
+    LazyLock::new(|| crate::auth::hash_password("not a real password").expect("hashing works"));
+
+/// The client's address for rate limiting: the peer address the server saw.
+fn client_address(headers: &HeaderMap) -> String {
+    headers
+        .get("x-kelp-peer")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown")
+        .to_owned()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Kelp", description = "Self-hosted AI agent host. Errors use the envelope `ErrorEnvelope`; lists are `{items, total, next_offset}` pages."),
+    components(schemas(common::ErrorEnvelope)),
+    modifiers(&SecuritySchemes)
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API token or the token returned by login"))
+                    .build(),
+            ),
         );
-        (self.status, body).into_response()
+        components.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+                crate::auth::SESSION_COOKIE,
+            ))),
+        );
     }
+}
+
+/// The API routes and the OpenAPI document describing them.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(auth::routes())
+        .merge(tools::routes())
+        .split_for_parts()
+}
+
+/// The whole application, as served.
+pub fn app(state: AppState) -> Router {
+    router(state).layer(middleware::from_fn(peer_address))
+}
+
+/// Serves [`app`] on `listener` until `shutdown` completes (also used by tests).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+fn router(state: AppState) -> Router {
+    let (api, openapi) = api();
+    let openapi = Arc::new(openapi);
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route(
+            "/openapi.json",
+            get(move || async move { Json(openapi.as_ref().clone()) }),
+        )
+        .merge(api)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match sqlx::query("SELECT 1").execute(&state.db().pool).await {
+        Ok(_) => {
+            Json(json!({"status": "ready", "tools": state.runtime.tools().len()})).into_response()
+        }
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("database: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+/// Gives every response an `x-request-id` (the client's, if it sent a sane one) and puts the
+/// same id into error envelopes, so a user can quote it and an operator can find the request.
+async fn request_id(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(crate::util::new_id);
+    let response = next.run(request).await;
+    let mut response = if response.status().is_client_error() || response.status().is_server_error()
+    {
+        fill_request_id(response, &id).await
+    } else {
+        response
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+async fn fill_request_id(response: Response, id: &str) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return ApiError::internal("error body unreadable").into_response();
+    };
+    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(mut value) if value.get("error").is_some_and(|e| e.is_object()) => {
+            value["error"]["request_id"] = json!(id);
+            Body::from(serde_json::to_vec(&value).unwrap_or_else(|_| bytes.to_vec()))
+        }
+        _ => Body::from(bytes),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, body)
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -69,94 +215,34 @@ pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) 
     for (id, e) in runtime.load_all().await? {
         tracing::warn!(instance = %id, "not serving plugin instance: {e:#}");
     }
-    let token = admin_token(&data_dir)?;
-    let state = AppState {
-        runtime,
-        admin_token_sha256: Arc::new(crate::util::sha256_hex(token.as_bytes())),
-    };
+    let state = AppState::new(runtime);
+    let needs_setup = state.db().count_users().await? == 0;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("binding {}", config.bind))?;
-    tracing::info!(
-        address = %listener.local_addr()?,
-        token_file = %data_dir.join("admin.token").display(),
-        tools = state.runtime.tools().len(),
-        "kelp is serving"
-    );
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let address = listener.local_addr()?;
+    tracing::info!(address = %address, tools = state.runtime.tools().len(), "kelp is serving");
+    if needs_setup {
+        tracing::info!(
+            "no users yet: create the first admin with POST /api/auth/setup or `kelp user add --admin`"
+        );
+    }
+    serve_on(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// The router (also used by tests).
-pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/tools", get(tools::list))
-        .route("/tools/{instance}/{tool}", axum::routing::post(tools::call))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
-    Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(readyz))
-        .nest("/api", api)
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .layer(middleware::from_fn(request_id))
-        .with_state(state)
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    match sqlx::query("SELECT 1")
-        .execute(&state.runtime.db().pool)
-        .await
-    {
-        Ok(_) => Json(json!({"status": "ready"})).into_response(),
-        Err(e) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            format!("database: {e}"),
-        )
-        .into_response(),
-    }
-}
-
-async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| crate::util::sha256_hex(t.trim().as_bytes()));
-    // Comparing digests keeps the comparison independent of where a wrong token differs.
-    if presented.as_deref() != Some(state.admin_token_sha256.as_str()) {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid bearer token is required",
-        )
-        .into_response();
+/// Records the TCP peer in a header for the rate limiter. It runs first and overwrites any
+/// copy a client sent, so the value is always the server's own observation.
+async fn peer_address(
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&peer.ip().to_string()) {
+        request.headers_mut().insert("x-kelp-peer", value);
     }
     next.run(request).await
-}
-
-async fn request_id(request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned)
-        .unwrap_or_else(|| {
-            use rand::RngCore;
-            let mut bytes = [0u8; 12];
-            rand::rng().fill_bytes(&mut bytes);
-            hex::encode(bytes)
-        });
-    let mut response = next.run(request).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    response
 }
 
 /// Installs every `.kelp` in `dir` whose plugin is not installed yet, approving what each
@@ -201,11 +287,6 @@ async fn install_bundled(runtime: &PluginRuntime, dir: &Path) -> Result<()> {
         tracing::info!(plugin = %installed.name, instance = %installed.instance_id, "installed bundled plugin");
     }
     Ok(())
-}
-
-fn admin_token(data_dir: &Path) -> Result<String> {
-    let key = crate::secrets::load_or_create_key(&data_dir.join("admin.token"))?;
-    Ok(hex::encode(key))
 }
 
 async fn shutdown_signal() {

@@ -1,57 +1,94 @@
-//! `GET /api/tools` and `POST /api/tools/{instance}/{tool}`.
+//! Tools of the enabled plugin instances: list them and invoke one with JSON input.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{ApiError, AppState};
+use super::AppState;
+use super::common::{ApiError, ApiJson, ErrorEnvelope, Page};
+use crate::auth::CurrentUser;
 use crate::plugins::CallError;
 
-pub async fn list(State(state): State<AppState>) -> Json<Value> {
-    let items: Vec<Value> = state
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(call))
+}
+
+/// A tool as the API lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Tool {
+    /// The plugin instance that provides it.
+    pub instance: String,
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the input.
+    pub input_schema: Value,
+}
+
+/// The output of a tool call (text the tool returned: JSON or prose).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolOutput {
+    pub output: String,
+}
+
+/// Every tool of every enabled plugin instance.
+#[utoipa::path(get, path = "/api/tools", tag = "tools",
+    responses((status = 200, body = Page<Tool>), (status = 401, body = ErrorEnvelope)), security(("bearer" = []), ("cookie" = [])))]
+pub async fn list(State(state): State<AppState>, _user: CurrentUser) -> axum::Json<Page<Tool>> {
+    let items: Vec<Tool> = state
         .runtime
         .tools()
         .into_iter()
-        .map(|(instance, spec)| {
-            json!({
-                "instance": instance,
-                "name": spec.name,
-                "description": spec.description,
-                "input_schema": serde_json::from_str::<Value>(&spec.input_schema).unwrap_or(Value::Null),
-            })
+        .map(|(instance, spec)| Tool {
+            instance,
+            name: spec.name,
+            description: spec.description,
+            input_schema: serde_json::from_str(&spec.input_schema).unwrap_or(Value::Null),
         })
         .collect();
-    let total = items.len();
-    Json(json!({"items": items, "total": total, "next_offset": null}))
+    let total = items.len() as i64;
+    axum::Json(Page {
+        items,
+        total,
+        next_offset: None,
+    })
 }
 
+/// Invokes a tool with JSON input, on behalf of the signed-in user (whose `kv` space the
+/// plugin sees).
+#[utoipa::path(post, path = "/api/tools/{instance}/{tool}", tag = "tools",
+    params(("instance" = String, Path), ("tool" = String, Path)), request_body = Value,
+    responses((status = 200, body = ToolOutput), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "instance disabled", body = ErrorEnvelope),
+        (status = 422, description = "the tool failed or was stopped", body = ErrorEnvelope)),
+    security(("bearer" = []), ("cookie" = [])))]
 pub async fn call(
     State(state): State<AppState>,
+    user: CurrentUser,
     Path((instance, tool)): Path<(String, String)>,
-    input: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Json(input) =
-        input.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.body_text()))?;
-    let workspace = state.runtime.default_workspace().map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("workspace: {e}"),
-        )
-    })?;
+    ApiJson(input): ApiJson<Value>,
+) -> Result<axum::Json<ToolOutput>, ApiError> {
+    let workspace = state
+        .runtime
+        .default_workspace()
+        .map_err(ApiError::internal)?;
     match state
         .runtime
         .call_tool(
             &instance,
             &tool,
             &input.to_string(),
-            "local",
+            user.id(),
             Some(&workspace),
         )
         .await
     {
-        Ok(output) => Ok(Json(json!({"output": output}))),
+        Ok(output) => Ok(axum::Json(ToolOutput { output })),
         Err(e) => {
             let (status, code) = match &e {
                 CallError::UnknownInstance(_) | CallError::UnknownTool { .. } => {
@@ -59,7 +96,7 @@ pub async fn call(
                 }
                 CallError::Disabled(_) => (StatusCode::CONFLICT, "disabled"),
                 CallError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
-                CallError::Internal { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                CallError::Internal { .. } => return Err(ApiError::internal(e)),
                 _ => (StatusCode::UNPROCESSABLE_ENTITY, "tool_failed"),
             };
             Err(ApiError::new(status, code, e.to_string()))

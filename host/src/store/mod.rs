@@ -3,6 +3,7 @@
 //! written once in the dialect both accept; migrations are per backend and run at start.
 
 pub mod plugins;
+pub mod users;
 
 use std::path::Path;
 use std::sync::Arc;

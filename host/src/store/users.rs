@@ -1,0 +1,301 @@
+//! Users and the credentials that authenticate them.
+
+use anyhow::Result;
+use sqlx::Row;
+
+use super::{Db, now_ms};
+
+/// A user as stored (without the password hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub display_name: String,
+    pub role: String,
+    pub active: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+pub(crate) const USER_COLUMNS: &str =
+    "u.id, u.username, u.display_name, u.role, u.active, u.created_at_ms, u.updated_at_ms";
+
+pub(crate) fn user_row(row: &sqlx::any::AnyRow) -> Result<UserRow> {
+    Ok(UserRow {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        display_name: row.try_get("display_name")?,
+        role: row.try_get("role")?,
+        active: row.try_get::<i64, _>("active")? != 0,
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+    })
+}
+
+impl Db {
+    /// The active user an API token (by its SHA-256) belongs to, if the token is valid.
+    pub async fn user_by_api_token(&self, token_sha256: &str) -> Result<Option<UserRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_sha256 = $1 AND t.revoked = 0 AND u.active = 1"
+        ))
+        .bind(token_sha256)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_row).transpose()
+    }
+
+    /// The active user a login session (by its SHA-256) belongs to, if unexpired.
+    pub async fn user_by_login_session(&self, token_sha256: &str) -> Result<Option<UserRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM login_sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.token_sha256 = $1 AND s.expires_at_ms > $2 AND u.active = 1"
+        ))
+        .bind(token_sha256)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_row).transpose()
+    }
+
+    /// How many users exist (first-run setup is open only while this is 0).
+    pub async fn count_users(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+}
+
+/// Input of [`Db::create_user`].
+pub struct NewUser<'a> {
+    pub username: &'a str,
+    pub display_name: &'a str,
+    pub password_hash: &'a str,
+    pub role: &'a str,
+}
+
+impl Db {
+    /// Creates the first admin, only if setup has not happened yet. `Ok(None)` if it has.
+    pub async fn create_first_admin(&self, user: NewUser<'_>) -> Result<Option<UserRow>> {
+        let _w = self.write_lock().await;
+        let mut tx = self.pool.begin().await?;
+        let marked =
+            sqlx::query("INSERT INTO setup_marker (id) VALUES (1) ON CONFLICT (id) DO NOTHING")
+                .execute(&mut *tx)
+                .await?;
+        if marked.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let row = insert_user(&mut tx, &user).await?;
+        tx.commit().await?;
+        Ok(Some(row))
+    }
+
+    /// Creates a user; `Ok(None)` if the username is taken.
+    pub async fn create_user(&self, user: NewUser<'_>) -> Result<Option<UserRow>> {
+        let _w = self.write_lock().await;
+        let mut tx = self.pool.begin().await?;
+        let taken = sqlx::query("SELECT 1 AS x FROM users WHERE username = $1")
+            .bind(user.username)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if taken {
+            return Ok(None);
+        }
+        let row = insert_user(&mut tx, &user).await?;
+        // The CLI can create the first admin too; mark setup as done either way.
+        sqlx::query("INSERT INTO setup_marker (id) VALUES (1) ON CONFLICT (id) DO NOTHING")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(row))
+    }
+
+    /// A user and their password hash, by username.
+    pub async fn user_with_password(&self, username: &str) -> Result<Option<(UserRow, String)>> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS}, u.password_hash FROM users u WHERE u.username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((user_row(&r)?, r.try_get("password_hash")?)))
+            .transpose()
+    }
+
+    pub async fn get_user(&self, id: &str) -> Result<Option<UserRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_row).transpose()
+    }
+
+    pub async fn password_hash(&self, user_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("password_hash")).transpose()?)
+    }
+
+    pub async fn set_display_name(
+        &self,
+        user_id: &str,
+        display_name: &str,
+    ) -> Result<Option<UserRow>> {
+        {
+            let _w = self.write_lock().await;
+            sqlx::query("UPDATE users SET display_name = $1, updated_at_ms = $2 WHERE id = $3")
+                .bind(display_name)
+                .bind(now_ms())
+                .bind(user_id)
+                .execute(&self.pool)
+                .await?;
+        }
+        self.get_user(user_id).await
+    }
+
+    pub async fn create_login_session(
+        &self,
+        user_id: &str,
+        token_sha256: &str,
+        ttl_ms: i64,
+    ) -> Result<()> {
+        let _w = self.write_lock().await;
+        let now = now_ms();
+        sqlx::query("INSERT INTO login_sessions (token_sha256, user_id, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)")
+            .bind(token_sha256)
+            .bind(user_id)
+            .bind(now)
+            .bind(now + ttl_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_login_session(&self, token_sha256: &str) -> Result<()> {
+        let _w = self.write_lock().await;
+        sqlx::query("DELETE FROM login_sessions WHERE token_sha256 = $1")
+            .bind(token_sha256)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn create_api_token(
+        &self,
+        user_id: &str,
+        name: &str,
+        token_sha256: &str,
+    ) -> Result<ApiTokenRow> {
+        let _w = self.write_lock().await;
+        let row = ApiTokenRow {
+            id: crate::util::new_id(),
+            name: name.to_owned(),
+            created_at_ms: now_ms(),
+            last_used_at_ms: None,
+            revoked: false,
+        };
+        sqlx::query(
+            "INSERT INTO api_tokens (id, user_id, name, token_sha256, created_at_ms, revoked) VALUES ($1, $2, $3, $4, $5, 0)",
+        )
+        .bind(&row.id)
+        .bind(user_id)
+        .bind(name)
+        .bind(token_sha256)
+        .bind(row.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(row)
+    }
+
+    pub async fn list_api_tokens(
+        &self,
+        user_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<ApiTokenRow>, i64)> {
+        let rows = sqlx::query(
+            "SELECT id, name, created_at_ms, last_used_at_ms, revoked FROM api_tokens WHERE user_id = $1 \
+             ORDER BY created_at_ms, id LIMIT $2 OFFSET $3",
+        )
+        .bind(user_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM api_tokens WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        let items = rows
+            .iter()
+            .map(|r| {
+                Ok(ApiTokenRow {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    created_at_ms: r.try_get("created_at_ms")?,
+                    last_used_at_ms: r.try_get("last_used_at_ms")?,
+                    revoked: r.try_get::<i64, _>("revoked")? != 0,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok((items, total))
+    }
+
+    /// Revokes one of the user's tokens; false if the user has no such token.
+    pub async fn revoke_api_token(&self, user_id: &str, id: &str) -> Result<bool> {
+        let _w = self.write_lock().await;
+        let done = sqlx::query("UPDATE api_tokens SET revoked = 1 WHERE id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+/// An API token as listed (never with its value).
+#[derive(Debug, Clone)]
+pub struct ApiTokenRow {
+    pub id: String,
+    pub name: String,
+    pub created_at_ms: i64,
+    pub last_used_at_ms: Option<i64>,
+    pub revoked: bool,
+}
+
+async fn insert_user(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user: &NewUser<'_>,
+) -> Result<UserRow> {
+    let now = now_ms();
+    let row = UserRow {
+        id: crate::util::new_id(),
+        username: user.username.to_owned(),
+        display_name: user.display_name.to_owned(),
+        role: user.role.to_owned(),
+        active: true,
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    sqlx::query(
+        "INSERT INTO users (id, username, display_name, password_hash, role, active, created_at_ms, updated_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, 1, $6, $6)",
+    )
+    .bind(&row.id)
+    .bind(&row.username)
+    .bind(&row.display_name)
+    .bind(user.password_hash)
+    .bind(&row.role)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(row)
+}

@@ -1,0 +1,197 @@
+//! A real Kelp HTTP server on a loopback port, on a fresh SQLite file or a fresh PostgreSQL
+//! schema, for API tests that must pass on both databases.
+
+use kelp::api::AppState;
+use kelp::plugins::{PluginRuntime, RuntimeSettings};
+use kelp::store::Db;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// The databases every API test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// PostgreSQL of the test machine (CI has one at this address with trust auth).
+pub fn postgres_url() -> String {
+    std::env::var("KELP_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A running server. Dropping it stops the server and drops its PostgreSQL schema.
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    pub dir: tempfile::TempDir,
+    pub backend: Backend,
+    schema: Option<String>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, schema) = match backend {
+            Backend::Sqlite => (Db::open_sqlite_in(dir.path()).await.unwrap(), None),
+            Backend::Postgres => {
+                let schema = format!("kelp_test_{}", kelp::util::new_id());
+                let admin = sqlx::PgPool::connect(&postgres_url())
+                    .await
+                    .expect("PostgreSQL at KELP_TEST_POSTGRES_URL");
+                sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+                admin.close().await;
+                let url = format!("{}?options=-c%20search_path%3D{schema}", postgres_url());
+                (Db::connect(&url).await.unwrap(), Some(schema))
+            }
+        };
+        let runtime = PluginRuntime::new(RuntimeSettings::default(), dir.path(), db).unwrap();
+        let state = AppState::new(runtime);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serve_state = state.clone();
+        tokio::spawn(async move {
+            kelp::api::serve_on(listener, serve_state, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestServer {
+            base,
+            http: reqwest::Client::new(),
+            state,
+            dir,
+            backend,
+            schema,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends `method path` with an optional bearer token and JSON body; returns status and
+    /// the parsed JSON body (`Value::Null` when empty).
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method.parse().unwrap(), self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let bytes = resp.bytes().await.unwrap();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        (status, value)
+    }
+
+    /// Creates the first admin through the API; returns their token.
+    pub async fn setup_admin(&self) -> String {
+        let (status, body) = self
+            .send(
+                "POST",
+                "/api/auth/setup",
+                None,
+                Some(json!({"username": "admin", "password": "admin-password"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a regular user directly in the database and signs them in; returns a token.
+    pub async fn user(&self, username: &str) -> String {
+        let hash = kelp::auth::hash_password("user-password").unwrap();
+        self.state
+            .db()
+            .create_user(kelp::store::users::NewUser {
+                username,
+                display_name: username,
+                password_hash: &hash,
+                role: "user",
+            })
+            .await
+            .unwrap()
+            .expect("new username");
+        let (status, body) = self
+            .send(
+                "POST",
+                "/api/auth/login",
+                None,
+                Some(json!({"username": username, "password": "user-password"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(schema) = self.schema.take() {
+            // A fresh runtime: the test's own may be shutting down.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok(pool) = sqlx::PgPool::connect(&postgres_url()).await {
+                        let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                            .execute(&pool)
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// Runs an async test body once per database: `both_backends!(name, |server| async move { … })`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let server =
+                    $crate::server::TestServer::start($crate::server::Backend::Sqlite).await;
+                ($body)(server).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let server =
+                    $crate::server::TestServer::start($crate::server::Backend::Postgres).await;
+                ($body)(server).await;
+            }
+        }
+    };
+}

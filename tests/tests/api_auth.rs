@@ -1,0 +1,290 @@
+//! Setup, login, logout, the current user and API tokens, through real HTTP on both databases.
+
+use kelp_tests::both_backends;
+use kelp_tests::server::TestServer;
+use reqwest::StatusCode;
+use serde_json::json;
+
+/// (method, path, bearer token, body, content type, expected status)
+type BadRequest<'a> = (
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    reqwest::Body,
+    Option<&'a str>,
+    u16,
+);
+
+both_backends!(setup_login_me_tokens, |s: TestServer| async move {
+    // Setup is open once.
+    let admin = s.setup_admin().await;
+    let (status, body) = s
+        .send(
+            "POST",
+            "/api/auth/setup",
+            None,
+            Some(json!({"username": "x", "password": "12345678"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "already_set_up");
+    assert!(
+        body["error"]["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
+
+    let (status, me) = s.send("GET", "/api/me", Some(&admin), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (me["username"].as_str(), me["role"].as_str()),
+        (Some("admin"), Some("admin"))
+    );
+
+    // Login sets an HttpOnly cookie and returns a token.
+    let resp = s
+        .http
+        .post(s.url("/api/auth/login"))
+        .json(&json!({"username": "admin", "password": "admin-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_owned();
+
+    // The cookie authenticates reads; writes need this server's own Origin.
+    let read = s
+        .http
+        .get(s.url("/api/me"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    let cross = s
+        .http
+        .put(s.url("/api/me"))
+        .header("cookie", &session)
+        .header("origin", "http://evil.example")
+        .json(&json!({"display_name": "Mallory"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+    let host = s.base.trim_start_matches("http://").to_owned();
+    let same = s
+        .http
+        .put(s.url("/api/me"))
+        .header("cookie", &session)
+        .header("origin", format!("http://{host}"))
+        .json(&json!({"display_name": "The Admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.status(), StatusCode::OK);
+
+    // Wrong password, unknown user: the same 401.
+    for (user, pass) in [("admin", "wrong-password"), ("nobody", "whatever-pass")] {
+        let (status, body) = s
+            .send(
+                "POST",
+                "/api/auth/login",
+                None,
+                Some(json!({"username": user, "password": pass})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_credentials");
+    }
+
+    // API tokens: shown once, listed without value, revocable.
+    let (status, created) = s
+        .send(
+            "POST",
+            "/api/tokens",
+            Some(&admin),
+            Some(json!({"name": "script"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    assert_eq!(token.len(), 69);
+    let (status, _) = s.send("GET", "/api/me", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, list) = s.send("GET", "/api/tokens", Some(&admin), None).await;
+    assert_eq!(list["total"], 1);
+    assert!(list["items"][0].get("token").is_none());
+    let id = created["id"].as_str().unwrap();
+    let (status, _) = s
+        .send("DELETE", &format!("/api/tokens/{id}"), Some(&admin), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = s.send("GET", "/api/me", Some(&token), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Another user cannot revoke the admin's tokens: 404, not 403.
+    let (_, created) = s
+        .send(
+            "POST",
+            "/api/tokens",
+            Some(&admin),
+            Some(json!({"name": "second"})),
+        )
+        .await;
+    let alice = s.user("alice").await;
+    let (status, _) = s
+        .send(
+            "DELETE",
+            &format!("/api/tokens/{}", created["id"].as_str().unwrap()),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Logout ends the session.
+    let (status, _) = s.send("POST", "/api/auth/logout", Some(&admin), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = s.send("GET", "/api/me", Some(&admin), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+});
+
+both_backends!(
+    bad_input_is_4xx_with_the_envelope,
+    |s: TestServer| async move {
+        let admin = s.setup_admin().await;
+        let cases: Vec<BadRequest> = vec![
+            (
+                "POST",
+                "/api/auth/login",
+                None,
+                "{not json".into(),
+                Some("application/json"),
+                400,
+            ),
+            (
+                "POST",
+                "/api/auth/login",
+                None,
+                r#"{"username": 5, "password": "x"}"#.into(),
+                Some("application/json"),
+                422,
+            ),
+            (
+                "POST",
+                "/api/auth/login",
+                None,
+                r#"{"username": "a"}"#.into(),
+                Some("application/json"),
+                422,
+            ),
+            (
+                "POST",
+                "/api/auth/login",
+                None,
+                r#"{"username":"a","password":"b"}"#.into(),
+                Some("text/plain"),
+                415,
+            ),
+            (
+                "POST",
+                "/api/tokens",
+                Some(&admin),
+                vec![b'x'; 2 * 1024 * 1024].into(),
+                Some("application/json"),
+                413,
+            ),
+            ("GET", "/api/me", Some("kelp_bogus"), "".into(), None, 401),
+            ("GET", "/api/nope", Some(&admin), "".into(), None, 404),
+            (
+                "DELETE",
+                "/api/tokens/unknown-id",
+                Some(&admin),
+                "".into(),
+                None,
+                404,
+            ),
+            (
+                "PUT",
+                "/api/me",
+                Some(&admin),
+                r#"{"display_name": ""}"#.into(),
+                Some("application/json"),
+                400,
+            ),
+            (
+                "PUT",
+                "/api/me",
+                Some(&admin),
+                r#"{"display_name": "x", "role": "admin"}"#.into(),
+                Some("application/json"),
+                422,
+            ),
+        ];
+        for (method, path, token, body, content_type, expected) in cases {
+            let mut req = s
+                .http
+                .request(method.parse().unwrap(), s.url(path))
+                .body(body);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            if let Some(ct) = content_type {
+                req = req.header("content-type", ct);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let id = resp
+                .headers()
+                .get("x-request-id")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            assert_eq!(status, expected, "{method} {path}: {body}");
+            assert!(
+                body["error"]["code"].is_string() && body["error"]["message"].is_string(),
+                "{method} {path}: {body}"
+            );
+            assert_eq!(
+                body["error"]["request_id"].as_str(),
+                id.as_deref(),
+                "{method} {path}"
+            );
+        }
+    }
+);
+
+both_backends!(
+    login_attempts_are_rate_limited,
+    |s: TestServer| async move {
+        s.setup_admin().await;
+        let mut last = StatusCode::OK;
+        for _ in 0..11 {
+            let (status, _) = s
+                .send(
+                    "POST",
+                    "/api/auth/login",
+                    None,
+                    Some(json!({"username": "admin", "password": "nope-nope"})),
+                )
+                .await;
+            last = status;
+        }
+        assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
+        // Even the right password waits out the window now.
+        let (status, body) = s
+            .send(
+                "POST",
+                "/api/auth/login",
+                None,
+                Some(json!({"username": "admin", "password": "admin-password"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert_eq!(body["error"]["code"], "too_many_attempts");
+    }
+);

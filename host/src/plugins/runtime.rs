@@ -743,6 +743,18 @@ impl PluginRuntime {
         self.load_instance(id).await
     }
 
+    /// The workspace directory of a chat session (created if needed). Workspaces always live
+    /// under the data directory: a user can never point one at an arbitrary host path.
+    pub fn session_workspace(&self, session_id: &str) -> Result<PathBuf> {
+        anyhow::ensure!(
+            !session_id.is_empty() && session_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "invalid session id for a workspace"
+        );
+        let dir = self.workspaces.join("sessions").join(session_id);
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
     /// Creates a workspace directory for callers that have none (CLI calls).
     pub fn default_workspace(&self) -> Result<PathBuf> {
         let dir = self.workspaces.join("default");

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod net;
 pub mod plugins;
+pub mod schema;
 pub mod secrets;
 pub mod store;
 pub mod util;

@@ -1,59 +1,11 @@
 //! `kelp serve` as a real process: bundled first-party plugins installed at start with no
 //! network, health and readiness, first-run setup, and tools over HTTP.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use kelp_tests::process::KelpProcess;
 use kelp_tests::{components as c, manifest, pack};
 use serde_json::{Value, json};
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(data: &std::path::Path, bundled: &std::path::Path) -> Server {
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kelp"))
-        .args(["serve", "--bundled", bundled.to_str().unwrap()])
-        .env("KELP_DATA_DIR", data)
-        .env("KELP_BIND", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The server logs "kelp is serving" once it listens.
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    loop {
-        let line = lines.next().expect("server exited before serving").unwrap();
-        if line.contains("kelp is serving") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_installs_bundled_plugins_and_answers_over_http() {
@@ -72,7 +24,12 @@ async fn serve_installs_bundled_plugins_and_answers_over_http() {
         ),
     )
     .unwrap();
-    let server = start(data.path(), bundled.path());
+    let server = KelpProcess::start(
+        env!("CARGO_BIN_EXE_kelp"),
+        data.path(),
+        &["--bundled", bundled.path().to_str().unwrap()],
+        &[],
+    );
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

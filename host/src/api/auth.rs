@@ -1,6 +1,6 @@
 //! First-run setup, login and logout, the current user, and API tokens.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::common::{ApiError, ApiJson, ErrorEnvelope, Page, PageQuery};
+use super::common::{ApiError, ApiJson, ApiQuery, ErrorEnvelope, Page, PageQuery};
 use crate::auth::{
     CurrentUser, SESSION_COOKIE, SESSION_TTL_MS, hash_password, new_token, verify_password,
 };
@@ -320,7 +320,7 @@ pub struct CreatedToken {
 pub async fn list_tokens(
     State(state): State<AppState>,
     user: CurrentUser,
-    Query(page): Query<PageQuery>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Page<ApiToken>>, ApiError> {
     let (items, total) = state
         .db()

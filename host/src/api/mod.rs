@@ -2,10 +2,19 @@
 //! with `State<AppState>`, auth by extractors (`CurrentUser`, `AdminUser`), errors in the
 //! envelope of DESIGN.md, and an OpenAPI 3.1 document generated from the handlers.
 
+mod agents;
 pub mod auth;
 pub mod common;
+mod invites;
 mod limits;
+mod metrics;
+mod plugins;
+mod providers;
+mod register;
+mod sessions;
+mod settings;
 mod tools;
+mod users;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
@@ -38,6 +47,7 @@ const MAX_JSON_BODY: usize = 1024 * 1024;
 pub struct AppState {
     pub runtime: Arc<PluginRuntime>,
     pub login_limiter: Arc<limits::LoginLimiter>,
+    pub metrics: Arc<metrics::HttpMetrics>,
 }
 
 impl AppState {
@@ -45,6 +55,7 @@ impl AppState {
         AppState {
             runtime,
             login_limiter: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -103,6 +114,14 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::routes())
         .merge(tools::routes())
+        .merge(agents::routes())
+        .merge(sessions::routes())
+        .merge(settings::routes())
+        .merge(plugins::routes())
+        .merge(providers::routes())
+        .merge(invites::routes())
+        .merge(register::routes())
+        .merge(users::routes())
         .split_for_parts()
 }
 
@@ -135,9 +154,14 @@ fn router(state: AppState) -> Router {
             "/openapi.json",
             get(move || async move { Json(openapi.as_ref().clone()) }),
         )
+        .route("/metrics", get(metrics::render))
         .merge(api)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }

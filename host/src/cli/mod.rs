@@ -3,6 +3,7 @@
 
 mod admin;
 mod authoring;
+mod users;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,25 @@ enum Command {
     /// List and call tools.
     #[command(subcommand)]
     Tool(ToolCommand),
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input. The first admin can be made
+    /// this way instead of `POST /api/auth/setup`.
+    Add {
+        /// 1–64 characters of a-z, 0-9, `.`, `_`, `-`.
+        username: String,
+        /// Make the user an admin.
+        #[arg(long)]
+        admin: bool,
+        /// Name shown to people (default: the username).
+        #[arg(long)]
+        display_name: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     init_logging("human");
                     admin::tool(cmd, &config, &data_dir).await
                 }
+                Command::User(cmd) => users::user(cmd, &config, &data_dir).await,
             }
         }
     }

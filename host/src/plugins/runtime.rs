@@ -126,6 +126,20 @@ pub struct PluginRuntime {
     workspaces: PathBuf,
     components: RwLock<HashMap<String, Component>>,
     instances: RwLock<HashMap<String, Arc<LoadedInstance>>>,
+    stats: CallStats,
+    load_errors: RwLock<HashMap<String, String>>,
+}
+
+/// Counters of tool calls, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    pub ok: std::sync::atomic::AtomicU64,
+    /// The plugin returned an error of its own.
+    pub tool_errors: std::sync::atomic::AtomicU64,
+    /// The host stopped the plugin: trap, budget, memory, timeout, output cap.
+    pub stopped: std::sync::atomic::AtomicU64,
+    /// Refused before running: unknown instance or tool, disabled, bad input.
+    pub refused: std::sync::atomic::AtomicU64,
 }
 
 impl PluginRuntime {
@@ -174,6 +188,8 @@ impl PluginRuntime {
             workspaces: data_dir.join("workspaces"),
             components: RwLock::new(HashMap::new()),
             instances: RwLock::new(HashMap::new()),
+            stats: CallStats::default(),
+            load_errors: RwLock::new(HashMap::new()),
         }))
     }
 
@@ -208,11 +224,17 @@ impl PluginRuntime {
         Ok((review, package))
     }
 
+    /// The requested capabilities of a manifest, one line each.
+    pub fn review_manifest(&self, manifest: &Manifest) -> Vec<String> {
+        describe_requested(manifest)
+    }
+
     /// Installs (or upgrades) a package: checks it, compiles it, test-instantiates it with the
     /// given approval, stores it and its first instance, and loads that instance.
     pub async fn install(&self, bytes: &[u8], options: InstallOptions) -> Result<InstalledPlugin> {
         let (_, package) = self.review(bytes)?;
         let manifest = package.manifest.clone();
+        validate_config(&manifest, &options.config)?;
         let instance_id = options
             .instance_id
             .clone()
@@ -284,8 +306,33 @@ impl PluginRuntime {
         Ok(failures)
     }
 
-    /// (Re)loads one instance from the database.
+    /// (Re)loads one instance from the database. A failure is remembered for
+    /// [`PluginRuntime::load_error`] and the instance is not served.
     pub async fn load_instance(&self, id: &str) -> Result<()> {
+        let result = self.try_load_instance(id).await;
+        let mut errors = self.load_errors.write().expect("load errors lock");
+        match &result {
+            Ok(()) => {
+                errors.remove(id);
+            }
+            Err(e) => {
+                errors.insert(id.to_owned(), format!("{e:#}"));
+                self.instances.write().expect("instances lock").remove(id);
+            }
+        }
+        result
+    }
+
+    /// Why an instance failed to load, if it did.
+    pub fn load_error(&self, id: &str) -> Option<String> {
+        self.load_errors
+            .read()
+            .expect("load errors lock")
+            .get(id)
+            .cloned()
+    }
+
+    async fn try_load_instance(&self, id: &str) -> Result<()> {
         let row = self
             .db
             .get_instance(id)
@@ -559,10 +606,42 @@ impl PluginRuntime {
         Ok(store)
     }
 
+    /// Tool call counters since start.
+    pub fn stats(&self) -> &CallStats {
+        &self.stats
+    }
+
     /// Calls tool `tool` of instance `instance_id` with `input` (JSON text) on behalf of
     /// `owner` (whose `kv` space the plugin sees). `workspace` is the directory the plugin
     /// sees as `/workspace` if its grant allows.
     pub async fn call_tool(
+        &self,
+        instance_id: &str,
+        tool: &str,
+        input: &str,
+        owner: &str,
+        workspace: Option<&Path>,
+    ) -> Result<String, CallError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let result = self
+            .run_tool(instance_id, tool, input, owner, workspace)
+            .await;
+        let counter = match &result {
+            Ok(_) => &self.stats.ok,
+            Err(CallError::Tool(_)) => &self.stats.tool_errors,
+            Err(
+                CallError::UnknownInstance(_)
+                | CallError::Disabled(_)
+                | CallError::UnknownTool { .. }
+                | CallError::InvalidInput(_),
+            ) => &self.stats.refused,
+            Err(_) => &self.stats.stopped,
+        };
+        counter.fetch_add(1, Relaxed);
+        result
+    }
+
+    async fn run_tool(
         &self,
         instance_id: &str,
         tool: &str,
@@ -727,10 +806,12 @@ impl PluginRuntime {
         approval: Approval,
     ) -> Result<()> {
         validate_instance_id(id)?;
-        self.db
+        let stored = self
+            .db
             .get_plugin(plugin)
             .await?
             .ok_or_else(|| anyhow!("plugin {plugin} is not installed"))?;
+        validate_config(&Manifest::parse(&stored.manifest_toml)?, &config)?;
         let row = InstanceRow {
             id: id.to_owned(),
             plugin: plugin.to_owned(),
@@ -746,13 +827,64 @@ impl PluginRuntime {
     /// The workspace directory of a chat session (created if needed). Workspaces always live
     /// under the data directory: a user can never point one at an arbitrary host path.
     pub fn session_workspace(&self, session_id: &str) -> Result<PathBuf> {
-        anyhow::ensure!(
-            !session_id.is_empty() && session_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-            "invalid session id for a workspace"
-        );
-        let dir = self.workspaces.join("sessions").join(session_id);
+        let dir = self.session_workspace_path(session_id)?;
         std::fs::create_dir_all(&dir)?;
         Ok(dir)
+    }
+
+    /// Where a session's workspace is, without creating it (listing sessions must not touch
+    /// the file system once per row).
+    pub fn session_workspace_path(&self, session_id: &str) -> Result<PathBuf> {
+        anyhow::ensure!(
+            !session_id.is_empty()
+                && session_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "invalid session id for a workspace"
+        );
+        Ok(self.workspaces.join("sessions").join(session_id))
+    }
+
+    /// Replaces an instance's configuration and approval (validated first) and reloads it.
+    pub async fn update_instance(
+        &self,
+        id: &str,
+        config: serde_json::Value,
+        approval: Approval,
+    ) -> Result<()> {
+        let row = self
+            .db
+            .get_instance(id)
+            .await?
+            .ok_or_else(|| anyhow!("no plugin instance `{id}`"))?;
+        let plugin = self
+            .db
+            .get_plugin(&row.plugin)
+            .await?
+            .ok_or_else(|| anyhow!("plugin missing"))?;
+        validate_config(&Manifest::parse(&plugin.manifest_toml)?, &config)?;
+        self.db
+            .update_instance(
+                id,
+                &serde_json::to_string(&config)?,
+                &serde_json::to_string(&approval)?,
+            )
+            .await?;
+        self.load_instance(id).await
+    }
+
+    /// Deletes an instance with its secrets and kv data.
+    pub async fn delete_instance(&self, id: &str) -> Result<bool> {
+        let deleted = self.db.delete_instance(id).await?;
+        self.instances.write().expect("instances lock").remove(id);
+        Ok(deleted)
+    }
+
+    /// Removes a secret of an instance and reloads it.
+    pub async fn delete_secret(&self, instance_id: &str, name: &str) -> Result<bool> {
+        let deleted = self.db.delete_secret(instance_id, name).await?;
+        self.load_instance(instance_id).await?;
+        Ok(deleted)
     }
 
     /// Creates a workspace directory for callers that have none (CLI calls).
@@ -761,6 +893,18 @@ impl PluginRuntime {
         std::fs::create_dir_all(&dir)?;
         Ok(dir)
     }
+}
+
+/// Checks an instance configuration against the manifest's `[config]` schema.
+fn validate_config(manifest: &Manifest, config: &serde_json::Value) -> Result<()> {
+    if !config.is_object() {
+        bail!("config must be a JSON object");
+    }
+    if let Some(schema) = &manifest.config_schema {
+        crate::schema::validate(schema, config, "config")
+            .map_err(|e| anyhow!("{}: {e}", manifest.name))?;
+    }
+    Ok(())
 }
 
 fn secret_context(instance_id: &str, name: &str) -> String {

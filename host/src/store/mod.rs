@@ -2,7 +2,11 @@
 //! PostgreSQL (selected by a `postgres://` URL, how several hosts share state). Queries are
 //! written once in the dialect both accept; migrations are per backend and run at start.
 
+pub mod agents;
+pub mod invites;
 pub mod plugins;
+pub mod sessions;
+pub mod settings;
 pub mod users;
 
 use std::path::Path;

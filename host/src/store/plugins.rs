@@ -196,6 +196,26 @@ impl Db {
         Ok(())
     }
 
+    /// Deletes one instance with its secrets and kv data.
+    pub async fn delete_instance(&self, id: &str) -> Result<bool> {
+        let _w = self.write_lock().await;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM plugin_kv WHERE instance_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM instance_secrets WHERE instance_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM plugin_instances WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     pub async fn set_instance_enabled(&self, id: &str, enabled: bool) -> Result<bool> {
         let _w = self.write_lock().await;
         let done = sqlx::query("UPDATE plugin_instances SET enabled = $1 WHERE id = $2")

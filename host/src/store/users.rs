@@ -299,3 +299,246 @@ async fn insert_user(
     .await?;
     Ok(row)
 }
+
+/// Why a registration with an invite was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationRefusal {
+    Invite(super::invites::InviteRefusal),
+    UsernameTaken,
+}
+
+/// The outcome of an admin's change to a user account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountChange<T> {
+    Done(T),
+    NotFound,
+    /// Admins may not deactivate, demote or delete themselves: they would lock themselves out.
+    OwnAccount,
+    /// It would leave no active admin to manage the host.
+    LastAdmin,
+}
+
+/// What an admin does to an account.
+enum AccountAction<'a> {
+    Update {
+        display_name: Option<&'a str>,
+        role: Option<&'a str>,
+    },
+    SetActive(bool),
+    Delete,
+}
+
+fn is_unique_violation(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<sqlx::Error>(),
+        Some(sqlx::Error::Database(e)) if e.is_unique_violation()
+    )
+}
+
+impl Db {
+    /// Creates a user with the role an invite grants, taking one use of the invite in the
+    /// same transaction: a user exists if and only if the use was counted.
+    pub async fn register_with_invite(
+        &self,
+        code_sha256: &str,
+        username: &str,
+        display_name: &str,
+        password_hash: &str,
+    ) -> Result<Result<UserRow, RegistrationRefusal>> {
+        let _w = self.write_lock().await;
+        let mut tx = self.pool.begin().await?;
+        let taken = sqlx::query("SELECT 1 AS x FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if taken {
+            return Ok(Err(RegistrationRefusal::UsernameTaken));
+        }
+        let role = match super::invites::claim_invite(&mut tx, code_sha256).await? {
+            Ok(role) => role,
+            Err(refusal) => return Ok(Err(RegistrationRefusal::Invite(refusal))),
+        };
+        let new = NewUser {
+            username,
+            display_name,
+            password_hash,
+            role: &role,
+        };
+        let row = match insert_user(&mut tx, &new).await {
+            Ok(row) => row,
+            // A concurrent registration took the name after the check above (PostgreSQL);
+            // dropping the transaction gives the invite use back.
+            Err(e) if is_unique_violation(&e) => {
+                return Ok(Err(RegistrationRefusal::UsernameTaken));
+            }
+            Err(e) => return Err(e),
+        };
+        tx.commit().await?;
+        Ok(Ok(row))
+    }
+
+    /// One page of all users, oldest first, and how many there are.
+    pub async fn list_users(&self, limit: i64, offset: i64) -> Result<(Vec<UserRow>, i64)> {
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users u ORDER BY u.created_at_ms, u.id LIMIT $1 OFFSET $2"
+        ))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows.iter().map(user_row).collect::<Result<_>>()?;
+        Ok((items, self.count_users().await?))
+    }
+
+    /// Sets a user's password and ends every login session of theirs except `keep` (the
+    /// SHA-256 of the session making the change, if it is one), so a thief's session dies.
+    pub async fn set_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        keep_session_sha256: Option<&str>,
+    ) -> Result<()> {
+        let _w = self.write_lock().await;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE users SET password_hash = $1, updated_at_ms = $2 WHERE id = $3")
+            .bind(password_hash)
+            .bind(now_ms())
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM login_sessions WHERE user_id = $1 AND token_sha256 <> $2")
+            .bind(user_id)
+            .bind(keep_session_sha256.unwrap_or(""))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Changes a user's display name and/or role, on behalf of admin `actor_id`.
+    pub async fn update_user(
+        &self,
+        actor_id: &str,
+        user_id: &str,
+        display_name: Option<&str>,
+        role: Option<&str>,
+    ) -> Result<AccountChange<UserRow>> {
+        let action = AccountAction::Update { display_name, role };
+        self.change_account(actor_id, user_id, action).await
+    }
+
+    /// Activates or deactivates a user on behalf of admin `actor_id`. Deactivation also ends
+    /// their login sessions; their API tokens stop working because lookups require `active`.
+    pub async fn set_user_active(
+        &self,
+        actor_id: &str,
+        user_id: &str,
+        active: bool,
+    ) -> Result<AccountChange<UserRow>> {
+        let action = AccountAction::SetActive(active);
+        self.change_account(actor_id, user_id, action).await
+    }
+
+    /// Deletes a user and, by `ON DELETE CASCADE`, everything they own. Returns the user as
+    /// they were.
+    pub async fn delete_user(
+        &self,
+        actor_id: &str,
+        user_id: &str,
+    ) -> Result<AccountChange<UserRow>> {
+        self.change_account(actor_id, user_id, AccountAction::Delete)
+            .await
+    }
+
+    /// Applies `action` in a transaction after checking that it neither takes away the
+    /// acting admin's own standing nor removes the last active admin.
+    async fn change_account(
+        &self,
+        actor_id: &str,
+        user_id: &str,
+        action: AccountAction<'_>,
+    ) -> Result<AccountChange<UserRow>> {
+        let _w = self.write_lock().await;
+        let mut tx = self.pool.begin().await?;
+        // On PostgreSQL, two admins demoting each other at once could each see the other
+        // still active; locking every active admin row (in id order, so two such
+        // transactions cannot deadlock) makes the second wait and then see the first's
+        // change. SQLite is serialised by the write lock already.
+        let lock = match self.backend {
+            super::Backend::Postgres => " FOR UPDATE",
+            super::Backend::Sqlite => "",
+        };
+        let admins: Vec<String> = sqlx::query(&format!(
+            "SELECT id FROM users WHERE role = 'admin' AND active = 1 ORDER BY id{lock}"
+        ))
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+        let select = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1");
+        let found = sqlx::query(&select)
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(target) = found.as_ref().map(user_row).transpose()? else {
+            return Ok(AccountChange::NotFound);
+        };
+        let loses_standing = match action {
+            AccountAction::Update { role, .. } => role.is_some_and(|r| r != "admin"),
+            AccountAction::SetActive(active) => !active,
+            AccountAction::Delete => true,
+        };
+        if loses_standing && target.id == actor_id {
+            return Ok(AccountChange::OwnAccount);
+        }
+        let removes_admin = loses_standing && target.role == "admin" && target.active;
+        if removes_admin && !admins.iter().any(|id| *id != target.id) {
+            return Ok(AccountChange::LastAdmin);
+        }
+        match action {
+            AccountAction::Update { display_name, role } => {
+                sqlx::query(
+                    "UPDATE users SET display_name = COALESCE($1, display_name), \
+                     role = COALESCE($2, role), updated_at_ms = $3 WHERE id = $4",
+                )
+                .bind(display_name)
+                .bind(role)
+                .bind(now_ms())
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            AccountAction::SetActive(active) => {
+                sqlx::query("UPDATE users SET active = $1, updated_at_ms = $2 WHERE id = $3")
+                    .bind(i64::from(active))
+                    .bind(now_ms())
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if !active {
+                    sqlx::query("DELETE FROM login_sessions WHERE user_id = $1")
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            AccountAction::Delete => {
+                sqlx::query("DELETE FROM users WHERE id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Ok(AccountChange::Done(target));
+            }
+        }
+        let after = sqlx::query(&select)
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let after = user_row(&after)?;
+        tx.commit().await?;
+        Ok(AccountChange::Done(after))
+    }
+}

@@ -1,0 +1,333 @@
+//! Agents of the signed-in user: instructions, the provider and model, tools and skills.
+//! Another user's agent answers 404, exactly like one that does not exist.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::common::{ApiError, ApiJson, ApiQuery, ErrorEnvelope, Page, PageQuery};
+use crate::auth::CurrentUser;
+use crate::store::agents::{AgentChanges, AgentRow, AgentWrite, NewAgent, ProviderChoice};
+
+/// Longest `instructions`, in bytes: ample for a system prompt, small enough that every
+/// provider call can afford to carry it.
+const MAX_INSTRUCTIONS: usize = 100 * 1024;
+const DEFAULT_MAX_STEPS: i64 = 10;
+/// Most tools or skills one agent may list; each adds to every prompt.
+const MAX_LIST: usize = 256;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get_one, update, delete))
+}
+
+/// An agent as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Agent {
+    pub id: String,
+    pub name: String,
+    pub instructions: String,
+    pub provider: ProviderChoice,
+    /// `instance/tool` names.
+    pub tools: Vec<String>,
+    pub skills: Vec<String>,
+    pub max_steps: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl From<AgentRow> for Agent {
+    fn from(row: AgentRow) -> Self {
+        Agent {
+            id: row.id,
+            name: row.name,
+            instructions: row.instructions,
+            provider: row.provider,
+            tools: row.tools,
+            skills: row.skills,
+            max_steps: row.max_steps,
+            created_at_ms: row.created_at_ms,
+            updated_at_ms: row.updated_at_ms,
+        }
+    }
+}
+
+/// Body of agent creation.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgentBody {
+    /// 1–64 characters, unique among your agents.
+    pub name: String,
+    /// System prompt, at most 100 KiB.
+    #[serde(default)]
+    pub instructions: String,
+    pub provider: ProviderChoice,
+    /// `instance/tool` names of enabled tools.
+    #[serde(default)]
+    pub tools: Vec<String>,
+    #[serde(default)]
+    pub skills: Vec<String>,
+    /// 1–100 (default 10): most provider calls in one run.
+    #[serde(default)]
+    pub max_steps: Option<i64>,
+}
+
+/// Body of an agent update: only the fields given change. `provider` is replaced whole.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentUpdate {
+    pub name: Option<String>,
+    pub instructions: Option<String>,
+    pub provider: Option<ProviderChoice>,
+    pub tools: Option<Vec<String>>,
+    pub skills: Option<Vec<String>>,
+    pub max_steps: Option<i64>,
+}
+
+fn validate_name(name: &str) -> Result<(), ApiError> {
+    let len = name.chars().count();
+    if !(1..=64).contains(&len) || name.trim() != name || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "name must be 1-64 characters, without leading or trailing spaces",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_instructions(instructions: &str) -> Result<(), ApiError> {
+    if instructions.len() > MAX_INSTRUCTIONS {
+        return Err(ApiError::bad_request(format!(
+            "instructions must be at most {MAX_INSTRUCTIONS} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_provider(provider: &ProviderChoice) -> Result<(), ApiError> {
+    if provider.plugin.is_empty() || provider.plugin.len() > 128 {
+        return Err(ApiError::bad_request(
+            "provider.plugin must be a plugin instance id",
+        ));
+    }
+    if provider.model.is_empty() || provider.model.len() > 200 {
+        return Err(ApiError::bad_request(
+            "provider.model must be 1-200 characters",
+        ));
+    }
+    if provider.max_tokens == Some(0) {
+        return Err(ApiError::bad_request(
+            "provider.max_tokens must be positive",
+        ));
+    }
+    if let Some(t) = provider.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(ApiError::bad_request(
+            "provider.temperature must be between 0 and 2",
+        ));
+    }
+    Ok(())
+}
+
+/// Each tool must be one an enabled plugin instance offers now; the agent loop re-checks at
+/// run time, since instances can be disabled later.
+fn validate_tools(state: &AppState, tools: &[String]) -> Result<(), ApiError> {
+    if tools.len() > MAX_LIST {
+        return Err(ApiError::bad_request(format!(
+            "tools: at most {MAX_LIST} entries"
+        )));
+    }
+    let available: std::collections::HashSet<String> = state
+        .runtime
+        .tools()
+        .into_iter()
+        .map(|(instance, spec)| format!("{instance}/{}", spec.name))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for tool in tools {
+        if !available.contains(tool) {
+            return Err(ApiError::bad_request(format!(
+                "tools: unknown tool `{tool}` (expected `instance/tool` of an enabled plugin)"
+            )));
+        }
+        if !seen.insert(tool) {
+            return Err(ApiError::bad_request(format!(
+                "tools: `{tool}` is listed twice"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn validate_skills(skills: &[String]) -> Result<(), ApiError> {
+    if skills.len() > MAX_LIST {
+        return Err(ApiError::bad_request(format!(
+            "skills: at most {MAX_LIST} entries"
+        )));
+    }
+    if let Some(bad) = skills.iter().find(|s| s.is_empty() || s.len() > 128) {
+        return Err(ApiError::bad_request(format!(
+            "skills: `{bad}` must be 1-128 characters"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_max_steps(max_steps: i64) -> Result<(), ApiError> {
+    if !(1..=100).contains(&max_steps) {
+        return Err(ApiError::bad_request("max_steps must be 1-100"));
+    }
+    Ok(())
+}
+
+fn written(outcome: AgentWrite, name: Option<&str>) -> Result<Agent, ApiError> {
+    match outcome {
+        AgentWrite::Done(row) => Ok((*row).into()),
+        AgentWrite::NameTaken => Err(ApiError::conflict(format!(
+            "you already have an agent named `{}`",
+            name.unwrap_or_default()
+        ))),
+        AgentWrite::NotFound => Err(ApiError::not_found("agent")),
+    }
+}
+
+/// The signed-in user's agents, by name.
+#[utoipa::path(get, path = "/api/agents", tag = "agents", params(PageQuery),
+    responses((status = 200, body = Page<Agent>), (status = 401, body = ErrorEnvelope)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<axum::Json<Page<Agent>>, ApiError> {
+    let (items, total) = state
+        .db()
+        .list_agents(user.id(), page.limit(), page.offset())
+        .await?;
+    Ok(axum::Json(
+        page.page(items.into_iter().map(Agent::from).collect(), total),
+    ))
+}
+
+/// Creates an agent.
+#[utoipa::path(post, path = "/api/agents", tag = "agents", request_body = NewAgentBody,
+    responses((status = 201, body = Agent), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+        (status = 409, description = "name taken", body = ErrorEnvelope), (status = 422, body = ErrorEnvelope)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(body): ApiJson<NewAgentBody>,
+) -> Result<(StatusCode, axum::Json<Agent>), ApiError> {
+    let max_steps = body.max_steps.unwrap_or(DEFAULT_MAX_STEPS);
+    validate_name(&body.name)?;
+    validate_instructions(&body.instructions)?;
+    validate_provider(&body.provider)?;
+    validate_tools(&state, &body.tools)?;
+    validate_skills(&body.skills)?;
+    validate_max_steps(max_steps)?;
+    let outcome = state
+        .db()
+        .create_agent(
+            user.id(),
+            NewAgent {
+                name: &body.name,
+                instructions: &body.instructions,
+                provider: &body.provider,
+                tools: &body.tools,
+                skills: &body.skills,
+                max_steps,
+            },
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(written(outcome, Some(&body.name))?),
+    ))
+}
+
+/// One of the signed-in user's agents.
+#[utoipa::path(get, path = "/api/agents/{id}", tag = "agents", params(("id" = String, Path)),
+    responses((status = 200, body = Agent), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Agent>, ApiError> {
+    let row = state
+        .db()
+        .get_agent(user.id(), &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("agent"))?;
+    Ok(axum::Json(row.into()))
+}
+
+/// Changes the given fields of an agent.
+#[utoipa::path(patch, path = "/api/agents/{id}", tag = "agents", params(("id" = String, Path)), request_body = AgentUpdate,
+    responses((status = 200, body = Agent), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope), (status = 409, description = "name taken", body = ErrorEnvelope),
+        (status = 422, body = ErrorEnvelope)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AgentUpdate>,
+) -> Result<axum::Json<Agent>, ApiError> {
+    if let Some(name) = &body.name {
+        validate_name(name)?;
+    }
+    if let Some(instructions) = &body.instructions {
+        validate_instructions(instructions)?;
+    }
+    if let Some(provider) = &body.provider {
+        validate_provider(provider)?;
+    }
+    if let Some(tools) = &body.tools {
+        validate_tools(&state, tools)?;
+    }
+    if let Some(skills) = &body.skills {
+        validate_skills(skills)?;
+    }
+    if let Some(max_steps) = body.max_steps {
+        validate_max_steps(max_steps)?;
+    }
+    let outcome = state
+        .db()
+        .update_agent(
+            user.id(),
+            &id,
+            AgentChanges {
+                name: body.name.as_deref(),
+                instructions: body.instructions.as_deref(),
+                provider: body.provider.as_ref(),
+                tools: body.tools.as_deref(),
+                skills: body.skills.as_deref(),
+                max_steps: body.max_steps,
+            },
+        )
+        .await?;
+    Ok(axum::Json(written(outcome, body.name.as_deref())?))
+}
+
+/// Deletes an agent. Its sessions stay, without an agent, until given another.
+#[utoipa::path(delete, path = "/api/agents/{id}", tag = "agents", params(("id" = String, Path)),
+    responses((status = 204), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.db().delete_agent(user.id(), &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("agent"))
+    }
+}

@@ -1,0 +1,144 @@
+//! `GET /metrics`: Prometheus text exposition of HTTP requests and latency and plugin calls.
+//! Hand-written: a few counters and one histogram do not need a metrics framework.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+
+/// Upper bounds of the latency histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default)]
+struct RouteStats {
+    by_status: BTreeMap<u16, u64>,
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum_seconds: f64,
+}
+
+/// HTTP request metrics, keyed by method and route template (never the raw path, whose ids
+/// would make the label set unbounded).
+#[derive(Default)]
+pub struct HttpMetrics {
+    routes: Mutex<BTreeMap<(String, String), RouteStats>>,
+}
+
+impl HttpMetrics {
+    fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let mut routes = self.routes.lock().expect("metrics lock");
+        let stats = routes
+            .entry((method.to_owned(), route.to_owned()))
+            .or_default();
+        *stats.by_status.entry(status).or_default() += 1;
+        stats.count += 1;
+        stats.sum_seconds += seconds;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                stats.buckets[i] += 1;
+            }
+        }
+    }
+}
+
+/// Middleware recording each request.
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    state.metrics.record(
+        &method,
+        &route,
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// The exposition.
+pub async fn render(State(state): State<AppState>) -> Response {
+    let mut out = String::new();
+    out.push_str("# HELP kelp_http_requests_total HTTP requests by method, route and status.\n");
+    out.push_str("# TYPE kelp_http_requests_total counter\n");
+    let routes = state.metrics.routes.lock().expect("metrics lock");
+    for ((method, route), stats) in routes.iter() {
+        for (status, n) in &stats.by_status {
+            let _ = writeln!(
+                out,
+                "kelp_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+            );
+        }
+    }
+    out.push_str(
+        "# HELP kelp_http_request_duration_seconds HTTP request latency by method and route.\n",
+    );
+    out.push_str("# TYPE kelp_http_request_duration_seconds histogram\n");
+    for ((method, route), stats) in routes.iter() {
+        let labels = format!("method=\"{method}\",route=\"{route}\"");
+        for (bound, n) in BUCKETS.iter().zip(stats.buckets) {
+            let _ = writeln!(
+                out,
+                "kelp_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "kelp_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+            stats.count
+        );
+        let _ = writeln!(
+            out,
+            "kelp_http_request_duration_seconds_sum{{{labels}}} {}",
+            stats.sum_seconds
+        );
+        let _ = writeln!(
+            out,
+            "kelp_http_request_duration_seconds_count{{{labels}}} {}",
+            stats.count
+        );
+    }
+    drop(routes);
+    let calls = state.runtime.stats();
+    out.push_str("# HELP kelp_plugin_calls_total Tool calls by outcome: ok, tool_error (the plugin's own), stopped (trap or limit), refused.\n");
+    out.push_str("# TYPE kelp_plugin_calls_total counter\n");
+    for (outcome, n) in [
+        ("ok", &calls.ok),
+        ("tool_error", &calls.tool_errors),
+        ("stopped", &calls.stopped),
+        ("refused", &calls.refused),
+    ] {
+        let _ = writeln!(
+            out,
+            "kelp_plugin_calls_total{{outcome=\"{outcome}\"}} {}",
+            n.load(Relaxed)
+        );
+    }
+    out.push_str(
+        "# HELP kelp_plugin_traps_total Tool calls the host stopped (traps, budgets, limits).\n",
+    );
+    out.push_str("# TYPE kelp_plugin_traps_total counter\n");
+    let _ = writeln!(
+        out,
+        "kelp_plugin_traps_total {}",
+        calls.stopped.load(Relaxed)
+    );
+    out.push_str("# HELP kelp_runs_total Agent runs (the agent loop is not built yet).\n");
+    out.push_str("# TYPE kelp_runs_total counter\n");
+    out.push_str("kelp_runs_total 0\n");
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

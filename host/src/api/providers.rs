@@ -1,0 +1,204 @@
+//! LLM provider credentials, in the shape the setup pages use: each provider-kind plugin
+//! instance, whether it is configured, and one call to set its API key and base URL.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::common::{ApiError, ApiJson, ApiQuery, ErrorEnvelope, Page, PageQuery};
+use crate::auth::{AdminUser, CurrentUser};
+use crate::plugins::grants::{Approval, ApprovedHost};
+use crate::plugins::{Manifest, PluginKind};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(put_auth, delete_auth))
+}
+
+/// A provider instance.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Provider {
+    /// The plugin instance id (what an agent's `provider.plugin` names).
+    pub id: String,
+    pub plugin: String,
+    pub description: String,
+    /// Every secret the plugin declares has a value.
+    pub configured: bool,
+    pub base_url: Option<String>,
+}
+
+/// Provider instances and whether each is configured.
+#[utoipa::path(get, path = "/api/providers", tag = "providers", params(PageQuery),
+    responses((status = 200, body = Page<Provider>), (status = 401, body = ErrorEnvelope)), security(("bearer" = []), ("cookie" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<axum::Json<Page<Provider>>, ApiError> {
+    let mut providers = Vec::new();
+    for instance in state.db().list_instances().await? {
+        let Some(plugin) = state.db().get_plugin(&instance.plugin).await? else {
+            continue;
+        };
+        let manifest = Manifest::parse(&plugin.manifest_toml).map_err(ApiError::internal)?;
+        if manifest.kind != PluginKind::Provider {
+            continue;
+        }
+        let set: Vec<String> = state
+            .db()
+            .sealed_secrets(&instance.id)
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let config: serde_json::Value =
+            serde_json::from_str(&instance.config_json).map_err(ApiError::internal)?;
+        providers.push(Provider {
+            configured: manifest
+                .capabilities
+                .secrets
+                .iter()
+                .all(|s| set.contains(&s.name)),
+            base_url: config
+                .get("base_url")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            id: instance.id,
+            plugin: instance.plugin,
+            description: manifest.description,
+        });
+    }
+    let total = providers.len() as i64;
+    let items = providers
+        .into_iter()
+        .skip(page.offset() as usize)
+        .take(page.limit() as usize)
+        .collect();
+    Ok(axum::Json(page.page(items, total)))
+}
+
+/// Credentials of a provider.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderAuth {
+    /// Stored encrypted as the plugin's declared secret; never returned.
+    pub api_key: Option<String>,
+    /// Where the vendor's API is (an OpenAI-compatible server, a local Ollama, …).
+    pub base_url: Option<String>,
+}
+
+/// True for addresses that need the explicit private approval: loopback, private and
+/// link-local IP literals and `localhost`.
+fn is_private_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        url::Host::Ipv6(ip) => {
+            ip.is_loopback()
+                || (ip.segments()[0] & 0xfe00) == 0xfc00
+                || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Sets a provider's API key and/or base URL. Setting the base URL also approves its host for
+/// the instance — as a private host when it is a loopback or private address, which is the
+/// one explicit step a local model server needs.
+#[utoipa::path(put, path = "/api/providers/{id}/auth", tag = "providers", params(("id" = String, Path)),
+    request_body = ProviderAuth,
+    responses((status = 204), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn put_auth(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ProviderAuth>,
+) -> Result<StatusCode, ApiError> {
+    let instance = state
+        .db()
+        .get_instance(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("provider"))?;
+    let plugin = state
+        .db()
+        .get_plugin(&instance.plugin)
+        .await?
+        .ok_or_else(|| ApiError::not_found("provider"))?;
+    let manifest = Manifest::parse(&plugin.manifest_toml).map_err(ApiError::internal)?;
+    if manifest.kind != PluginKind::Provider {
+        return Err(ApiError::not_found("provider"));
+    }
+    if body.api_key.is_none() && body.base_url.is_none() {
+        return Err(ApiError::bad_request("give api_key, base_url or both"));
+    }
+    if let Some(base_url) = &body.base_url {
+        let url = url::Url::parse(base_url)
+            .map_err(|e| ApiError::bad_request(format!("base_url: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ApiError::bad_request(
+                "base_url must be http:// or https://",
+            ));
+        }
+        let host = url
+            .host()
+            .ok_or_else(|| ApiError::bad_request("base_url has no host"))?;
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        let mut config: serde_json::Value =
+            serde_json::from_str(&instance.config_json).map_err(ApiError::internal)?;
+        config["base_url"] = serde_json::json!(base_url);
+        let mut approval: Approval =
+            serde_json::from_str(&instance.approval_json).map_err(ApiError::internal)?;
+        approval.http.retain(|h| h.host != authority);
+        approval.http.push(ApprovedHost {
+            host: authority,
+            private: is_private_host(&host),
+        });
+        state
+            .runtime
+            .update_instance(&id, config, approval)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+    }
+    if let Some(key) = &body.api_key {
+        let Some(secret) = manifest.capabilities.secrets.first() else {
+            return Err(ApiError::bad_request(format!(
+                "{} takes no API key",
+                manifest.name
+            )));
+        };
+        state
+            .runtime
+            .set_secret(&id, &secret.name, key)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes a provider's stored API key(s).
+#[utoipa::path(delete, path = "/api/providers/{id}/auth", tag = "providers", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn delete_auth(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let instance = state
+        .db()
+        .get_instance(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("provider"))?;
+    for (name, _) in state.db().sealed_secrets(&instance.id).await? {
+        state.runtime.delete_secret(&id, &name).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,234 @@
+//! Agents: a user's named configurations of instructions, provider, tools and skills.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use utoipa::ToSchema;
+
+use super::{Db, now_ms};
+
+/// Which model an agent talks to, through which provider plugin instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderChoice {
+    /// Id of the provider plugin instance.
+    pub plugin: String,
+    /// Model name as the provider knows it.
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// 0–2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+}
+
+/// An agent as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRow {
+    pub id: String,
+    pub owner_id: String,
+    pub name: String,
+    pub instructions: String,
+    pub provider: ProviderChoice,
+    /// `instance/tool` names.
+    pub tools: Vec<String>,
+    pub skills: Vec<String>,
+    pub max_steps: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// Input of [`Db::create_agent`] (already validated).
+pub struct NewAgent<'a> {
+    pub name: &'a str,
+    pub instructions: &'a str,
+    pub provider: &'a ProviderChoice,
+    pub tools: &'a [String],
+    pub skills: &'a [String],
+    pub max_steps: i64,
+}
+
+/// Input of [`Db::update_agent`]: `None` leaves a field as it is.
+#[derive(Default)]
+pub struct AgentChanges<'a> {
+    pub name: Option<&'a str>,
+    pub instructions: Option<&'a str>,
+    pub provider: Option<&'a ProviderChoice>,
+    pub tools: Option<&'a [String]>,
+    pub skills: Option<&'a [String]>,
+    pub max_steps: Option<i64>,
+}
+
+/// Outcome of a write that can collide with another agent's name.
+#[derive(Debug)]
+pub enum AgentWrite {
+    Done(Box<AgentRow>),
+    NameTaken,
+    NotFound,
+}
+
+const AGENT_COLUMNS: &str = "id, owner_id, name, instructions, provider_json, tools_json, skills_json, max_steps, created_at_ms, updated_at_ms";
+
+fn agent_row(row: &sqlx::any::AnyRow) -> Result<AgentRow> {
+    let id: String = row.try_get("id")?;
+    let json = |column: &str| -> Result<String> { Ok(row.try_get(column)?) };
+    Ok(AgentRow {
+        provider: serde_json::from_str(&json("provider_json")?)
+            .with_context(|| format!("provider of agent {id}"))?,
+        tools: serde_json::from_str(&json("tools_json")?)
+            .with_context(|| format!("tools of agent {id}"))?,
+        skills: serde_json::from_str(&json("skills_json")?)
+            .with_context(|| format!("skills of agent {id}"))?,
+        owner_id: row.try_get("owner_id")?,
+        name: row.try_get("name")?,
+        instructions: row.try_get("instructions")?,
+        max_steps: row.try_get("max_steps")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+        id,
+    })
+}
+
+/// The database's own answer to "is this name taken", so two concurrent requests (or two
+/// hosts) cannot both create the same name.
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
+}
+
+impl Db {
+    /// Creates an agent; `NameTaken` if the owner already has one of that name.
+    pub async fn create_agent(&self, owner_id: &str, agent: NewAgent<'_>) -> Result<AgentWrite> {
+        let now = now_ms();
+        let row = AgentRow {
+            id: crate::util::new_id(),
+            owner_id: owner_id.to_owned(),
+            name: agent.name.to_owned(),
+            instructions: agent.instructions.to_owned(),
+            provider: agent.provider.clone(),
+            tools: agent.tools.to_vec(),
+            skills: agent.skills.to_vec(),
+            max_steps: agent.max_steps,
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        let _w = self.write_lock().await;
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO agents ({AGENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"
+        ))
+        .bind(&row.id)
+        .bind(owner_id)
+        .bind(&row.name)
+        .bind(&row.instructions)
+        .bind(serde_json::to_string(&row.provider)?)
+        .bind(serde_json::to_string(&row.tools)?)
+        .bind(serde_json::to_string(&row.skills)?)
+        .bind(row.max_steps)
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(AgentWrite::Done(Box::new(row))),
+            Err(e) if is_unique_violation(&e) => Ok(AgentWrite::NameTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One of the owner's agents (another user's id is `None`, as if it did not exist).
+    pub async fn get_agent(&self, owner_id: &str, id: &str) -> Result<Option<AgentRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 AND owner_id = $2"
+        ))
+        .bind(id)
+        .bind(owner_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(agent_row).transpose()
+    }
+
+    /// Whether `id` is one of the owner's agents.
+    pub async fn owns_agent(&self, owner_id: &str, id: &str) -> Result<bool> {
+        Ok(
+            sqlx::query("SELECT 1 AS x FROM agents WHERE id = $1 AND owner_id = $2")
+                .bind(id)
+                .bind(owner_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// A page of the owner's agents by name, and how many they have.
+    pub async fn list_agents(
+        &self,
+        owner_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<AgentRow>, i64)> {
+        let rows = sqlx::query(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE owner_id = $1 ORDER BY name, id LIMIT $2 OFFSET $3"
+        ))
+        .bind(owner_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM agents WHERE owner_id = $1")
+            .bind(owner_id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        let items = rows.iter().map(agent_row).collect::<Result<_>>()?;
+        Ok((items, total))
+    }
+
+    /// Changes the given fields in one statement, so concurrent updates of different fields
+    /// do not undo each other.
+    pub async fn update_agent(
+        &self,
+        owner_id: &str,
+        id: &str,
+        changes: AgentChanges<'_>,
+    ) -> Result<AgentWrite> {
+        let provider = changes.provider.map(serde_json::to_string).transpose()?;
+        let tools = changes.tools.map(serde_json::to_string).transpose()?;
+        let skills = changes.skills.map(serde_json::to_string).transpose()?;
+        let _w = self.write_lock().await;
+        let updated = sqlx::query(&format!(
+            "UPDATE agents SET name = COALESCE($1, name), instructions = COALESCE($2, instructions), \
+             provider_json = COALESCE($3, provider_json), tools_json = COALESCE($4, tools_json), \
+             skills_json = COALESCE($5, skills_json), max_steps = COALESCE($6, max_steps), updated_at_ms = $7 \
+             WHERE id = $8 AND owner_id = $9 RETURNING {AGENT_COLUMNS}"
+        ))
+        .bind(changes.name)
+        .bind(changes.instructions)
+        .bind(provider)
+        .bind(tools)
+        .bind(skills)
+        .bind(changes.max_steps)
+        .bind(now_ms())
+        .bind(id)
+        .bind(owner_id)
+        .fetch_optional(&self.pool)
+        .await;
+        match updated {
+            Ok(Some(row)) => Ok(AgentWrite::Done(Box::new(agent_row(&row)?))),
+            Ok(None) => Ok(AgentWrite::NotFound),
+            Err(e) if is_unique_violation(&e) => Ok(AgentWrite::NameTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes one of the owner's agents (its sessions stay, without an agent); false if the
+    /// owner has no such agent.
+    pub async fn delete_agent(&self, owner_id: &str, id: &str) -> Result<bool> {
+        let _w = self.write_lock().await;
+        let done = sqlx::query("DELETE FROM agents WHERE id = $1 AND owner_id = $2")
+            .bind(id)
+            .bind(owner_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}

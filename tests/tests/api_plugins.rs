@@ -1,0 +1,428 @@
+//! The plugins, instances, providers, tools, metrics and OpenAPI endpoints through real HTTP
+//! on both databases.
+
+use kelp_tests::server::TestServer;
+use kelp_tests::{both_backends, components as c, manifest, pack};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+async fn upload(s: &TestServer, token: &str, package: Vec<u8>, query: &str) -> (StatusCode, Value) {
+    let resp = s
+        .http
+        .post(s.url(&format!("/api/plugins{query}")))
+        .bearer_auth(token)
+        .header("content-type", "application/octet-stream")
+        .body(package)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+both_backends!(
+    install_list_call_disable_remove,
+    |s: TestServer| async move {
+        let admin = s.setup_admin().await;
+        let alice = s.user("alice").await;
+        let calc = pack(&manifest(c::PLUGIN_CALC_MANIFEST), c::PLUGIN_CALC_WASM);
+
+        // Only admins install; broken packages are a 400 with the envelope.
+        // (A small body: a server refusing before it read a large upload may close the connection
+        // under the client, which is ordinary HTTP but not what this test is about.)
+        let (status, _) = upload(&s, &alice, b"x".to_vec(), "").await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, body) = upload(&s, &admin, b"not a package".to_vec(), "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("package"),
+            "{body}"
+        );
+        let (status, body) = upload(&s, &admin, calc, "").await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["tools"], json!(["calc/calc", "calc/json_query"]));
+
+        // Everyone signed in sees plugins and tools, and can call them.
+        let (status, list) = s.send("GET", "/api/plugins", Some(&alice), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(list["total"], 1);
+        assert_eq!(list["items"][0]["name"], "kelp/calc");
+        let (status, detail) = s
+            .send("GET", "/api/plugins/kelp/calc", Some(&alice), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{detail}");
+        assert_eq!(detail["manifest"]["kind"], "tool");
+        assert_eq!(detail["instance_details"][0]["status"], "loaded");
+        let (status, out) = s
+            .send(
+                "POST",
+                "/api/tools/calc/calc",
+                Some(&alice),
+                Some(json!({"expression": "40+2"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{out}");
+        assert!(out["output"].as_str().unwrap().contains("42"));
+
+        // Disable: the tool is gone until enabled again.
+        let (status, _) = s
+            .send("POST", "/api/plugins/kelp/calc/disable", Some(&admin), None)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = s
+            .send(
+                "POST",
+                "/api/tools/calc/calc",
+                Some(&alice),
+                Some(json!({"expression": "1"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        let (status, _) = s
+            .send("POST", "/api/plugins/kelp/calc/enable", Some(&admin), None)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (_, tools) = s.send("GET", "/api/tools", Some(&alice), None).await;
+        assert_eq!(tools["total"], 2);
+
+        // Metrics count the calls and requests.
+        let metrics = s
+            .http
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("kelp_plugin_calls_total{outcome=\"ok\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("kelp_plugin_calls_total{outcome=\"refused\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("route=\"/api/tools/{instance}/{tool}\",status=\"200\"} 1"),
+            "{metrics}"
+        );
+
+        let (status, _) = s
+            .send("DELETE", "/api/plugins/kelp/calc", Some(&alice), None)
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = s
+            .send("DELETE", "/api/plugins/kelp/calc", Some(&admin), None)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = s
+            .send("GET", "/api/plugins/kelp/calc", Some(&admin), None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+);
+
+both_backends!(
+    instances_config_grants_and_secrets,
+    |s: TestServer| async move {
+        let admin = s.setup_admin().await;
+        let text = manifest(c::COMPONENT_HOSTILE_MANIFEST).replace(
+        "[capabilities]",
+        "[config]\ntype = \"object\"\nadditionalProperties = false\nproperties = { greeting = { type = \"string\" } }\n\n[capabilities]",
+    );
+        let (status, body) = upload(
+            &s,
+            &admin,
+            pack(&text, c::COMPONENT_HOSTILE_WASM),
+            "?grants=kv&instance=first",
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["granted"], json!(["kv"]));
+
+        // A second instance; its config is checked against the plugin's schema.
+        let (status, body) = s
+            .send(
+                "POST",
+                "/api/plugin-instances",
+                Some(&admin),
+                Some(json!({"id": "second", "plugin": "test/hostile", "config": {"greeting": 5}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("config.greeting must be of type string"),
+            "{body}"
+        );
+        let (status, body) = s
+        .send("POST", "/api/plugin-instances", Some(&admin), Some(json!({"id": "second", "plugin": "test/hostile", "config": {"greeting": "hey"}, "grants": ["http:api.example.com"]})))
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["granted"], json!(["http:api.example.com"]));
+        let (status, _) = s
+            .send(
+                "POST",
+                "/api/plugin-instances",
+                Some(&admin),
+                Some(json!({"id": "second", "plugin": "test/hostile"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        let user = s.user("bob").await;
+        let (status, out) = s
+            .send(
+                "POST",
+                "/api/tools/second/config",
+                Some(&user),
+                Some(json!({"key": "greeting"})),
+            )
+            .await;
+        assert_eq!(
+            (status, out["output"].as_str()),
+            (StatusCode::OK, Some("\"hey\""))
+        );
+
+        // Grants change with PATCH; an unknown grant is a 400.
+        let (status, body) = s
+            .send(
+                "PATCH",
+                "/api/plugin-instances/second",
+                Some(&admin),
+                Some(json!({"grants": ["kv"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["granted"], json!(["kv"]));
+        let (status, _) = s
+            .send(
+                "PATCH",
+                "/api/plugin-instances/second",
+                Some(&admin),
+                Some(json!({"grants": ["root"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        // Secrets: declared names only, never returned.
+        let (status, _) = s
+            .send(
+                "PUT",
+                "/api/plugin-instances/second/secrets/NOPE",
+                Some(&admin),
+                Some(json!({"value": "x"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = s
+            .send(
+                "PUT",
+                "/api/plugin-instances/second/secrets/API_KEY",
+                Some(&admin),
+                Some(json!({"value": "sk-abc-123"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (_, body) = s
+            .send("GET", "/api/plugin-instances/second", Some(&admin), None)
+            .await;
+        assert_eq!(body["secrets"], json!([{"name": "API_KEY", "set": true}]));
+        assert!(!body.to_string().contains("sk-abc-123"));
+        let (status, _) = s
+            .send(
+                "DELETE",
+                "/api/plugin-instances/second/secrets/API_KEY",
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+
+        // Non-admins cannot see or change instances.
+        for (method, path) in [
+            ("GET", "/api/plugin-instances"),
+            ("GET", "/api/plugin-instances/second"),
+            ("DELETE", "/api/plugin-instances/second"),
+        ] {
+            let (status, _) = s.send(method, path, Some(&user), None).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}");
+        }
+        let (status, _) = s
+            .send(
+                "POST",
+                "/api/plugin-instances/second/disable",
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = s
+            .send("DELETE", "/api/plugin-instances/second", Some(&admin), None)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = s
+            .send("GET", "/api/plugin-instances/second", Some(&admin), None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (_, list) = s
+            .send("GET", "/api/plugin-instances", Some(&admin), None)
+            .await;
+        assert_eq!(list["total"], 1);
+    }
+);
+
+both_backends!(provider_credentials, |s: TestServer| async move {
+    let admin = s.setup_admin().await;
+    // The test provider, declaring an API key bound to its base URL's host.
+    let text = manifest(c::COMPONENT_PROVIDER_ECHO_MANIFEST).replace(
+        "http = [\"{config.base_url}\"]\n",
+        "http = [\"{config.base_url}\"]\n\
+         secrets = [{ name = \"API_KEY\", host = \"{config.base_url}\", header = \"authorization\", format = \"Bearer {}\" }]\n",
+    );
+    assert!(text.contains("secrets ="));
+    let (status, body) = upload(
+        &s,
+        &admin,
+        pack(&text, c::COMPONENT_PROVIDER_ECHO_WASM),
+        "?instance=local-llm&config=%7B%22base_url%22%3A%22http%3A%2F%2F127.0.0.1%3A9%22%7D",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let (_, list) = s.send("GET", "/api/providers", Some(&admin), None).await;
+    assert_eq!(list["items"][0]["id"], "local-llm");
+    assert_eq!(list["items"][0]["configured"], false);
+
+    let (status, body) = s
+        .send(
+            "PUT",
+            "/api/providers/local-llm/auth",
+            Some(&admin),
+            Some(json!({"api_key": "sk-local", "base_url": "http://127.0.0.1:11434/v1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (_, list) = s.send("GET", "/api/providers", Some(&admin), None).await;
+    assert_eq!(list["items"][0]["configured"], true);
+    assert_eq!(list["items"][0]["base_url"], "http://127.0.0.1:11434/v1");
+    assert!(!list.to_string().contains("sk-local"));
+    // The base URL's host is approved — as private, since it is loopback.
+    let (_, instance) = s
+        .send("GET", "/api/plugin-instances/local-llm", Some(&admin), None)
+        .await;
+    assert_eq!(
+        instance["granted"],
+        json!(["http:127.0.0.1:11434 (private allowed)"])
+    );
+
+    let (status, _) = s
+        .send(
+            "PUT",
+            "/api/providers/local-llm/auth",
+            Some(&admin),
+            Some(json!({"base_url": "ftp://x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = s
+        .send(
+            "PUT",
+            "/api/providers/nope/auth",
+            Some(&admin),
+            Some(json!({"api_key": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let user = s.user("carol").await;
+    let (status, _) = s
+        .send(
+            "PUT",
+            "/api/providers/local-llm/auth",
+            Some(&user),
+            Some(json!({"api_key": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = s
+        .send(
+            "DELETE",
+            "/api/providers/local-llm/auth",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, list) = s.send("GET", "/api/providers", Some(&user), None).await;
+    assert_eq!(list["items"][0]["configured"], false);
+});
+
+/// Every `$ref` in the document resolves, and every operation has responses.
+fn check_refs(doc: &Value, node: &Value, path: &str) {
+    match node {
+        Value::Object(map) => {
+            if let Some(Value::String(target)) = map.get("$ref") {
+                let pointer = target
+                    .strip_prefix('#')
+                    .unwrap_or_else(|| panic!("external ref {target} at {path}"));
+                assert!(
+                    doc.pointer(pointer).is_some(),
+                    "unresolved {target} at {path}"
+                );
+            }
+            for (k, v) in map {
+                check_refs(doc, v, &format!("{path}/{k}"));
+            }
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| check_refs(doc, v, &format!("{path}/{i}"))),
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_document_covers_every_route() {
+    let s = TestServer::start(kelp_tests::server::Backend::Sqlite).await;
+    let (status, doc) = s.send("GET", "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    check_refs(&doc, &doc, "");
+    let paths = doc["paths"].as_object().unwrap();
+    for expected in [
+        "/api/auth/login",
+        "/api/auth/setup",
+        "/api/me",
+        "/api/tokens",
+        "/api/tools",
+        "/api/plugins",
+        "/api/plugin-instances/{id}/secrets/{name}",
+        "/api/providers/{id}/auth",
+    ] {
+        assert!(
+            paths.contains_key(expected),
+            "{expected} missing from the OpenAPI document"
+        );
+    }
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{method} {path} has no responses"));
+            assert!(!responses.is_empty(), "{method} {path}");
+        }
+    }
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    assert!(schemes.contains_key("bearer") && schemes.contains_key("cookie"));
+    assert!(doc["components"]["schemas"].get("ErrorEnvelope").is_some());
+}

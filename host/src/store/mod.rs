@@ -33,6 +33,7 @@ pub struct Db {
     /// when another writer got there first. Serialising write transactions in-process avoids
     /// that (PostgreSQL needs no such lock).
     writer: Arc<Mutex<()>>,
+    pub(crate) auth_cache: Arc<users::AuthCache>,
 }
 
 impl Db {
@@ -85,6 +86,7 @@ impl Db {
             pool,
             backend,
             writer: Arc::new(Mutex::new(())),
+            auth_cache: Arc::default(),
         })
     }
 

@@ -5,6 +5,49 @@ use sqlx::Row;
 
 use super::{Db, now_ms};
 
+/// Who a token or session digest belongs to, remembered briefly: every API request
+/// authenticates, and this saves a database round trip on most of them. Every write that
+/// can change the answer (revoking, logging out, password, role, deactivation, deletion)
+/// bumps `epoch` after it commits, which invalidates every entry of this host at once.
+/// Another host sharing the database sees such a change within [`AUTH_CACHE_TTL`].
+#[derive(Default)]
+pub struct AuthCache {
+    epoch: std::sync::atomic::AtomicU64,
+    entries:
+        std::sync::Mutex<std::collections::HashMap<String, (UserRow, std::time::Instant, u64)>>,
+}
+
+/// How long a cached authentication stays valid without a local change.
+pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+/// Entries kept at most; the map is cleared past this rather than tracking recency.
+const AUTH_CACHE_MAX: usize = 10_000;
+
+impl AuthCache {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn get(&self, key: &str) -> Option<UserRow> {
+        let entries = self.entries.lock().expect("auth cache lock");
+        let (user, at, epoch) = entries.get(key)?;
+        (*epoch == self.epoch() && at.elapsed() < AUTH_CACHE_TTL).then(|| user.clone())
+    }
+
+    /// `epoch` is the epoch read before the lookup began, so a lookup racing a write can
+    /// never store a stale answer under the new epoch.
+    fn put(&self, key: String, user: UserRow, epoch: u64) {
+        let mut entries = self.entries.lock().expect("auth cache lock");
+        if entries.len() >= AUTH_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(key, (user, std::time::Instant::now(), epoch));
+    }
+
+    pub(crate) fn invalidate(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// A user as stored (without the password hash).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRow {
@@ -35,6 +78,11 @@ pub(crate) fn user_row(row: &sqlx::any::AnyRow) -> Result<UserRow> {
 impl Db {
     /// The active user an API token (by its SHA-256) belongs to, if the token is valid.
     pub async fn user_by_api_token(&self, token_sha256: &str) -> Result<Option<UserRow>> {
+        let key = format!("t:{token_sha256}");
+        if let Some(user) = self.auth_cache.get(&key) {
+            return Ok(Some(user));
+        }
+        let epoch = self.auth_cache.epoch();
         let row = sqlx::query(&format!(
             "SELECT {USER_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id \
              WHERE t.token_sha256 = $1 AND t.revoked = 0 AND u.active = 1"
@@ -42,11 +90,20 @@ impl Db {
         .bind(token_sha256)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(user_row).transpose()
+        let user = row.as_ref().map(user_row).transpose()?;
+        if let Some(user) = &user {
+            self.auth_cache.put(key, user.clone(), epoch);
+        }
+        Ok(user)
     }
 
     /// The active user a login session (by its SHA-256) belongs to, if unexpired.
     pub async fn user_by_login_session(&self, token_sha256: &str) -> Result<Option<UserRow>> {
+        let key = format!("s:{token_sha256}");
+        if let Some(user) = self.auth_cache.get(&key) {
+            return Ok(Some(user));
+        }
+        let epoch = self.auth_cache.epoch();
         let row = sqlx::query(&format!(
             "SELECT {USER_COLUMNS} FROM login_sessions s JOIN users u ON u.id = s.user_id \
              WHERE s.token_sha256 = $1 AND s.expires_at_ms > $2 AND u.active = 1"
@@ -55,7 +112,11 @@ impl Db {
         .bind(now_ms())
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(user_row).transpose()
+        let user = row.as_ref().map(user_row).transpose()?;
+        if let Some(user) = &user {
+            self.auth_cache.put(key, user.clone(), epoch);
+        }
+        Ok(user)
     }
 
     /// How many users exist (first-run setup is open only while this is 0).
@@ -157,6 +218,7 @@ impl Db {
                 .execute(&self.pool)
                 .await?;
         }
+        self.auth_cache.invalidate();
         self.get_user(user_id).await
     }
 
@@ -184,6 +246,7 @@ impl Db {
             .bind(token_sha256)
             .execute(&self.pool)
             .await?;
+        self.auth_cache.invalidate();
         Ok(())
     }
 
@@ -257,6 +320,7 @@ impl Db {
             .bind(user_id)
             .execute(&self.pool)
             .await?;
+        self.auth_cache.invalidate();
         Ok(done.rows_affected() > 0)
     }
 }
@@ -413,6 +477,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.auth_cache.invalidate();
         Ok(())
     }
 
@@ -425,7 +490,9 @@ impl Db {
         role: Option<&str>,
     ) -> Result<AccountChange<UserRow>> {
         let action = AccountAction::Update { display_name, role };
-        self.change_account(actor_id, user_id, action).await
+        let changed = self.change_account(actor_id, user_id, action).await;
+        self.auth_cache.invalidate();
+        changed
     }
 
     /// Activates or deactivates a user on behalf of admin `actor_id`. Deactivation also ends
@@ -437,7 +504,9 @@ impl Db {
         active: bool,
     ) -> Result<AccountChange<UserRow>> {
         let action = AccountAction::SetActive(active);
-        self.change_account(actor_id, user_id, action).await
+        let changed = self.change_account(actor_id, user_id, action).await;
+        self.auth_cache.invalidate();
+        changed
     }
 
     /// Deletes a user and, by `ON DELETE CASCADE`, everything they own. Returns the user as
@@ -447,8 +516,11 @@ impl Db {
         actor_id: &str,
         user_id: &str,
     ) -> Result<AccountChange<UserRow>> {
-        self.change_account(actor_id, user_id, AccountAction::Delete)
-            .await
+        let changed = self
+            .change_account(actor_id, user_id, AccountAction::Delete)
+            .await;
+        self.auth_cache.invalidate();
+        changed
     }
 
     /// Applies `action` in a transaction after checking that it neither takes away the

@@ -414,12 +414,27 @@ async fn openapi_document_covers_every_route() {
             "{expected} missing from the OpenAPI document"
         );
     }
+    // What OpenAPI 3.1 requires of operations: responses, each with a description, and
+    // operation ids unique across the document (checked with openapi-spec-validator too).
+    let mut ids = std::collections::HashSet::new();
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {
             let responses = op["responses"]
                 .as_object()
                 .unwrap_or_else(|| panic!("{method} {path} has no responses"));
             assert!(!responses.is_empty(), "{method} {path}");
+            for (status, response) in responses {
+                assert!(
+                    response["description"]
+                        .as_str()
+                        .is_some_and(|d| !d.is_empty()),
+                    "{method} {path} {status}"
+                );
+            }
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            assert!(ids.insert(id.to_owned()), "operationId {id} repeats");
         }
     }
     let schemes = doc["components"]["securitySchemes"].as_object().unwrap();

@@ -111,7 +111,7 @@ impl utoipa::Modify for SecuritySchemes {
 
 /// The API routes and the OpenAPI document describing them.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::routes())
         .merge(tools::routes())
         .merge(agents::routes())
@@ -122,7 +122,49 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(invites::routes())
         .merge(register::routes())
         .merge(users::routes())
-        .split_for_parts()
+        .split_for_parts();
+    describe_responses(&mut openapi);
+    (router, openapi)
+}
+
+/// OpenAPI requires a description on every response (handlers declare only status and body,
+/// so the standard reason phrase fills in where none was written) and unique operation ids.
+fn describe_responses(openapi: &mut utoipa::openapi::OpenApi) {
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            // Handler names repeat across resources (`list`, `create`); OpenAPI requires unique
+            // operation ids, so each is qualified by its tag: `providers_list`.
+            if let (Some(id), Some(tag)) = (
+                &operation.operation_id,
+                operation.tags.as_ref().and_then(|t| t.first()),
+            ) {
+                operation.operation_id = Some(format!("{tag}_{id}"));
+            }
+            for (status, response) in operation.responses.responses.iter_mut() {
+                if let utoipa::openapi::RefOr::T(response) = response
+                    && response.description.is_empty()
+                {
+                    response.description = status
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|code| StatusCode::from_u16(code).ok())
+                        .and_then(|code| code.canonical_reason())
+                        .unwrap_or("Response")
+                        .to_owned();
+                }
+            }
+        }
+    }
 }
 
 /// The whole application, as served.

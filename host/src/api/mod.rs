@@ -270,6 +270,7 @@ async fn fill_request_id(response: Response, id: &str) -> Response {
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) -> Result<()> {
+    let shutdown = shutdown_signal()?;
     let db = match &config.database_url {
         Some(url) => Db::connect(url).await?,
         None => Db::open_sqlite_in(&data_dir).await?,
@@ -293,7 +294,7 @@ pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) 
             "no users yet: create the first admin with POST /api/auth/setup or `kelp user add --admin`"
         );
     }
-    serve_on(listener, state, shutdown_signal()).await?;
+    serve_on(listener, state, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -355,23 +356,23 @@ async fn install_bundled(runtime: &PluginRuntime, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled, so a signal that arrives while the server is still starting
+/// is not lost to the default action (terminating without a graceful shutdown).
+fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    #[cfg(unix)]
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the SIGINT handler")?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

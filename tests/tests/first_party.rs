@@ -62,6 +62,41 @@ async fn calc_evaluates_and_reports_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn input_is_checked_against_the_tool_schema_before_the_call() {
+    let host = Host::new().await;
+    host.install(
+        &manifest(c::PLUGIN_CALC_MANIFEST),
+        c::PLUGIN_CALC_WASM,
+        &[],
+        json!({}),
+    )
+    .await
+    .unwrap();
+    for (input, message) in [
+        ("{}", "input.expression is required"),
+        (
+            r#"{"expression": 5}"#,
+            "input.expression must be of type string",
+        ),
+        ("[]", "input must be of type object"),
+    ] {
+        let err = host
+            .runtime
+            .call_tool("calc", "calc", input, "u", None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, CallError::InvalidInput(m) if m == message),
+            "{input}: {err}"
+        );
+    }
+    // Refused before running: counted as refused, not as a tool error.
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(host.runtime.stats().refused.load(Relaxed), 3);
+    assert_eq!(host.runtime.stats().tool_errors.load(Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn http_fetch_returns_readable_text_and_follows_redirects_through_the_host() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -110,6 +110,8 @@ struct LoadedInstance {
     kind: PluginKind,
     enabled: bool,
     tools: Vec<ToolSpec>,
+    /// Each tool's input schema, parsed once at load (same order as `tools`).
+    schemas: Vec<serde_json::Value>,
     tool_pre: Option<ToolPluginPre<CallState>>,
 }
 
@@ -440,6 +442,7 @@ impl PluginRuntime {
             kind: manifest.kind,
             enabled: row.enabled,
             tools: Vec::new(),
+            schemas: Vec::new(),
             tool_pre: None,
         };
         let (Some(wasm), Some(sha)) = (wasm, wasm_sha256) else {
@@ -462,6 +465,11 @@ impl PluginRuntime {
                     .map_err(anyhow::Error::from)
                     .with_context(|| format!("{}: not a tool component", manifest.name))?;
                 let tools = self.list_tools(&loaded.ctx, &tool_pre).await?;
+                // list_tools already checked that every schema parses.
+                loaded.schemas = tools
+                    .iter()
+                    .map(|t| serde_json::from_str(&t.input_schema).unwrap_or_default())
+                    .collect();
                 loaded.tools = tools;
                 loaded.tool_pre = Some(tool_pre);
             }
@@ -659,9 +667,9 @@ impl PluginRuntime {
         if !instance.enabled {
             return Err(CallError::Disabled(instance_id.to_owned()));
         }
-        let (Some(pre), true) = (
+        let (Some(pre), Some(index)) = (
             &instance.tool_pre,
-            instance.tools.iter().any(|t| t.name == tool),
+            instance.tools.iter().position(|t| t.name == tool),
         ) else {
             return Err(CallError::UnknownTool {
                 instance: instance_id.to_owned(),
@@ -674,8 +682,12 @@ impl PluginRuntime {
                     .join(", "),
             });
         };
-        serde_json::from_str::<serde_json::Value>(input)
+        let value = serde_json::from_str::<serde_json::Value>(input)
             .map_err(|e| CallError::InvalidInput(format!("input is not JSON: {e}")))?;
+        // Checked here, before any instance is made: a model's malformed call costs nothing
+        // and gets a message naming the field to fix.
+        crate::schema::validate(&instance.schemas[index], &value, "input")
+            .map_err(CallError::InvalidInput)?;
         let ctx = &instance.ctx;
         let internal = |e: anyhow::Error| CallError::Internal {
             instance: instance_id.to_owned(),

@@ -521,9 +521,25 @@ both_backends!(admin_manages_users, |s: TestServer| async move {
     }
     assert!(doc["paths"]["/api/auth/register"]["post"]["requestBody"].is_object());
 
-    // Deleting a user deletes what they own: bob's token dies with him.
+    // Deleting a user deletes what they own: bob's token dies with him, and so does the
+    // workspace of his session.
+    let (status, session) = s
+        .send(
+            "POST",
+            "/api/sessions",
+            Some(&bob_token),
+            Some(json!({"title": "bob's"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let workspace = std::path::PathBuf::from(session["workspace"].as_str().unwrap());
+    assert!(workspace.is_dir());
     let (status, _) = s.send("DELETE", &user_path, Some(&admin), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(
+        !workspace.exists(),
+        "the deleted user's workspace is removed"
+    );
     assert_eq!(
         s.send("GET", &user_path, Some(&admin), None).await.0,
         StatusCode::NOT_FOUND

@@ -280,7 +280,17 @@ pub async fn delete_user(
     admin: AdminUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    // Read before the rows cascade away; the directories go only if the delete happened.
+    let sessions = state.db().session_ids(&id).await?;
     account_change(state.db().delete_user(&admin.0.id, &id).await?)?;
+    for session in sessions {
+        if let Ok(dir) = state.runtime.session_workspace_path(&session)
+            && let Err(e) = tokio::fs::remove_dir_all(&dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), "removing a deleted user's workspace: {e}");
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

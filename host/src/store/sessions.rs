@@ -204,6 +204,15 @@ impl Db {
         Ok((items, total))
     }
 
+    /// Ids of every session of an owner (to clean up their workspaces when the owner goes).
+    pub async fn session_ids(&self, owner_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM chat_sessions WHERE owner_id = $1")
+            .bind(owner_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
     /// Changes the given fields; `UnknownAgent` unless a new agent is one of the owner's.
     pub async fn update_session(
         &self,

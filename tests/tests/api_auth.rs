@@ -288,3 +288,35 @@ both_backends!(
         assert_eq!(body["error"]["code"], "too_many_attempts");
     }
 );
+
+both_backends!(
+    a_burst_of_guesses_is_counted_as_it_arrives,
+    |s: TestServer| async move {
+        s.setup_admin().await;
+        // Thirty concurrent guesses: each is counted before its (slow) password check, so at
+        // most the allowance of ten is even checked; the rest are refused outright.
+        let burst: Vec<_> = (0..30)
+            .map(|_| {
+                let (http, url) = (s.http.clone(), s.url("/api/auth/login"));
+                tokio::spawn(async move {
+                    http.post(url)
+                        .json(&json!({"username": "admin", "password": "burst-guess"}))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                })
+            })
+            .collect();
+        let (mut checked, mut refused) = (0, 0);
+        for b in burst {
+            match b.await.unwrap() {
+                StatusCode::UNAUTHORIZED => checked += 1,
+                StatusCode::TOO_MANY_REQUESTS => refused += 1,
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert!(checked <= 10, "{checked} guesses were checked in one burst");
+        assert_eq!(checked + refused, 30);
+    }
+);

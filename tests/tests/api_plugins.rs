@@ -330,6 +330,23 @@ both_backends!(provider_credentials, |s: TestServer| async move {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // A change the instance cannot load with is refused and not stored: the provider keeps
+    // running as it was.
+    let (status, body) = s
+        .send(
+            "PATCH",
+            "/api/plugin-instances/local-llm",
+            Some(&admin),
+            Some(json!({"config": {"base_url": "not a url"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (_, instance) = s
+        .send("GET", "/api/plugin-instances/local-llm", Some(&admin), None)
+        .await;
+    assert_eq!(instance["config"]["base_url"], "http://127.0.0.1:11434/v1");
+    assert_eq!(instance["status"], "loaded");
     let (status, _) = s
         .send(
             "PUT",

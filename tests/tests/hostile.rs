@@ -195,6 +195,17 @@ async fn site() -> Site {
     let record = seen.clone();
     let app = Router::new()
         .route("/ok", get(|| async { "hello" }))
+        // A careless or hostile bound host that echoes the request's credentials.
+        .route(
+            "/echo-key",
+            get(|headers: HeaderMap| async move {
+                let key = headers
+                    .get("x-api-key")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default();
+                ([("x-echo", key.clone())], format!("you sent {key}"))
+            }),
+        )
         .route(
             "/slow",
             get(|| async {
@@ -359,6 +370,23 @@ async fn g_a_secret_goes_only_to_its_bound_position() {
     .await
     .unwrap_err();
     assert!(matches!(err, CallError::Tool(_)), "{err}");
+
+    // A bound host echoing the secret back does not hand it to the guest.
+    let echoed = http_call(
+        &host,
+        &format!("http://api.test:{port}/echo-key"),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert!(!echoed.to_string().contains(secret), "{echoed}");
+    assert!(
+        echoed["body"]
+            .as_str()
+            .unwrap()
+            .contains("[REDACTED:API_KEY]"),
+        "{echoed}"
+    );
 
     let seen = site.seen.lock().unwrap().clone();
     assert_eq!(

@@ -176,6 +176,23 @@ async fn quota_and_grant_are_enforced() {
         format!("\"{}\"", "x".repeat(50))
     );
 
+    // Replacing a value counts its new size, not old + new: a plugin above half its quota
+    // can still update its largest key.
+    call(
+        &host,
+        "kv_set",
+        json!({"key": "a", "value": "y".repeat(60)}),
+        "u",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        call(&host, "kv_get", json!({"key": "a"}), "u")
+            .await
+            .unwrap(),
+        format!("\"{}\"", "y".repeat(60))
+    );
+
     let ungranted = kv_host(&[], 1 << 20).await;
     let err = call(&ungranted, "kv_set", json!({"key": "a", "value": "x"}), "u")
         .await

@@ -190,17 +190,14 @@ pub async fn login(
     .map_err(ApiError::internal)?;
     match user {
         Some(user) if password_ok && user.active => {
-            state.login_limiter.succeeded(&body.username);
+            state.login_limiter.succeeded(&body.username, &client);
             start_session(&state, user, StatusCode::OK).await
         }
-        _ => {
-            state.login_limiter.failed(&body.username, &client);
-            Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_credentials",
-                "wrong username or password",
-            ))
-        }
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "wrong username or password",
+        )),
     }
 }
 

@@ -26,11 +26,24 @@ impl LoginLimiter {
         [format!("u:{username}"), format!("c:{client}")]
     }
 
-    /// Refuses with 429 while either key is over its allowance.
+    /// Counts one attempt for the username and the client address, refusing with 429 once
+    /// either is over its allowance. The attempt is counted here, under the lock, rather than
+    /// after the (slow) password check: otherwise a burst of concurrent guesses would all pass
+    /// this check before the first failure was recorded. A successful attempt is refunded by
+    /// [`LoginLimiter::succeeded`].
     pub fn check(&self, username: &str, client: &str) -> Result<(), ApiError> {
-        let map = self.failures.lock().expect("limiter lock");
-        for key in Self::keys(username, client) {
-            if let Some((count, since)) = map.get(&key)
+        let mut map = self.failures.lock().expect("limiter lock");
+        if map.len() >= MAX_KEYS {
+            map.retain(|_, (_, since)| since.elapsed() < WINDOW);
+            // Still full of live entries (a flood of made-up usernames): forget them rather
+            // than grow without bound; the flood's own addresses are counted again at once.
+            if map.len() >= MAX_KEYS {
+                map.clear();
+            }
+        }
+        let keys = Self::keys(username, client);
+        for key in &keys {
+            if let Some((count, since)) = map.get(key)
                 && *count >= MAX_FAILURES
                 && since.elapsed() < WINDOW
             {
@@ -42,27 +55,23 @@ impl LoginLimiter {
                 ));
             }
         }
-        Ok(())
-    }
-
-    pub fn failed(&self, username: &str, client: &str) {
-        let mut map = self.failures.lock().expect("limiter lock");
-        if map.len() >= MAX_KEYS {
-            map.retain(|_, (_, since)| since.elapsed() < WINDOW);
-        }
-        for key in Self::keys(username, client) {
+        for key in keys {
             let entry = map.entry(key).or_insert((0, Instant::now()));
             if entry.1.elapsed() >= WINDOW {
                 *entry = (0, Instant::now());
             }
             entry.0 += 1;
         }
+        Ok(())
     }
 
-    pub fn succeeded(&self, username: &str) {
-        self.failures
-            .lock()
-            .expect("limiter lock")
-            .remove(&format!("u:{username}"));
+    /// The attempt counted by [`LoginLimiter::check`] succeeded: the username starts afresh
+    /// and the address gets its attempt back.
+    pub fn succeeded(&self, username: &str, client: &str) {
+        let mut map = self.failures.lock().expect("limiter lock");
+        map.remove(&format!("u:{username}"));
+        if let Some(entry) = map.get_mut(&format!("c:{client}")) {
+            entry.0 = entry.0.saturating_sub(1);
+        }
     }
 }

@@ -213,12 +213,16 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(_) => {
             Json(json!({"status": "ready", "tools": state.runtime.tools().len()})).into_response()
         }
-        Err(e) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            format!("database: {e}"),
-        )
-        .into_response(),
+        Err(e) => {
+            // The reason goes to the log; this route is public.
+            tracing::warn!(error = %e, "readiness: the database does not answer");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the database does not answer",
+            )
+            .into_response()
+        }
     }
 }
 

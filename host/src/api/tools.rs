@@ -75,7 +75,7 @@ pub async fn call(
 ) -> Result<axum::Json<ToolOutput>, ApiError> {
     let workspace = state
         .runtime
-        .default_workspace()
+        .user_workspace(user.id())
         .map_err(ApiError::internal)?;
     match state
         .runtime

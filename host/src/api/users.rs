@@ -123,13 +123,13 @@ pub async fn change_password(
     .await
     .map_err(ApiError::internal)?;
     if !current_ok {
-        state.login_limiter.failed(&username, &client);
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "wrong_password",
             "the current password is wrong",
         ));
     }
+    state.login_limiter.succeeded(&username, &client);
     let hash = hash_off_thread(body.new_password).await?;
     let keep = request_session_sha256(&headers);
     state

@@ -369,6 +369,30 @@ impl Redactor {
         }
         out
     }
+
+    /// Like [`Redactor::redact`] for bytes that may not be text (a response body).
+    pub fn redact_bytes(&self, bytes: Vec<u8>) -> Vec<u8> {
+        let mut out = bytes;
+        for (needle, replacement) in &self.needles {
+            let needle = needle.as_bytes();
+            if needle.is_empty() || !out.windows(needle.len()).any(|w| w == needle) {
+                continue;
+            }
+            let mut replaced = Vec::with_capacity(out.len());
+            let mut i = 0;
+            while i < out.len() {
+                if out[i..].starts_with(needle) {
+                    replaced.extend_from_slice(replacement.as_bytes());
+                    i += needle.len();
+                } else {
+                    replaced.push(out[i]);
+                    i += 1;
+                }
+            }
+            out = replaced;
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -340,6 +340,18 @@ impl PluginRuntime {
             .get_instance(id)
             .await?
             .ok_or_else(|| anyhow!("no plugin instance `{id}`"))?;
+        let loaded = self.build_row(&row).await?;
+        self.instances
+            .write()
+            .expect("instances lock")
+            .insert(row.id.clone(), Arc::new(loaded));
+        Ok(())
+    }
+
+    /// Builds (compiles if needed, test-instantiates) an instance from a row that need not be
+    /// stored yet, so a change can be tried before it is saved.
+    async fn build_row(&self, row: &InstanceRow) -> Result<LoadedInstance> {
+        let id = &row.id;
         let plugin =
             self.db.get_plugin(&row.plugin).await?.ok_or_else(|| {
                 anyhow!("instance `{id}` refers to missing plugin {}", row.plugin)
@@ -356,19 +368,13 @@ impl PluginRuntime {
             }
             None => None,
         };
-        let loaded = self
-            .build_instance(
-                &manifest,
-                wasm.as_deref(),
-                plugin.wasm_sha256.as_deref(),
-                &row,
-            )
-            .await?;
-        self.instances
-            .write()
-            .expect("instances lock")
-            .insert(row.id.clone(), Arc::new(loaded));
-        Ok(())
+        self.build_instance(
+            &manifest,
+            wasm.as_deref(),
+            plugin.wasm_sha256.as_deref(),
+            row,
+        )
+        .await
     }
 
     async fn component(&self, wasm: &[u8], wasm_sha256: &str) -> Result<Component> {
@@ -475,8 +481,10 @@ impl PluginRuntime {
             }
             PluginKind::Provider | PluginKind::Channel => {
                 // Test-instantiate so a component that cannot start is refused at install.
-                let mut store = self.new_store(&loaded.ctx, "install", None)?;
+                // The permit first: the store's clock starts with it, and waiting in the queue
+                // is not the plugin's time.
                 let _permit = self.permits.acquire().await?;
+                let mut store = self.new_store(&loaded.ctx, "install", None)?;
                 tokio::time::timeout(
                     loaded.ctx.limits.wall_timeout(),
                     pre.instantiate_async(&mut store),
@@ -832,8 +840,14 @@ impl PluginRuntime {
             enabled: true,
             created_at_ms: now_ms(),
         };
+        // Built before it is stored: an instance that cannot load is never created.
+        let loaded = self.build_row(&row).await?;
         self.db.insert_instance(&row).await?;
-        self.load_instance(id).await
+        self.instances
+            .write()
+            .expect("instances lock")
+            .insert(id.to_owned(), Arc::new(loaded));
+        Ok(())
     }
 
     /// The workspace directory of a chat session (created if needed). Workspaces always live
@@ -875,14 +889,26 @@ impl PluginRuntime {
             .await?
             .ok_or_else(|| anyhow!("plugin missing"))?;
         validate_config(&Manifest::parse(&plugin.manifest_toml)?, &config)?;
+        let changed = InstanceRow {
+            config_json: serde_json::to_string(&config)?,
+            approval_json: serde_json::to_string(&approval)?,
+            ..row
+        };
+        // Try the change first: a configuration the instance cannot load with is refused and
+        // nothing is stored, so the running instance keeps working.
+        let loaded = self.build_row(&changed).await?;
         self.db
-            .update_instance(
-                id,
-                &serde_json::to_string(&config)?,
-                &serde_json::to_string(&approval)?,
-            )
+            .update_instance(id, &changed.config_json, &changed.approval_json)
             .await?;
-        self.load_instance(id).await
+        self.instances
+            .write()
+            .expect("instances lock")
+            .insert(id.to_owned(), Arc::new(loaded));
+        self.load_errors
+            .write()
+            .expect("load errors lock")
+            .remove(id);
+        Ok(())
     }
 
     /// Deletes an instance with its secrets and kv data.
@@ -895,8 +921,25 @@ impl PluginRuntime {
     /// Removes a secret of an instance and reloads it.
     pub async fn delete_secret(&self, instance_id: &str, name: &str) -> Result<bool> {
         let deleted = self.db.delete_secret(instance_id, name).await?;
-        self.load_instance(instance_id).await?;
+        // Without the secret the instance may no longer load; that is its status to report,
+        // not a failure of the delete.
+        let _ = self.load_instance(instance_id).await;
         Ok(deleted)
+    }
+
+    /// The workspace of a user's direct tool calls (outside any session), created if needed:
+    /// one per user, so one user's files are never another's.
+    pub fn user_workspace(&self, user_id: &str) -> Result<PathBuf> {
+        anyhow::ensure!(
+            !user_id.is_empty()
+                && user_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "invalid user id for a workspace"
+        );
+        let dir = self.workspaces.join("users").join(user_id);
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
     }
 
     /// Creates a workspace directory for callers that have none (CLI calls).

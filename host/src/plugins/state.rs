@@ -183,15 +183,33 @@ impl CallState {
                 .map_err(|e| kv_import::KvError::Invalid(format!("kv read failed: {e}")))?;
             self.kv.stored_usage = Some(used);
         }
-        let buffered: u64 = self
-            .kv
-            .writes
-            .iter()
-            .filter(|(k, _)| k.as_str() != key)
-            .map(|(k, v)| v.as_ref().map_or(0, |v| (k.len() + v.len()) as u64))
-            .sum();
-        let new = value.map_or(0, |v| (key.len() + v.len()) as u64);
-        if self.kv.stored_usage.unwrap_or(0) + buffered + new > quota {
+        // What a key occupies in the database now, learnt once per key: a buffered write
+        // replaces that, it does not add to it.
+        if !self.kv.stored_sizes.contains_key(key) {
+            let instance = self.instance.clone();
+            let owner = self.owner.clone();
+            let stored = self
+                .in_host(instance.db.kv_get(&instance.instance_id, &owner, key))
+                .await
+                .map_err(|e| kv_import::KvError::Invalid(format!("kv read failed: {e}")))?;
+            let size = stored.map_or(0, |v| (key.len() + v.len()) as u64);
+            self.kv.stored_sizes.insert(key.to_owned(), size);
+        }
+        let size = |k: &str, v: Option<&[u8]>| v.map_or(0, |v| (k.len() + v.len()) as u64);
+        let mut projected = self.kv.stored_usage.unwrap_or(0);
+        for (k, v) in self.kv.writes.iter().filter(|(k, _)| k.as_str() != key) {
+            projected = projected
+                - self
+                    .kv
+                    .stored_sizes
+                    .get(k)
+                    .copied()
+                    .unwrap_or(0)
+                    .min(projected)
+                + size(k, v.as_deref());
+        }
+        projected = projected - self.kv.stored_sizes[key].min(projected) + size(key, value);
+        if projected > quota {
             return Err(kv_import::KvError::QuotaExceeded(quota));
         }
         Ok(())
@@ -206,6 +224,8 @@ struct KvTxn {
     /// concurrent calls cannot both win the same swap.
     expectations: Vec<(String, Option<Vec<u8>>)>,
     stored_usage: Option<u64>,
+    /// Bytes each key written in this call occupied in the database before the call.
+    stored_sizes: std::collections::HashMap<String, u64>,
 }
 
 impl WasiView for CallState {
@@ -369,11 +389,21 @@ impl http_import::Host for CallState {
         };
         let result = self.in_host(client.send(request)).await;
         Ok(match result {
-            Ok(resp) => Ok(types::HttpResponse {
-                status: resp.status,
-                headers: resp.headers,
-                body: resp.body,
-            }),
+            // A bound host that echoes the request (an error page quoting the authorization
+            // header, a debug endpoint) would otherwise hand the guest the very value it must
+            // never see.
+            Ok(resp) => {
+                let redactor = &self.instance.redactor;
+                Ok(types::HttpResponse {
+                    status: resp.status,
+                    headers: resp
+                        .headers
+                        .into_iter()
+                        .map(|(name, value)| (name, redactor.redact(&value).into_owned()))
+                        .collect(),
+                    body: redactor.redact_bytes(resp.body),
+                })
+            }
             Err(e) => {
                 let text = self.instance.redactor.redact(&e.to_string()).into_owned();
                 Err(match e {

@@ -344,6 +344,16 @@ impl Db {
     ) -> Result<KvCommit> {
         let _w = self.write_lock().await;
         let mut tx = self.pool.begin().await?;
+        if self.backend == super::Backend::Postgres {
+            // READ COMMITTED lets two transactions both see a key as absent and both "win" a
+            // compare-and-swap; serialise commits per (instance, owner) instead. SQLite gets
+            // the same from its single writer.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1 || '/' || $2))::text AS locked")
+                .bind(instance_id)
+                .bind(owner)
+                .fetch_one(&mut *tx)
+                .await?;
+        }
         for (key, expected) in expectations {
             let current: Option<Vec<u8>> = sqlx::query(
                 "SELECT value FROM plugin_kv WHERE instance_id = $1 AND owner = $2 AND key = $3",

@@ -597,6 +597,12 @@ impl Db {
                 }
             }
             AccountAction::Delete => {
+                // Plugins' kv data is keyed by owner without a foreign key (an owner may be a
+                // channel user too), so it does not cascade: delete it explicitly.
+                sqlx::query("DELETE FROM plugin_kv WHERE owner = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query("DELETE FROM users WHERE id = $1")
                     .bind(user_id)
                     .execute(&mut *tx)

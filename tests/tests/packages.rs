@@ -331,3 +331,42 @@ async fn a_restarted_host_serves_the_same_plugins_from_the_database() {
             .contains(r#""result":42"#)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_keeps_the_instance_configuration_and_grants() {
+    let host = Host::new().await;
+    host.install(
+        &manifest(c::COMPONENT_HOSTILE_MANIFEST),
+        c::COMPONENT_HOSTILE_WASM,
+        &["kv"],
+        json!({}),
+    )
+    .await
+    .unwrap();
+    host.runtime
+        .call_tool("hostile", "kv_set", r#"{"key":"k","value":"v"}"#, "u", None)
+        .await
+        .unwrap();
+    let newer = manifest(c::COMPONENT_HOSTILE_MANIFEST)
+        .replace(r#"version = "0.1.0""#, r#"version = "0.2.0""#);
+    // Installed again with no grants at all: the existing instance keeps what it had.
+    let installed = host
+        .runtime
+        .install(
+            &pack(&newer, c::COMPONENT_HOSTILE_WASM),
+            InstallOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(installed.version, "0.2.0");
+    assert_eq!(installed.grants, vec!["kv".to_owned()]);
+    let (_, _, grants, _) = host.runtime.instance_summary("hostile").unwrap();
+    assert_eq!(grants, vec!["kv".to_owned()]);
+    assert_eq!(
+        host.runtime
+            .call_tool("hostile", "kv_get", r#"{"key":"k"}"#, "u", None)
+            .await
+            .unwrap(),
+        r#""v""#
+    );
+}

@@ -236,13 +236,13 @@ impl PluginRuntime {
     pub async fn install(&self, bytes: &[u8], options: InstallOptions) -> Result<InstalledPlugin> {
         let (_, package) = self.review(bytes)?;
         let manifest = package.manifest.clone();
-        validate_config(&manifest, &options.config)?;
         let instance_id = options
             .instance_id
             .clone()
             .unwrap_or_else(|| manifest.name.name().to_owned());
         validate_instance_id(&instance_id)?;
-        if let Some(existing) = self.db.get_instance(&instance_id).await?
+        let existing = self.db.get_instance(&instance_id).await?;
+        if let Some(existing) = &existing
             && existing.plugin != manifest.name.to_string()
         {
             bail!(
@@ -260,14 +260,21 @@ impl PluginRuntime {
             manifest_toml: package.manifest_text.clone(),
             installed_at_ms: now_ms(),
         };
-        let instance = InstanceRow {
-            id: instance_id.clone(),
-            plugin: row.name.clone(),
-            config_json: serde_json::to_string(&options.config)?,
-            approval_json: serde_json::to_string(&options.approval)?,
-            enabled: true,
-            created_at_ms: now_ms(),
+        // An upgrade keeps the instance as the operator configured and approved it (change
+        // those through the instance itself); only a first install takes them from `options`.
+        let instance = match existing {
+            Some(existing) => existing,
+            None => InstanceRow {
+                id: instance_id.clone(),
+                plugin: row.name.clone(),
+                config_json: serde_json::to_string(&options.config)?,
+                approval_json: serde_json::to_string(&options.approval)?,
+                enabled: true,
+                created_at_ms: now_ms(),
+            },
         };
+        let config: serde_json::Value = serde_json::from_str(&instance.config_json)?;
+        validate_config(&manifest, &config)?;
         // Test-instantiate before anything is stored: a package that cannot start never lands.
         let loaded = self
             .build_instance(
@@ -278,10 +285,11 @@ impl PluginRuntime {
             )
             .await?;
         self.db.put_plugin(&row, bytes, &instance).await?;
-        // An upgrade reloads every instance of the plugin against the new package.
+        // An upgrade reloads every instance of the plugin against the new package; one that
+        // no longer loads shows that in its status rather than failing the install.
         for other in self.db.list_instances().await? {
             if other.plugin == row.name {
-                self.load_instance(&other.id).await?;
+                let _ = self.load_instance(&other.id).await;
             }
         }
         let grants = loaded.ctx.grants.describe();

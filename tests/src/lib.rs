@@ -64,6 +64,17 @@ impl Host {
         Host { dir, runtime }
     }
 
+    /// A runtime on a fresh schema of the test PostgreSQL (dropped with the returned guard).
+    pub async fn on_postgres(settings: RuntimeSettings) -> (Host, PgSchema) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let schema = PgSchema::create().await;
+        let db = Db::connect(&schema.url())
+            .await
+            .expect("connect to PostgreSQL");
+        let runtime = PluginRuntime::new(settings, dir.path(), db).expect("runtime");
+        (Host { dir, runtime }, schema)
+    }
+
     /// Installs `wasm` under `manifest` (TOML text) with the given grants and config.
     pub async fn install(
         &self,
@@ -101,4 +112,50 @@ pub fn pack(manifest: &str, wasm_path: &str) -> Vec<u8> {
 /// The manifest of a component in the repository, as text.
 pub fn manifest(path: &str) -> String {
     std::fs::read_to_string(path).expect("manifest")
+}
+
+/// A schema of its own in the test PostgreSQL, dropped when this is dropped.
+pub struct PgSchema(String);
+
+impl PgSchema {
+    pub async fn create() -> PgSchema {
+        let name = format!("kelp_test_{}", kelp::util::new_id());
+        let pool = sqlx::PgPool::connect(&server::postgres_url())
+            .await
+            .expect("PostgreSQL at KELP_TEST_POSTGRES_URL");
+        sqlx::query(&format!("CREATE SCHEMA {name}"))
+            .execute(&pool)
+            .await
+            .expect("create schema");
+        PgSchema(name)
+    }
+
+    /// A database URL whose connections use this schema.
+    pub fn url(&self) -> String {
+        format!(
+            "{}?options=-c%20search_path%3D{}",
+            server::postgres_url(),
+            self.0
+        )
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(pool) = sqlx::PgPool::connect(&server::postgres_url()).await {
+                    let _ = sqlx::query(&format!("DROP SCHEMA {name} CASCADE"))
+                        .execute(&pool)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
 }

@@ -199,3 +199,38 @@ async fn quota_and_grant_are_enforced() {
         .unwrap_err();
     assert!(err.to_string().contains("`kv` is not granted"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compare_and_swap_has_one_winner_on_postgres_too() {
+    let (host, _schema) = Host::on_postgres(RuntimeSettings::default()).await;
+    host.install(
+        &manifest(c::COMPONENT_HOSTILE_MANIFEST),
+        c::COMPONENT_HOSTILE_WASM,
+        &["kv"],
+        json!({}),
+    )
+    .await
+    .unwrap();
+    // Many concurrent swaps from "absent": READ COMMITTED alone would let several win.
+    for round in 0..5 {
+        let key = format!("lock{round}");
+        let calls: Vec<_> = (0..8)
+            .map(|i| {
+                let rt = host.runtime.clone();
+                let input = json!({"key": key, "new": format!("owner{i}")}).to_string();
+                tokio::spawn(
+                    async move { rt.call_tool("hostile", "kv_cas", &input, "u", None).await },
+                )
+            })
+            .collect();
+        let mut winners = 0;
+        for c in calls {
+            match c.await.unwrap() {
+                Ok(out) if out.contains("true") => winners += 1,
+                Ok(_) | Err(CallError::Kv(_)) => {}
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(winners, 1, "round {round}");
+    }
+}

@@ -105,6 +105,39 @@ impl TestServer {
         (status, value)
     }
 
+    /// POSTs a body of `size` bytes over a raw connection, reading the answer while the body is
+    /// still being written. A server may answer 413 and close before it read an oversized
+    /// body; an ordinary client then often fails on its own write and never sees the answer,
+    /// which would make the test about the client, not the server.
+    pub async fn post_oversized(&self, path: &str, token: &str, size: usize) -> (u16, Value) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.base.trim_start_matches("http://").to_owned();
+        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (mut reader, mut writer) = stream.into_split();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\
+             content-type: application/json\r\ncontent-length: {size}\r\nconnection: close\r\n\r\n"
+        );
+        let write = tokio::spawn(async move {
+            let _ = writer.write_all(head.as_bytes()).await;
+            let _ = writer.write_all(&vec![b'x'; size]).await;
+        });
+        let mut response = Vec::new();
+        let _ = reader.read_to_end(&mut response).await;
+        write.abort();
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status: u16 = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("an HTTP status line");
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
     /// Creates the first admin through the API; returns their token.
     pub async fn setup_admin(&self) -> String {
         let (status, body) = self

@@ -27,7 +27,8 @@ pub struct TestServer {
     pub state: AppState,
     pub dir: tempfile::TempDir,
     pub backend: Backend,
-    schema: Option<String>,
+    /// Dropped after the server stops (see `Drop`): the schema goes with it.
+    schema: Option<crate::PgSchema>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -37,17 +38,8 @@ impl TestServer {
         let (db, schema) = match backend {
             Backend::Sqlite => (Db::open_sqlite_in(dir.path()).await.unwrap(), None),
             Backend::Postgres => {
-                let schema = format!("kelp_test_{}", kelp::util::new_id());
-                let admin = sqlx::PgPool::connect(&postgres_url())
-                    .await
-                    .expect("PostgreSQL at KELP_TEST_POSTGRES_URL");
-                sqlx::query(&format!("CREATE SCHEMA {schema}"))
-                    .execute(&admin)
-                    .await
-                    .unwrap();
-                admin.close().await;
-                let url = format!("{}?options=-c%20search_path%3D{schema}", postgres_url());
-                (Db::connect(&url).await.unwrap(), Some(schema))
+                let schema = crate::PgSchema::create().await;
+                (Db::connect(&schema.url()).await.unwrap(), Some(schema))
             }
         };
         let runtime = PluginRuntime::new(RuntimeSettings::default(), dir.path(), db).unwrap();
@@ -184,23 +176,7 @@ impl Drop for TestServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(schema) = self.schema.take() {
-            // A fresh runtime: the test's own may be shutting down.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    if let Ok(pool) = sqlx::PgPool::connect(&postgres_url()).await {
-                        let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-                            .execute(&pool)
-                            .await;
-                    }
-                });
-            })
-            .join();
-        }
+        drop(self.schema.take());
     }
 }
 

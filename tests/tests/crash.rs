@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kelp_tests::process::KelpProcess;
-use kelp_tests::server::postgres_url;
 use serde_json::{Value, json};
 
 const KELP: &str = env!("CARGO_BIN_EXE_kelp");
@@ -116,16 +115,6 @@ async fn sqlite_keeps_acknowledged_writes_across_kill_9() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_keeps_acknowledged_writes_across_kill_9() {
-    let schema = format!("kelp_crash_{}", kelp::util::new_id());
-    let admin = sqlx::PgPool::connect(&postgres_url()).await.unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let url = format!("{}?options=-c%20search_path%3D{schema}", postgres_url());
-    acknowledged_writes_survive(vec![("KELP_DATABASE_URL".into(), url)]).await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    let schema = kelp_tests::PgSchema::create().await;
+    acknowledged_writes_survive(vec![("KELP_DATABASE_URL".into(), schema.url())]).await;
 }

@@ -160,6 +160,15 @@ impl PageQuery {
         self.offset.unwrap_or(0).min(i64::MAX as u64) as i64
     }
 
+    /// This page's slice of a list held in memory (short host-wide lists: plugins,
+    /// instances, providers).
+    pub fn window<'a, T>(&self, items: &'a [T]) -> impl Iterator<Item = &'a T> {
+        items
+            .iter()
+            .skip(self.offset() as usize)
+            .take(self.limit() as usize)
+    }
+
     /// Wraps one page of `total` items.
     pub fn page<T>(&self, items: Vec<T>, total: i64) -> Page<T> {
         let next = self.offset() + items.len() as i64;

@@ -197,11 +197,7 @@ pub async fn list_plugins(
     let instances = state.db().list_instances().await?;
     let total = rows.len() as i64;
     let mut items = Vec::new();
-    for row in rows
-        .iter()
-        .skip(page.offset() as usize)
-        .take(page.limit() as usize)
-    {
+    for row in page.window(&rows) {
         let manifest = Manifest::parse(&row.manifest_toml).map_err(ApiError::internal)?;
         items.push(summary(row, &manifest, &instances));
     }
@@ -410,11 +406,7 @@ pub async fn list_instances(
     let rows = state.db().list_instances().await?;
     let total = rows.len() as i64;
     let mut items = Vec::new();
-    for row in rows
-        .iter()
-        .skip(page.offset() as usize)
-        .take(page.limit() as usize)
-    {
+    for row in page.window(&rows) {
         let (_, manifest) = load_plugin(&state, &row.plugin).await?;
         items.push(instance_view(&state, row, &manifest).await?);
     }

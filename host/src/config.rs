@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::agent::AgentSettings;
 use crate::plugins::RuntimeSettings;
 
 /// The whole configuration.
@@ -21,6 +22,8 @@ pub struct Config {
     pub log_format: String,
     /// The plugin runtime.
     pub plugins: RuntimeSettings,
+    /// The agent loop: retries, timeouts, context guard, prices.
+    pub agent: AgentSettings,
 }
 
 impl Default for Config {
@@ -30,6 +33,7 @@ impl Default for Config {
             database_url: None,
             log_format: "human".into(),
             plugins: RuntimeSettings::default(),
+            agent: AgentSettings::default(),
         }
     }
 }
@@ -83,4 +87,19 @@ pub fn data_dir(flag: Option<&Path>) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating data directory {}", dir.display()))?;
     Ok(dir)
+}
+
+/// This host's stable id (a file in the data directory): runs record which host runs them, so
+/// at start a host marks only its own cut-off runs as interrupted.
+pub fn host_id(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("host.id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        _ => {
+            let id = crate::util::new_id();
+            std::fs::create_dir_all(data_dir)?;
+            std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+            Ok(id)
+        }
+    }
 }

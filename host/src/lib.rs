@@ -5,10 +5,12 @@
 //! under grants, secret injection), `store/` (SQLite/PostgreSQL), `api/` (HTTP server),
 //! `cli/` (the `kelp` command), `secrets.rs` (keys, encryption at rest).
 
+pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod llm;
 pub mod net;
 pub mod plugins;
 pub mod schema;

@@ -137,8 +137,8 @@ pub async fn render(State(state): State<AppState>) -> Response {
         "kelp_plugin_traps_total {}",
         calls.stopped.load(Relaxed)
     );
-    out.push_str("# HELP kelp_runs_total Agent runs (the agent loop is not built yet).\n");
+    out.push_str("# HELP kelp_runs_total Agent runs started since the process started.\n");
     out.push_str("# TYPE kelp_runs_total counter\n");
-    out.push_str("kelp_runs_total 0\n");
+    let _ = writeln!(out, "kelp_runs_total {}", state.agent.runs_total());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -5,12 +5,15 @@
 mod agents;
 pub mod auth;
 pub mod common;
+mod costs;
 mod invites;
 mod limits;
 mod metrics;
+mod openai;
 mod plugins;
 mod providers;
 mod register;
+mod runs;
 mod sessions;
 mod settings;
 mod tools;
@@ -34,6 +37,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use common::{ApiError, ApiJson, Page, PageQuery};
 
+use crate::agent::{AgentHost, AgentSettings};
 use crate::config::Config;
 use crate::plugins::grants::Approval;
 use crate::plugins::{InstallOptions, PluginRuntime};
@@ -46,13 +50,24 @@ const MAX_JSON_BODY: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub runtime: Arc<PluginRuntime>,
+    pub agent: Arc<AgentHost>,
     pub login_limiter: Arc<limits::LoginLimiter>,
     pub metrics: Arc<metrics::HttpMetrics>,
 }
 
 impl AppState {
+    /// State with default agent settings and a fresh host id (tests, embedding).
     pub fn new(runtime: Arc<PluginRuntime>) -> AppState {
+        AppState::with_agent(runtime, AgentSettings::default(), crate::util::new_id())
+    }
+
+    pub fn with_agent(
+        runtime: Arc<PluginRuntime>,
+        settings: AgentSettings,
+        host_id: String,
+    ) -> AppState {
         AppState {
+            agent: Arc::new(AgentHost::new(runtime.clone(), settings, host_id)),
             runtime,
             login_limiter: Arc::default(),
             metrics: Arc::default(),
@@ -116,6 +131,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(tools::routes())
         .merge(agents::routes())
         .merge(sessions::routes())
+        .merge(runs::routes())
+        .merge(costs::routes())
+        .merge(openai::routes())
         .merge(settings::routes())
         .merge(plugins::routes())
         .merge(providers::routes())
@@ -286,7 +304,9 @@ pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) 
     for (id, e) in runtime.load_all().await? {
         tracing::warn!(instance = %id, "not serving plugin instance: {e:#}");
     }
-    let state = AppState::new(runtime);
+    let host_id = crate::config::host_id(&data_dir)?;
+    let state = AppState::with_agent(runtime, config.agent.clone(), host_id);
+    state.agent.recover().await?;
     let needs_setup = state.db().count_users().await? == 0;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
@@ -343,7 +363,8 @@ async fn install_bundled(runtime: &PluginRuntime, dir: &Path) -> Result<()> {
         {
             continue;
         }
-        let approval = Approval::everything_requested(&review.manifest.capabilities, &json!({}));
+        let defaults = crate::plugins::with_config_defaults(&review.manifest, json!({}));
+        let approval = Approval::everything_requested(&review.manifest.capabilities, &defaults);
         let installed = runtime
             .install(
                 &bytes,

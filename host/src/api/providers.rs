@@ -11,13 +11,17 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::common::{ApiError, ApiJson, ApiQuery, ErrorEnvelope, Page, PageQuery};
 use crate::auth::{AdminUser, CurrentUser};
+use crate::llm::{ChatRequest, Message, ModelInfo, Role, StreamEvent};
 use crate::plugins::grants::{Approval, ApprovedHost};
 use crate::plugins::{Manifest, PluginKind};
+use crate::store::plugins::InstanceRow;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list))
         .routes(routes!(put_auth, delete_auth))
+        .routes(routes!(models))
+        .routes(routes!(test))
 }
 
 /// A provider instance.
@@ -58,6 +62,7 @@ pub async fn list(
             .collect();
         let config: serde_json::Value =
             serde_json::from_str(&instance.config_json).map_err(ApiError::internal)?;
+        let config = crate::plugins::with_config_defaults(&manifest, config);
         providers.push(Provider {
             configured: manifest
                 .capabilities
@@ -119,48 +124,12 @@ pub async fn put_auth(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ProviderAuth>,
 ) -> Result<StatusCode, ApiError> {
-    let instance = state
-        .db()
-        .get_instance(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("provider"))?;
-    let plugin = state
-        .db()
-        .get_plugin(&instance.plugin)
-        .await?
-        .ok_or_else(|| ApiError::not_found("provider"))?;
-    let manifest = Manifest::parse(&plugin.manifest_toml).map_err(ApiError::internal)?;
-    if manifest.kind != PluginKind::Provider {
-        return Err(ApiError::not_found("provider"));
-    }
+    let (instance, manifest) = provider_instance(&state, &id).await?;
     if body.api_key.is_none() && body.base_url.is_none() {
         return Err(ApiError::bad_request("give api_key, base_url or both"));
     }
     if let Some(base_url) = &body.base_url {
-        let url = url::Url::parse(base_url)
-            .map_err(|e| ApiError::bad_request(format!("base_url: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(ApiError::bad_request(
-                "base_url must be http:// or https://",
-            ));
-        }
-        let host = url
-            .host()
-            .ok_or_else(|| ApiError::bad_request("base_url has no host"))?;
-        let authority = match url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_string(),
-        };
-        let mut config: serde_json::Value =
-            serde_json::from_str(&instance.config_json).map_err(ApiError::internal)?;
-        config["base_url"] = serde_json::json!(base_url);
-        let mut approval: Approval =
-            serde_json::from_str(&instance.approval_json).map_err(ApiError::internal)?;
-        approval.http.retain(|h| h.host != authority);
-        approval.http.push(ApprovedHost {
-            host: authority,
-            private: is_private_host(&host),
-        });
+        let (config, approval) = with_base_url(&instance, base_url)?;
         state
             .runtime
             .update_instance(&id, config, approval)
@@ -181,6 +150,173 @@ pub async fn put_auth(
             .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn provider_instance(
+    state: &AppState,
+    id: &str,
+) -> Result<(InstanceRow, Manifest), ApiError> {
+    let instance = state
+        .db()
+        .get_instance(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("provider"))?;
+    let plugin = state
+        .db()
+        .get_plugin(&instance.plugin)
+        .await?
+        .ok_or_else(|| ApiError::not_found("provider"))?;
+    let manifest = Manifest::parse(&plugin.manifest_toml).map_err(ApiError::internal)?;
+    if manifest.kind != PluginKind::Provider {
+        return Err(ApiError::not_found("provider"));
+    }
+    Ok((instance, manifest))
+}
+
+/// The instance's config and approval with `base_url` set and its host approved.
+fn with_base_url(
+    instance: &InstanceRow,
+    base_url: &str,
+) -> Result<(serde_json::Value, Approval), ApiError> {
+    let url =
+        url::Url::parse(base_url).map_err(|e| ApiError::bad_request(format!("base_url: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ApiError::bad_request(
+            "base_url must be http:// or https://",
+        ));
+    }
+    let host = url
+        .host()
+        .ok_or_else(|| ApiError::bad_request("base_url has no host"))?;
+    let authority = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    let mut config: serde_json::Value =
+        serde_json::from_str(&instance.config_json).map_err(ApiError::internal)?;
+    config["base_url"] = serde_json::json!(base_url);
+    let mut approval: Approval =
+        serde_json::from_str(&instance.approval_json).map_err(ApiError::internal)?;
+    approval.http.retain(|h| h.host != authority);
+    approval.http.push(ApprovedHost {
+        host: authority,
+        private: is_private_host(&host),
+    });
+    Ok((config, approval))
+}
+
+/// The models a provider offers: what its plugin lists plus the instance's `models` config.
+#[utoipa::path(get, path = "/api/providers/{id}/models", tag = "providers", params(("id" = String, Path)),
+    responses((status = 200, body = Vec<ModelInfo>), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn models(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Vec<ModelInfo>>, ApiError> {
+    provider_instance(&state, &id).await?;
+    state
+        .runtime
+        .provider_models(&id)
+        .map(axum::Json)
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "provider_unavailable", e.message))
+}
+
+/// Credentials and a model to try.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderTest {
+    /// The provider instance id.
+    pub provider: String,
+    pub model: String,
+    /// Tried instead of the stored key; not saved.
+    pub api_key: Option<String>,
+    /// Tried instead of the stored base URL; not saved.
+    pub base_url: Option<String>,
+}
+
+/// The result of a test.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderTestResult {
+    pub ok: bool,
+    /// What the model answered (a few tokens).
+    pub text: String,
+    /// `{code, message}` when `ok` is false.
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<serde_json::Value>,
+    pub latency_ms: u64,
+}
+
+/// Checks a key and model before saving them: sends a tiny request ("Reply with OK", at most
+/// 16 output tokens) through the provider with the given credentials, stores nothing, and
+/// says whether it worked and, if not, why (bad key, unknown model, unreachable host, …).
+#[utoipa::path(post, path = "/api/providers/test", tag = "providers", request_body = ProviderTest,
+    responses((status = 200, body = ProviderTestResult), (status = 400, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn test(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiJson(body): ApiJson<ProviderTest>,
+) -> Result<axum::Json<ProviderTestResult>, ApiError> {
+    let (instance, manifest) = provider_instance(&state, &body.provider).await?;
+    let (config, approval) = match &body.base_url {
+        Some(url) => with_base_url(&instance, url)?,
+        None => (
+            serde_json::from_str(&instance.config_json).map_err(ApiError::internal)?,
+            serde_json::from_str(&instance.approval_json).map_err(ApiError::internal)?,
+        ),
+    };
+    let mut secrets = Vec::new();
+    if let Some(key) = &body.api_key {
+        let Some(secret) = manifest.capabilities.secrets.first() else {
+            return Err(ApiError::bad_request(format!(
+                "{} takes no API key",
+                manifest.name
+            )));
+        };
+        secrets.push((secret.name.clone(), key.clone()));
+    }
+    let request = ChatRequest {
+        model: body.model.clone(),
+        messages: vec![Message::text(Role::User, "Reply with OK.")],
+        tools: Vec::new(),
+        max_tokens: Some(16),
+        temperature: None,
+    };
+    let started = std::time::Instant::now();
+    let idle = std::time::Duration::from_secs(30);
+    let mut text = String::new();
+    let result = async {
+        let mut stream = state
+            .runtime
+            .try_provider(&body.provider, config, &approval, &secrets, &request, idle)
+            .await?;
+        while let Some(events) = stream.next().await? {
+            for e in events {
+                if let StreamEvent::TextDelta(t) = e {
+                    text.push_str(&t);
+                }
+            }
+        }
+        Ok::<(), crate::llm::ProviderFailure>(())
+    }
+    .await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    Ok(axum::Json(match result {
+        Ok(()) => ProviderTestResult {
+            ok: true,
+            text,
+            error: None,
+            latency_ms,
+        },
+        Err(f) => ProviderTestResult {
+            ok: false,
+            text,
+            error: Some(serde_json::json!({"code": f.code(), "message": f.message})),
+            latency_ms,
+        },
+    }))
 }
 
 /// Removes a provider's stored API key(s).

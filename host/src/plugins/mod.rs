@@ -13,6 +13,7 @@ pub mod cache;
 pub mod contract;
 pub mod engine;
 pub mod grants;
+mod provider;
 mod runtime;
 pub mod settings;
 mod since_v0_1_0;
@@ -23,7 +24,10 @@ use std::sync::Arc;
 pub use kelp_registry::manifest::{Manifest, PluginKind, WorkspaceAccess};
 use serde::Serialize;
 
-pub use runtime::{CallError, InstallOptions, InstalledPlugin, PackageReview, PluginRuntime};
+pub use provider::ProviderStream;
+pub use runtime::{
+    CallError, InstallOptions, InstalledPlugin, PackageReview, PluginRuntime, with_config_defaults,
+};
 pub use settings::{CallLimits, RuntimeSettings};
 
 use crate::net::{OutboundClient, Redactor};

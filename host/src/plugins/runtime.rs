@@ -17,7 +17,7 @@ use super::cache::CompileCache;
 use super::contract::ContractUse;
 use super::grants::{Approval, GrantSet};
 use super::settings::RuntimeSettings;
-use super::since_v0_1_0::{ToolPlugin, ToolPluginPre};
+use super::since_v0_1_0::{ProviderPluginPre, ToolPlugin, ToolPluginPre};
 use super::state::CallState;
 use super::{InstanceContext, ToolFailure, ToolSpec};
 use crate::net::{self, OutboundClient, OutboundPolicy, Redactor, Resolve};
@@ -105,14 +105,17 @@ pub struct InstallOptions {
     pub approval: Approval,
 }
 
-struct LoadedInstance {
-    ctx: Arc<InstanceContext>,
-    kind: PluginKind,
-    enabled: bool,
+pub(super) struct LoadedInstance {
+    pub(super) ctx: Arc<InstanceContext>,
+    pub(super) kind: PluginKind,
+    pub(super) enabled: bool,
     tools: Vec<ToolSpec>,
     /// Each tool's input schema, parsed once at load (same order as `tools`).
     schemas: Vec<serde_json::Value>,
     tool_pre: Option<ToolPluginPre<CallState>>,
+    pub(super) provider_pre: Option<ProviderPluginPre<CallState>>,
+    /// What a provider's `models()` listed at load.
+    pub(super) models: Vec<crate::llm::ModelInfo>,
 }
 
 /// The plugin runtime of one host process.
@@ -121,13 +124,13 @@ pub struct PluginRuntime {
     linker: Linker<CallState>,
     cache: CompileCache,
     settings: RuntimeSettings,
-    permits: Arc<Semaphore>,
+    pub(super) permits: Arc<Semaphore>,
     db: Db,
     secret_box: SecretBox,
     resolver: Arc<dyn Resolve>,
     workspaces: PathBuf,
     components: RwLock<HashMap<String, Component>>,
-    instances: RwLock<HashMap<String, Arc<LoadedInstance>>>,
+    pub(super) instances: RwLock<HashMap<String, Arc<LoadedInstance>>>,
     stats: CallStats,
     load_errors: RwLock<HashMap<String, String>>,
 }
@@ -282,6 +285,7 @@ impl PluginRuntime {
                 package.wasm.as_deref(),
                 row.wasm_sha256.as_deref(),
                 &instance,
+                &[],
             )
             .await?;
         self.db.put_plugin(&row, bytes, &instance).await?;
@@ -359,6 +363,16 @@ impl PluginRuntime {
     /// Builds (compiles if needed, test-instantiates) an instance from a row that need not be
     /// stored yet, so a change can be tried before it is saved.
     async fn build_row(&self, row: &InstanceRow) -> Result<LoadedInstance> {
+        self.build_row_with(row, &[]).await
+    }
+
+    /// [`build_row`](Self::build_row) with secret values that replace stored ones — for
+    /// trying credentials before they are saved.
+    pub(super) async fn build_row_with(
+        &self,
+        row: &InstanceRow,
+        secret_overrides: &[(String, String)],
+    ) -> Result<LoadedInstance> {
         let id = &row.id;
         let plugin =
             self.db.get_plugin(&row.plugin).await?.ok_or_else(|| {
@@ -381,6 +395,7 @@ impl PluginRuntime {
             wasm.as_deref(),
             plugin.wasm_sha256.as_deref(),
             row,
+            secret_overrides,
         )
         .await
     }
@@ -417,13 +432,17 @@ impl PluginRuntime {
         wasm: Option<&[u8]>,
         wasm_sha256: Option<&str>,
         row: &InstanceRow,
+        secret_overrides: &[(String, String)],
     ) -> Result<LoadedInstance> {
         let config: serde_json::Value =
             serde_json::from_str(&row.config_json).context("instance config")?;
+        let config = with_config_defaults(manifest, config);
         let approval: Approval =
             serde_json::from_str(&row.approval_json).context("instance approval")?;
         let grants = GrantSet::intersect(&manifest.capabilities, &approval, &config);
-        let secrets = self.bound_secrets(manifest, &row.id, &config).await?;
+        let secrets = self
+            .bound_secrets(manifest, &row.id, &config, secret_overrides)
+            .await?;
         let redactor = Redactor::new(&secrets);
         let limits = self.settings.limits.lowered_by(&manifest.limits);
         let outbound = if grants.http.is_empty() {
@@ -458,6 +477,8 @@ impl PluginRuntime {
             tools: Vec::new(),
             schemas: Vec::new(),
             tool_pre: None,
+            provider_pre: None,
+            models: Vec::new(),
         };
         let (Some(wasm), Some(sha)) = (wasm, wasm_sha256) else {
             return Ok(loaded);
@@ -487,7 +508,14 @@ impl PluginRuntime {
                 loaded.tools = tools;
                 loaded.tool_pre = Some(tool_pre);
             }
-            PluginKind::Provider | PluginKind::Channel => {
+            PluginKind::Provider => {
+                let provider_pre = ProviderPluginPre::new(pre)
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| format!("{}: not a provider component", manifest.name))?;
+                loaded.models = self.list_models(&loaded.ctx, &provider_pre).await?;
+                loaded.provider_pre = Some(provider_pre);
+            }
+            PluginKind::Channel => {
                 // Test-instantiate so a component that cannot start is refused at install.
                 // The permit first: the store's clock starts with it, and waiting in the queue
                 // is not the plugin's time.
@@ -563,10 +591,22 @@ impl PluginRuntime {
         manifest: &Manifest,
         instance_id: &str,
         config: &serde_json::Value,
+        overrides: &[(String, String)],
     ) -> Result<Vec<net::BoundSecret>> {
         let sealed = self.db.sealed_secrets(instance_id).await?;
-        let mut out = Vec::new();
+        let mut values = Vec::new();
         for (name, sealed) in sealed {
+            if overrides.iter().any(|(n, _)| *n == name) {
+                continue;
+            }
+            let value = self
+                .secret_box
+                .open(&secret_context(instance_id, &name), &sealed)?;
+            values.push((name, value));
+        }
+        values.extend(overrides.iter().cloned());
+        let mut out = Vec::new();
+        for (name, value) in values {
             let Some(binding) = manifest
                 .capabilities
                 .secrets
@@ -575,9 +615,6 @@ impl PluginRuntime {
             else {
                 continue;
             };
-            let value = self
-                .secret_box
-                .open(&secret_context(instance_id, &name), &sealed)?;
             let is_prefix = matches!(
                 binding.position,
                 kelp_registry::manifest::SecretPosition::UrlPathPrefix(_)
@@ -605,7 +642,7 @@ impl PluginRuntime {
         Ok(out)
     }
 
-    fn new_store(
+    pub(super) fn new_store(
         &self,
         ctx: &Arc<InstanceContext>,
         owner: &str,
@@ -746,6 +783,14 @@ impl PluginRuntime {
         }
         store.data_mut().commit_kv().await.map_err(CallError::Kv)?;
         Ok(output)
+    }
+
+    /// The `SKILL.md` of installed plugin `plugin`, if it has one.
+    pub async fn skill(&self, plugin: &str) -> Result<Option<kelp_registry::package::Skill>> {
+        let Some(bytes) = self.db.get_package(plugin).await? else {
+            return Ok(None);
+        };
+        Ok(read_package(&bytes, &PackageLimits::default())?.skill)
     }
 
     /// Every tool of every enabled instance, as `(instance id, spec)`.
@@ -959,12 +1004,38 @@ impl PluginRuntime {
 }
 
 /// Checks an instance configuration against the manifest's `[config]` schema.
+/// `config` with the manifest's schema defaults filled in for keys it does not set, so a
+/// provider works out of the box against its vendor's public endpoint, and grants written as
+/// `{config.base_url}` resolve before the operator changed anything.
+pub fn with_config_defaults(
+    manifest: &Manifest,
+    mut config: serde_json::Value,
+) -> serde_json::Value {
+    let (Some(object), Some(properties)) = (
+        config.as_object_mut(),
+        manifest
+            .config_schema
+            .as_ref()
+            .and_then(|s| s.get("properties"))
+            .and_then(|p| p.as_object()),
+    ) else {
+        return config;
+    };
+    for (key, schema) in properties {
+        if let (false, Some(default)) = (object.contains_key(key), schema.get("default")) {
+            object.insert(key.clone(), default.clone());
+        }
+    }
+    config
+}
+
 fn validate_config(manifest: &Manifest, config: &serde_json::Value) -> Result<()> {
     if !config.is_object() {
         bail!("config must be a JSON object");
     }
     if let Some(schema) = &manifest.config_schema {
-        crate::schema::validate(schema, config, "config")
+        let config = with_config_defaults(manifest, config.clone());
+        crate::schema::validate(schema, &config, "config")
             .map_err(|e| anyhow!("{}: {e}", manifest.name))?;
     }
     Ok(())
@@ -994,7 +1065,7 @@ fn validate_instance_id(id: &str) -> Result<()> {
 }
 
 /// Turns a wasmtime error into the reason a user should read.
-fn classify(error: wasmtime::Error, ctx: &InstanceContext) -> CallError {
+pub(super) fn classify(error: wasmtime::Error, ctx: &InstanceContext) -> CallError {
     let instance = ctx.instance_id.clone();
     if let Some(trap) = error.downcast_ref::<Trap>() {
         return match trap {

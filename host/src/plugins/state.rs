@@ -90,6 +90,13 @@ impl CallState {
         })
     }
 
+    /// Starts a new computation budget: a store that outlives one guest call (a provider's
+    /// decoder) must not be charged for the time between calls.
+    pub fn restart_clock(&mut self) {
+        self.clock.started = Instant::now();
+        self.clock.in_host = Duration::ZERO;
+    }
+
     /// Commits the call's buffered kv writes; called only after the call succeeded.
     pub async fn commit_kv(&mut self) -> Result<(), String> {
         if self.kv.writes.is_empty() {

@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod invites;
 pub mod plugins;
+pub mod runs;
 pub mod sessions;
 pub mod settings;
 pub mod users;

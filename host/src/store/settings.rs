@@ -36,6 +36,11 @@ static SCHEMA: LazyLock<Value> = LazyLock::new(|| {
                 "maxLength": 64,
                 "default": "UTC"
             },
+            "budget": {
+                "description": "Spending limits: `daily_limit_usd`, `monthly_limit_usd` (null for none) and `alert_thresholds` (fractions of a limit). Also at /api/settings/budget.",
+                "type": "object",
+                "default": {}
+            },
             "locale": {
                 "description": "BCP 47 language tag, e.g. `en` or `pt-BR`.",
                 "type": "string",
@@ -107,6 +112,13 @@ pub fn validate(value: &Value) -> Result<(), String> {
                 "settings.timezone must be an IANA time zone name like `Europe/Berlin`".into(),
             );
         }
+    }
+    if let Some(budget) = value.get("budget") {
+        let budget: crate::agent::budget::BudgetSettings =
+            serde_json::from_value(budget.clone()).map_err(|e| format!("settings.budget: {e}"))?;
+        budget
+            .validate()
+            .map_err(|e| format!("settings.budget.{e}"))?;
     }
     if let Some(locale) = value.get("locale").and_then(Value::as_str) {
         let ok = locale.split('-').all(|part| {

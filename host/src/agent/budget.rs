@@ -1,0 +1,275 @@
+//! Prices, costs and spending limits.
+//!
+//! Before each provider call a run reserves the call's estimated cost; the check counts what
+//! the ledger holds plus every reservation still open, so concurrent runs cannot overspend
+//! together. After the call the reservation is released and the real cost goes to the ledger.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::llm::Usage;
+use crate::store::{Db, now_ms};
+
+/// Price of a model in US dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+    #[serde(default)]
+    pub cache_read: Option<f64>,
+    #[serde(default)]
+    pub cache_write: Option<f64>,
+}
+
+impl Price {
+    /// Cost in millionths of a dollar. One dollar per million tokens is exactly one
+    /// micro-dollar per token, so the arithmetic is per token.
+    pub fn cost_micros(&self, usage: &Usage) -> i64 {
+        let cached = usage.cache_read_tokens.min(usage.input_tokens);
+        let fresh = usage.input_tokens - cached;
+        let micros = fresh as f64 * self.input
+            + cached as f64 * self.cache_read.unwrap_or(self.input)
+            + usage.cache_write_tokens as f64 * self.cache_write.unwrap_or(self.input)
+            + usage.output_tokens as f64 * self.output;
+        micros.round() as i64
+    }
+}
+
+/// Built-in prices of well-known models (USD per million tokens, list prices when written);
+/// the operator's `[agent.prices]` entries replace or extend them.
+pub fn default_prices() -> BTreeMap<String, Price> {
+    let p = |input, output, cache_read| Price {
+        input,
+        output,
+        cache_read: Some(cache_read),
+        cache_write: None,
+    };
+    [
+        ("gpt-4o", p(2.5, 10.0, 1.25)),
+        ("gpt-4o-mini", p(0.15, 0.6, 0.075)),
+        ("gpt-4.1", p(2.0, 8.0, 0.5)),
+        ("gpt-4.1-mini", p(0.4, 1.6, 0.1)),
+        ("o4-mini", p(1.1, 4.4, 0.275)),
+        ("claude-opus-4-1", p(15.0, 75.0, 1.5)),
+        ("claude-sonnet-4-5", p(3.0, 15.0, 0.3)),
+        ("claude-haiku-4-5", p(1.0, 5.0, 0.1)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// A user's spending limits (`GET/PUT /api/settings/budget`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSettings {
+    /// US dollars per UTC day; `null` for no limit.
+    #[serde(default)]
+    pub daily_limit_usd: Option<f64>,
+    /// US dollars per calendar month (UTC); `null` for no limit.
+    #[serde(default)]
+    pub monthly_limit_usd: Option<f64>,
+    /// Fractions of a limit (e.g. `[0.5, 0.8]`) at which a run emits a `budget-alert` event.
+    #[serde(default)]
+    pub alert_thresholds: Vec<f64>,
+}
+
+impl BudgetSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("daily_limit_usd", self.daily_limit_usd),
+            ("monthly_limit_usd", self.monthly_limit_usd),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return Err(format!("{name} must be a non-negative number or null"));
+            }
+        }
+        if self
+            .alert_thresholds
+            .iter()
+            .any(|t| !(t.is_finite() && *t > 0.0 && *t <= 1.0))
+        {
+            return Err("alert_thresholds must be fractions in (0, 1]".into());
+        }
+        Ok(())
+    }
+
+    pub fn from_settings(settings: &serde_json::Map<String, Value>) -> BudgetSettings {
+        settings
+            .get("budget")
+            .and_then(|b| serde_json::from_value(b.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    fn limited(&self) -> bool {
+        self.daily_limit_usd.is_some() || self.monthly_limit_usd.is_some()
+    }
+}
+
+/// Start of the current UTC day and month, in epoch milliseconds.
+pub fn period_starts(now_ms: i64) -> (i64, i64) {
+    const DAY: i64 = 86_400_000;
+    let day_start = now_ms - now_ms.rem_euclid(DAY);
+    let (y, m, _) = civil_from_days(day_start / DAY);
+    let month_start = days_from_civil(y, m, 1) * DAY;
+    (day_start, month_start)
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's
+/// well-known algorithm, written out here to avoid a calendar dependency).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Why a call may not start.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct BudgetExceeded(pub String);
+
+/// Open reservations of this process.
+#[derive(Default)]
+pub struct Budgets {
+    reserved: Mutex<HashMap<String, i64>>,
+    // Serialises check-and-reserve per process: two runs checking at the same moment would
+    // otherwise both see room for one.
+    gate: tokio::sync::Mutex<()>,
+}
+
+/// A reservation; released when dropped.
+pub struct Reservation {
+    budgets: Arc<Budgets>,
+    owner: String,
+    micros: i64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut reserved = self.budgets.reserved.lock().expect("budget lock");
+        if let Some(v) = reserved.get_mut(&self.owner) {
+            *v -= self.micros;
+            if *v <= 0 {
+                reserved.remove(&self.owner);
+            }
+        }
+    }
+}
+
+fn usd(micros: i64) -> f64 {
+    micros as f64 / 1e6
+}
+
+impl Budgets {
+    /// Reserves `estimate` micro-dollars for `owner`, or says which limit it would exceed.
+    /// `None` when the owner has no limits (nothing to reserve against).
+    pub async fn reserve(
+        self: &Arc<Self>,
+        db: &Db,
+        owner: &str,
+        settings: &BudgetSettings,
+        estimate: i64,
+    ) -> anyhow::Result<Result<Option<Reservation>, BudgetExceeded>> {
+        if !settings.limited() {
+            return Ok(Ok(None));
+        }
+        let _gate = self.gate.lock().await;
+        let (day_start, month_start) = period_starts(now_ms());
+        let reserved = self
+            .reserved
+            .lock()
+            .expect("budget lock")
+            .get(owner)
+            .copied()
+            .unwrap_or(0);
+        let checks = [
+            ("daily", settings.daily_limit_usd, day_start),
+            ("monthly", settings.monthly_limit_usd, month_start),
+        ];
+        for (name, limit, since) in checks {
+            let Some(limit) = limit else { continue };
+            let spent = db.spent_since(owner, since).await?;
+            let limit_micros = (limit * 1e6).round() as i64;
+            if spent + reserved + estimate > limit_micros {
+                return Ok(Err(BudgetExceeded(format!(
+                    "the {name} budget of ${limit:.2} would be exceeded: ${:.4} spent, \
+                     ${:.4} reserved by runs in progress, this call is estimated at ${:.4}",
+                    usd(spent),
+                    usd(reserved),
+                    usd(estimate)
+                ))));
+            }
+        }
+        *self
+            .reserved
+            .lock()
+            .expect("budget lock")
+            .entry(owner.to_owned())
+            .or_default() += estimate;
+        Ok(Ok(Some(Reservation {
+            budgets: self.clone(),
+            owner: owner.to_owned(),
+            micros: estimate,
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_round_trips() {
+        for days in [-1000, 0, 59, 60, 365, 11_016, 20_000, 20_779] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        // 2026-11-22
+        assert_eq!(civil_from_days(20_779), (2026, 11, 22));
+        let (day, month) = period_starts(20_779 * 86_400_000 + 5_000);
+        assert_eq!(day, 20_779 * 86_400_000);
+        assert_eq!(month, days_from_civil(2026, 11, 1) * 86_400_000);
+    }
+
+    #[test]
+    fn cost_counts_each_token_kind_at_its_price() {
+        let price = Price {
+            input: 2.0,
+            output: 10.0,
+            cache_read: Some(0.5),
+            cache_write: None,
+        };
+        let usage = Usage {
+            input_tokens: 1000,
+            output_tokens: 100,
+            cache_read_tokens: 400,
+            cache_write_tokens: 0,
+        };
+        assert_eq!(price.cost_micros(&usage), 600 * 2 + 400 / 2 + 100 * 10);
+    }
+}

@@ -1,0 +1,366 @@
+//! The agent loop: runs, their events, costs and budgets.
+//!
+//! - `events.rs` — per-session numbered events, fan-out, replay after reconnects
+//! - `budget.rs` — prices, the ledger's limits, reservations
+//! - `run.rs` — one run: prompt, provider stream, tools, steps
+
+pub mod budget;
+pub mod events;
+mod run;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+
+use crate::llm::{Role, Usage};
+use crate::plugins::PluginRuntime;
+use crate::store::agents::AgentRow;
+use crate::store::runs::{RunRow, StepWrite};
+use crate::store::sessions::SessionRow;
+use crate::store::{Db, now_ms};
+use budget::{BudgetSettings, Budgets, Price};
+use events::{EventHub, SessionChannel};
+
+/// `[agent]` settings of `kelp serve`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentSettings {
+    /// Attempts after the first for a provider call that failed retryably (429, 5xx,
+    /// connection) before its first delta arrived.
+    pub max_retries: u32,
+    /// First backoff in milliseconds; doubles per attempt (with jitter) unless the vendor
+    /// sent `retry-after`.
+    pub retry_base_ms: u64,
+    /// A `retry-after` longer than this many seconds ends the run instead of stalling it.
+    pub max_retry_after_s: u64,
+    /// Seconds to wait for the next chunk of a response before giving up on it.
+    pub stream_idle_timeout_s: u64,
+    /// Events of a live run kept for reconnecting clients.
+    pub replay_buffer_events: usize,
+    /// Share of the context window the prompt may fill before the oldest turns are dropped.
+    pub context_fill: f64,
+    /// Context window assumed for models whose provider does not say.
+    pub default_context_window: u32,
+    /// Output tokens assumed in cost estimates when the agent sets no `max_tokens`.
+    pub estimated_output_tokens: u32,
+    /// Prices in USD per million tokens, by model id; extends and overrides the built-in table.
+    pub prices: BTreeMap<String, Price>,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            max_retries: 3,
+            retry_base_ms: 500,
+            max_retry_after_s: 60,
+            stream_idle_timeout_s: 120,
+            replay_buffer_events: 4096,
+            context_fill: 0.8,
+            default_context_window: 32_768,
+            estimated_output_tokens: 1024,
+            prices: BTreeMap::new(),
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RunOutcome {
+    pub run_id: String,
+    pub session_id: String,
+    /// `completed`, `aborted`, `max_steps` or `failed`.
+    pub status: String,
+    /// The final assistant text.
+    pub text: String,
+    pub tool_calls: Vec<ToolCallRecord>,
+    pub usage: Usage,
+    pub steps: u32,
+    pub cost_usd: f64,
+    /// Set when `status` is `failed`: `{code, message}`.
+    pub error: Option<Value>,
+}
+
+/// A tool call made during a run, with its result.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ToolCallRecord {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+    pub result: String,
+    pub is_error: bool,
+}
+
+/// Why a run was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the session has a run in progress ({0}); wait for it or abort it")]
+    Busy(String),
+    #[error("the session has no agent: give it one (PATCH /api/sessions/{{id}})")]
+    NoAgent,
+    #[error("{0}")]
+    Budget(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+struct ActiveRun {
+    run_id: String,
+    cancel: CancellationToken,
+    done: watch::Receiver<Option<Arc<RunOutcome>>>,
+}
+
+/// A started run.
+pub struct StartedRun {
+    pub run_id: String,
+    pub done: watch::Receiver<Option<Arc<RunOutcome>>>,
+}
+
+/// Runs agents in this process.
+pub struct AgentHost {
+    runtime: Arc<PluginRuntime>,
+    settings: AgentSettings,
+    prices: BTreeMap<String, Price>,
+    host_id: String,
+    hub: EventHub,
+    active: Mutex<HashMap<String, ActiveRun>>,
+    budgets: Arc<Budgets>,
+    runs_total: std::sync::atomic::AtomicU64,
+}
+
+impl AgentHost {
+    pub fn new(runtime: Arc<PluginRuntime>, settings: AgentSettings, host_id: String) -> Self {
+        let mut prices = budget::default_prices();
+        prices.extend(settings.prices.clone());
+        AgentHost {
+            hub: EventHub::new(settings.replay_buffer_events),
+            runtime,
+            settings,
+            prices,
+            host_id,
+            active: Mutex::new(HashMap::new()),
+            budgets: Arc::default(),
+            runs_total: Default::default(),
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        self.runtime.db()
+    }
+
+    pub fn runtime(&self) -> &Arc<PluginRuntime> {
+        &self.runtime
+    }
+
+    /// Runs started since the process started, for `/metrics`.
+    pub fn runs_total(&self) -> u64 {
+        self.runs_total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Marks this host's runs cut off by a crash; call once at start.
+    pub async fn recover(&self) -> anyhow::Result<u64> {
+        let n = self.db().mark_interrupted_runs(&self.host_id).await?;
+        if n > 0 {
+            tracing::warn!(
+                runs = n,
+                "marked runs cut off by the last stop as interrupted"
+            );
+        }
+        Ok(n)
+    }
+
+    pub fn price(&self, model: &str) -> Option<Price> {
+        self.prices.get(model).copied()
+    }
+
+    pub async fn budget_settings(&self, owner: &str) -> anyhow::Result<BudgetSettings> {
+        Ok(BudgetSettings::from_settings(
+            &self.db().user_settings(owner).await?,
+        ))
+    }
+
+    /// The session's event channel.
+    pub async fn channel(&self, session_id: &str) -> anyhow::Result<Arc<SessionChannel>> {
+        self.hub.channel(self.db(), session_id).await
+    }
+
+    /// Lets the hub forget a session's channel once nobody uses it.
+    pub fn release_channel(&self, session_id: &str) {
+        self.hub.release(session_id);
+    }
+
+    /// The id of the session's run in progress, if any.
+    pub fn active_run(&self, session_id: &str) -> Option<String> {
+        self.active
+            .lock()
+            .expect("active lock")
+            .get(session_id)
+            .map(|a| a.run_id.clone())
+    }
+
+    /// The completion of `run_id`, if it is in progress here.
+    pub fn watch_run(&self, session_id: &str) -> Option<watch::Receiver<Option<Arc<RunOutcome>>>> {
+        self.active
+            .lock()
+            .expect("active lock")
+            .get(session_id)
+            .map(|a| a.done.clone())
+    }
+
+    /// Asks the session's run to stop at its next await point; false if none is running.
+    pub fn abort(&self, session_id: &str) -> bool {
+        match self.active.lock().expect("active lock").get(session_id) {
+            Some(run) => {
+                run.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stores the user's message and starts a run on it. One run per session at a time: a
+    /// second message while one is active is refused (`Busy`), not queued — a queued message
+    /// would be answered against a conversation its sender has not seen yet.
+    pub async fn start(
+        self: &Arc<Self>,
+        session: &SessionRow,
+        text: String,
+    ) -> Result<StartedRun, StartError> {
+        let agent_id = session.agent_id.as_deref().ok_or(StartError::NoAgent)?;
+        let agent = self
+            .db()
+            .get_agent(&session.owner_id, agent_id)
+            .await?
+            .ok_or(StartError::NoAgent)?;
+        let run_id = crate::util::new_id();
+        let cancel = CancellationToken::new();
+        let (done_tx, done_rx) = watch::channel(None);
+        {
+            let mut active = self.active.lock().expect("active lock");
+            if let Some(other) = active.get(&session.id) {
+                return Err(StartError::Busy(other.run_id.clone()));
+            }
+            active.insert(
+                session.id.clone(),
+                ActiveRun {
+                    run_id: run_id.clone(),
+                    cancel: cancel.clone(),
+                    done: done_rx.clone(),
+                },
+            );
+        }
+        match self.begin(session, &agent, &run_id, text).await {
+            Ok(channel) => {
+                self.runs_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let host = self.clone();
+                let session_id = session.id.clone();
+                let owner_id = session.owner_id.clone();
+                let run = run::Run {
+                    host: host.clone(),
+                    run_id: run_id.clone(),
+                    session_id: session_id.clone(),
+                    owner_id,
+                    agent,
+                    channel,
+                    cancel,
+                };
+                tokio::spawn(async move {
+                    let outcome = Arc::new(run.execute().await);
+                    host.active.lock().expect("active lock").remove(&session_id);
+                    let _ = done_tx.send(Some(outcome));
+                    host.hub.release(&session_id);
+                });
+                Ok(StartedRun {
+                    run_id,
+                    done: done_rx,
+                })
+            }
+            Err(e) => {
+                self.active.lock().expect("active lock").remove(&session.id);
+                Err(e)
+            }
+        }
+    }
+
+    /// The checks and writes before a run's task starts: budget, run row, user message,
+    /// `run-start`.
+    async fn begin(
+        &self,
+        session: &SessionRow,
+        agent: &AgentRow,
+        run_id: &str,
+        text: String,
+    ) -> Result<Arc<SessionChannel>, StartError> {
+        // A run whose first call would already break a limit is refused before anything
+        // is stored or sent.
+        let settings = self.budget_settings(&session.owner_id).await?;
+        if let Some(price) = self.price(&agent.provider.model) {
+            let estimate = run::estimate_first_call(self, agent, &text, &price);
+            if let Err(e) = self
+                .budgets
+                .reserve(self.db(), &session.owner_id, &settings, estimate)
+                .await?
+            {
+                return Err(StartError::Budget(e.0));
+            }
+        }
+        let channel = self.channel(&session.id).await?;
+        channel.begin_run(run_id);
+        let start = channel.emit(
+            run_id,
+            "run-start",
+            json!({"agent_id": agent.id, "model": agent.provider.model, "provider": agent.provider.plugin}),
+        );
+        let row = RunRow {
+            id: run_id.to_owned(),
+            session_id: session.id.clone(),
+            owner_id: session.owner_id.clone(),
+            status: "running".into(),
+            error: None,
+            steps: 0,
+            usage: json!(Usage::default()),
+            cost_micros: 0,
+            started_at_ms: now_ms(),
+            finished_at_ms: None,
+        };
+        let content = serde_json::to_value(vec![crate::llm::Part::Text { text }])
+            .map_err(anyhow::Error::from)?;
+        self.db()
+            .start_run(
+                &row,
+                &self.host_id,
+                StepWrite {
+                    session_id: &session.id,
+                    run_id,
+                    message: Some((Role::User.as_str(), content)),
+                    events: vec![start.row()],
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(channel)
+    }
+
+    pub(crate) fn budgets(&self) -> &Arc<Budgets> {
+        &self.budgets
+    }
+
+    pub(crate) fn settings(&self) -> &AgentSettings {
+        &self.settings
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.settings.stream_idle_timeout_s.max(1))
+    }
+
+    pub(crate) fn workspace(&self, session_id: &str) -> Option<PathBuf> {
+        self.runtime.session_workspace(session_id).ok()
+    }
+}

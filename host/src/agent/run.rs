@@ -1,0 +1,895 @@
+//! One run: build the prompt, stream from the provider, run the tools the model called,
+//! repeat until it answers without tools or `max_steps` is reached.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::budget::Price;
+use super::events::{Event, SessionChannel};
+use super::{AgentHost, RunOutcome, ToolCallRecord};
+use crate::llm::{
+    ChatRequest, FinishReason, Message, Part, ProviderFailure, Role, StreamEvent, Usage,
+};
+use crate::plugins::ToolSpec;
+use crate::store::agents::AgentRow;
+use crate::store::now_ms;
+use crate::store::runs::{LedgerRow, RunUpdate, StepWrite};
+
+/// The built-in tool that hands the model a skill's full text.
+const LOAD_SKILL: &str = "load_skill";
+
+/// Most history messages a run reads; older ones are beyond any context window anyway.
+const HISTORY_LIMIT: i64 = 2_000;
+
+pub(super) struct Run {
+    pub host: Arc<AgentHost>,
+    pub run_id: String,
+    pub session_id: String,
+    pub owner_id: String,
+    pub agent: AgentRow,
+    pub channel: Arc<SessionChannel>,
+    pub cancel: CancellationToken,
+}
+
+/// A tool as the model sees it, and what it maps to.
+struct ExposedTool {
+    spec: ToolSpec,
+    /// `None` for a built-in.
+    instance: Option<String>,
+    tool: String,
+}
+
+/// Why a run ended early.
+struct Failure {
+    code: String,
+    message: String,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        tracing::error!(error = %format!("{e:#}"), "run failed on an internal error");
+        Failure {
+            code: "internal".into(),
+            message: "internal error (see the server log)".into(),
+        }
+    }
+}
+
+/// What one provider call produced.
+#[derive(Default)]
+struct StepResult {
+    text: String,
+    /// By the vendor's index, in order.
+    calls: BTreeMap<u32, (String, String, String)>,
+    usage: Usage,
+    finish: Option<FinishReason>,
+    /// Anything reached the client: a retry now would duplicate it.
+    delivered: bool,
+}
+
+enum StepEnd {
+    Done(StepResult),
+    Aborted(StepResult),
+    Failed(ProviderFailure, StepResult),
+}
+
+#[derive(Default)]
+struct Totals {
+    usage: Usage,
+    cost_micros: i64,
+    steps: u32,
+    tool_calls: Vec<ToolCallRecord>,
+    text: String,
+}
+
+/// Estimated cost of a run's first call, for the refusal before anything starts.
+pub(super) fn estimate_first_call(
+    host: &AgentHost,
+    agent: &AgentRow,
+    text: &str,
+    price: &Price,
+) -> i64 {
+    let input = (agent.instructions.len() + text.len()) as u64 / 4 + 16;
+    estimate(host, agent, input, price)
+}
+
+fn estimate(host: &AgentHost, agent: &AgentRow, input_tokens: u64, price: &Price) -> i64 {
+    let output = agent
+        .provider
+        .max_tokens
+        .unwrap_or(host.settings().estimated_output_tokens);
+    price.cost_micros(&Usage {
+        input_tokens,
+        output_tokens: u64::from(output),
+        ..Usage::default()
+    })
+}
+
+impl Run {
+    pub async fn execute(self) -> RunOutcome {
+        let mut totals = Totals::default();
+        let result = self.run_steps(&mut totals).await;
+        let (status, error) = match result {
+            Ok(status) => (status, None),
+            Err(f) => (
+                "failed",
+                Some(json!({"code": f.code, "message": f.message})),
+            ),
+        };
+        let mut events = Vec::new();
+        if let Some(error) = &error {
+            events.push(self.channel.reserve(&self.run_id, "error", error.clone()));
+        } else {
+            events.push(self.channel.reserve(
+                &self.run_id,
+                "finish",
+                json!({
+                    "status": status,
+                    "steps": totals.steps,
+                    "usage": totals.usage,
+                    "cost_usd": totals.cost_micros as f64 / 1e6,
+                    "text": totals.text,
+                }),
+            ));
+        }
+        self.commit(StepWrite {
+            events: events.iter().map(|e| e.row()).collect(),
+            run: Some(self.update(status, error.clone(), &totals, true)),
+            ..self.step()
+        })
+        .await;
+        // Published even if storing failed: subscribers must learn the run is over.
+        for e in &events {
+            self.channel.publish(e);
+        }
+        RunOutcome {
+            run_id: self.run_id.clone(),
+            session_id: self.session_id.clone(),
+            status: status.to_owned(),
+            text: totals.text,
+            tool_calls: totals.tool_calls,
+            usage: totals.usage,
+            steps: totals.steps,
+            cost_usd: totals.cost_micros as f64 / 1e6,
+            error,
+        }
+    }
+
+    fn step(&self) -> StepWrite<'_> {
+        StepWrite {
+            session_id: &self.session_id,
+            run_id: &self.run_id,
+            ..Default::default()
+        }
+    }
+
+    fn update(&self, status: &str, error: Option<Value>, t: &Totals, finished: bool) -> RunUpdate {
+        RunUpdate {
+            status: status.to_owned(),
+            error,
+            steps: i64::from(t.steps),
+            usage: json!(t.usage),
+            cost_micros: t.cost_micros,
+            finished,
+        }
+    }
+
+    async fn commit(&self, step: StepWrite<'_>) {
+        if let Err(e) = self.host.db().commit_step(step).await {
+            tracing::error!(run = %self.run_id, error = %format!("{e:#}"), "storing a run step failed");
+        }
+    }
+
+    async fn run_steps(&self, totals: &mut Totals) -> Result<&'static str, Failure> {
+        let tools = self.tools().await?;
+        let system = self.system_prompt().await?;
+        let mut history = self.history().await?;
+        let max_steps = self.agent.max_steps.max(1) as u32;
+        let window = self.context_window();
+        let price = self.host.price(&self.agent.provider.model);
+        let budget = self.host.budget_settings(&self.owner_id).await?;
+        loop {
+            totals.steps += 1;
+            let step = totals.steps;
+            let messages = fit_context(
+                &system,
+                &history,
+                window,
+                self.host.settings().context_fill,
+                self.agent.provider.max_tokens,
+            );
+            let request = ChatRequest {
+                model: self.agent.provider.model.clone(),
+                messages,
+                tools: tools.iter().map(|t| t.spec.clone()).collect(),
+                max_tokens: self.agent.provider.max_tokens,
+                temperature: self.agent.provider.temperature.map(|t| t as f32),
+            };
+            let input_tokens: u64 = request.messages.iter().map(Message::estimated_tokens).sum();
+            let reservation = match &price {
+                Some(price) => {
+                    let estimate = estimate(&self.host, &self.agent, input_tokens, price);
+                    match self
+                        .host
+                        .budgets()
+                        .reserve(self.host.db(), &self.owner_id, &budget, estimate)
+                        .await?
+                    {
+                        Ok(r) => r,
+                        Err(e) => {
+                            return Err(Failure {
+                                code: "budget_exceeded".into(),
+                                message: e.0,
+                            });
+                        }
+                    }
+                }
+                None => None,
+            };
+            let end = self.stream(step, &request).await;
+            let (result, outcome) = match end {
+                StepEnd::Done(r) => (r, None),
+                StepEnd::Aborted(r) => (r, Some(Err("aborted"))),
+                StepEnd::Failed(f, r) => (r, Some(Ok(f))),
+            };
+            let cost = price.map_or(0, |p| p.cost_micros(&result.usage));
+            drop(reservation);
+            totals.usage += result.usage;
+            totals.cost_micros += cost;
+            let ledger = LedgerRow {
+                owner_id: self.owner_id.clone(),
+                run_id: self.run_id.clone(),
+                session_id: self.session_id.clone(),
+                provider: self.agent.provider.plugin.clone(),
+                model: self.agent.provider.model.clone(),
+                input_tokens: result.usage.input_tokens as i64,
+                output_tokens: result.usage.output_tokens as i64,
+                cache_read_tokens: result.usage.cache_read_tokens as i64,
+                cache_write_tokens: result.usage.cache_write_tokens as i64,
+                cost_micros: cost,
+                created_at_ms: now_ms(),
+            };
+            // What the model said is kept whatever happens next: an abort or a broken stream
+            // keeps the partial answer.
+            let mut parts = Vec::new();
+            if !result.text.is_empty() {
+                parts.push(Part::Text {
+                    text: result.text.clone(),
+                });
+            }
+            let calls: Vec<(String, String, String)> = if outcome.is_none() {
+                result.calls.values().cloned().collect()
+            } else {
+                Vec::new()
+            };
+            for (id, name, arguments) in &calls {
+                parts.push(Part::ToolCall {
+                    id: id.clone(),
+                    name: name.clone(),
+                    arguments: arguments.clone(),
+                });
+            }
+            totals.text = result.text.clone();
+            let message = Message {
+                role: Role::Assistant,
+                content: parts,
+            };
+            let mut events: Vec<Arc<Event>> = calls
+                .iter()
+                .map(|(id, name, arguments)| {
+                    self.channel.reserve(
+                        &self.run_id,
+                        "tool-call",
+                        json!({"step": step, "id": id, "name": name, "arguments": arguments}),
+                    )
+                })
+                .collect();
+            let last = outcome.is_some() || calls.is_empty();
+            if last {
+                events.push(self.step_finish(step, &result, cost));
+            }
+            self.commit(StepWrite {
+                message: (!message.content.is_empty())
+                    .then(|| (Role::Assistant.as_str(), json!(message.content))),
+                events: events.iter().map(|e| e.row()).collect(),
+                ledger: (result.usage != Usage::default() || cost > 0).then_some(ledger),
+                run: Some(self.update("running", None, totals, false)),
+                ..self.step()
+            })
+            .await;
+            for e in &events {
+                self.channel.publish(e);
+            }
+            match outcome {
+                Some(Err(aborted)) => return Ok(aborted),
+                Some(Ok(failure)) => {
+                    return Err(Failure {
+                        code: failure.code().into(),
+                        message: failure.message,
+                    });
+                }
+                None => {}
+            }
+            if calls.is_empty() {
+                return Ok("completed");
+            }
+            history.push(message);
+            let (results, aborted) = self.run_tools(step, &tools, &calls, totals).await;
+            let events = [self.step_finish(step, &result, cost)];
+            let tool_message = Message {
+                role: Role::Tool,
+                content: results,
+            };
+            self.commit(StepWrite {
+                message: Some((Role::Tool.as_str(), json!(tool_message.content))),
+                events: events.iter().map(|e| e.row()).collect(),
+                ..self.step()
+            })
+            .await;
+            for e in &events {
+                self.channel.publish(e);
+            }
+            history.push(tool_message);
+            if aborted {
+                return Ok("aborted");
+            }
+            if step >= max_steps {
+                return Ok("max_steps");
+            }
+        }
+    }
+
+    fn step_finish(&self, step: u32, result: &StepResult, cost: i64) -> Arc<Event> {
+        self.channel.reserve(
+            &self.run_id,
+            "step-finish",
+            json!({
+                "step": step,
+                "text": result.text,
+                "finish_reason": result.finish,
+                "tool_calls": result.calls.len(),
+                "usage": result.usage,
+                "cost_usd": cost as f64 / 1e6,
+            }),
+        )
+    }
+
+    /// Streams one provider call, retrying retryable failures that happened before anything
+    /// reached the client.
+    async fn stream(&self, step: u32, request: &ChatRequest) -> StepEnd {
+        let runtime = self.host.runtime();
+        let settings = self.host.settings();
+        let mut attempt = 0u32;
+        loop {
+            let mut partial = StepResult::default();
+            let started = tokio::select! {
+                _ = self.cancel.cancelled() => return StepEnd::Aborted(partial),
+                s = runtime.start_provider(&self.agent.provider.plugin, request, self.host.idle_timeout()) => s,
+            };
+            let failure = match started {
+                Err(f) => f,
+                Ok(mut stream) => loop {
+                    let next = tokio::select! {
+                        _ = self.cancel.cancelled() => return StepEnd::Aborted(partial),
+                        n = stream.next() => n,
+                    };
+                    match next {
+                        Ok(Some(events)) => {
+                            for event in events {
+                                self.apply(step, &mut partial, event);
+                            }
+                        }
+                        Ok(None) => return StepEnd::Done(partial),
+                        Err(f) => break f,
+                    }
+                },
+            };
+            let wait = retry_wait(&failure, attempt, settings);
+            match wait {
+                Some(wait) if !partial.delivered && attempt < settings.max_retries => {
+                    tracing::info!(run = %self.run_id, attempt, wait_ms = wait.as_millis() as u64, error = %failure, "retrying the provider call");
+                    attempt += 1;
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return StepEnd::Aborted(partial),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                _ => return StepEnd::Failed(failure, partial),
+            }
+        }
+    }
+
+    fn apply(&self, step: u32, partial: &mut StepResult, event: StreamEvent) {
+        match event {
+            StreamEvent::TextDelta(text) | StreamEvent::RefusalDelta(text) => {
+                if text.is_empty() {
+                    return;
+                }
+                partial.delivered = true;
+                partial.text.push_str(&text);
+                self.channel.emit(
+                    &self.run_id,
+                    "text-delta",
+                    json!({"step": step, "text": text}),
+                );
+            }
+            StreamEvent::ToolCallStart { index, id, name } => {
+                partial.delivered = true;
+                let id = if id.is_empty() {
+                    format!("call_{}_{index}", self.run_id)
+                } else {
+                    id
+                };
+                partial.calls.insert(index, (id, name, String::new()));
+            }
+            StreamEvent::ToolCallDelta { index, arguments } => {
+                if let Some(call) = partial.calls.get_mut(&index) {
+                    call.2.push_str(&arguments);
+                }
+            }
+            StreamEvent::Usage(usage) => partial.usage = usage,
+            StreamEvent::Finish(reason) => partial.finish = Some(reason),
+        }
+    }
+
+    /// Runs the step's tool calls concurrently; each result is published as it arrives.
+    /// Returns the results in call order and whether the run was aborted meanwhile.
+    async fn run_tools(
+        &self,
+        step: u32,
+        tools: &[ExposedTool],
+        calls: &[(String, String, String)],
+        totals: &mut Totals,
+    ) -> (Vec<Part>, bool) {
+        let workspace = self.host.workspace(&self.session_id);
+        let mut pending: FuturesUnordered<_> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, (_, name, arguments))| {
+                let workspace = workspace.clone();
+                async move {
+                    let (content, is_error) = self
+                        .call_tool(tools, name, arguments, workspace.as_deref())
+                        .await;
+                    (i, content, is_error)
+                }
+            })
+            .collect();
+        let mut results: Vec<Option<(String, bool)>> = vec![None; calls.len()];
+        let mut aborted = false;
+        loop {
+            let next = tokio::select! {
+                _ = self.cancel.cancelled(), if !aborted => { aborted = true; break; }
+                n = pending.next() => n,
+            };
+            let Some((i, content, is_error)) = next else {
+                break;
+            };
+            let (id, name, _) = &calls[i];
+            let event = self.channel.reserve(
+                &self.run_id,
+                "tool-result",
+                json!({"step": step, "call_id": id, "name": name, "content": content, "is_error": is_error}),
+            );
+            self.channel.publish(&event);
+            // Stored at once: a client reconnecting while other tools still run replays it.
+            self.commit(StepWrite {
+                events: vec![event.row()],
+                ..self.step()
+            })
+            .await;
+            results[i] = Some((content, is_error));
+        }
+        drop(pending);
+        let mut parts = Vec::new();
+        for (i, (id, name, arguments)) in calls.iter().enumerate() {
+            // A call without a result would make the vendor reject the next request of this
+            // conversation, so an aborted one gets an explicit one.
+            let (content, is_error) = results[i]
+                .take()
+                .unwrap_or_else(|| ("the run was aborted before this tool finished".into(), true));
+            totals.tool_calls.push(ToolCallRecord {
+                id: id.clone(),
+                name: name.clone(),
+                arguments: arguments.clone(),
+                result: content.clone(),
+                is_error,
+            });
+            parts.push(Part::ToolResult {
+                call_id: id.clone(),
+                content,
+                is_error,
+            });
+        }
+        (parts, aborted)
+    }
+
+    async fn call_tool(
+        &self,
+        tools: &[ExposedTool],
+        name: &str,
+        arguments: &str,
+        workspace: Option<&std::path::Path>,
+    ) -> (String, bool) {
+        let Some(tool) = tools.iter().find(|t| t.spec.name == name) else {
+            let names: Vec<&str> = tools.iter().map(|t| t.spec.name.as_str()).collect();
+            return (
+                format!("no tool named `{name}`; available: {}", names.join(", ")),
+                true,
+            );
+        };
+        let arguments = if arguments.trim().is_empty() {
+            "{}"
+        } else {
+            arguments
+        };
+        let Some(instance) = &tool.instance else {
+            return self.load_skill(arguments).await;
+        };
+        match self
+            .host
+            .runtime()
+            .call_tool(instance, &tool.tool, arguments, &self.owner_id, workspace)
+            .await
+        {
+            Ok(output) => (output, false),
+            // The model gets the reason and may correct itself; the run goes on.
+            Err(e) => (e.to_string(), true),
+        }
+    }
+
+    async fn load_skill(&self, arguments: &str) -> (String, bool) {
+        let name = serde_json::from_str::<Value>(arguments)
+            .ok()
+            .and_then(|v| v.get("name").and_then(Value::as_str).map(str::to_owned));
+        let Some(name) = name else {
+            return ("load_skill needs {\"name\": \"<skill>\"}".into(), true);
+        };
+        for plugin in &self.agent.skills {
+            match self.host.runtime().skill(plugin).await {
+                Ok(Some(skill)) if skill.name == name || *plugin == name => {
+                    return (skill.body, false);
+                }
+                _ => {}
+            }
+        }
+        (
+            format!("no skill named `{name}` is enabled for this agent"),
+            true,
+        )
+    }
+
+    async fn tools(&self) -> Result<Vec<ExposedTool>, Failure> {
+        let available = self.host.runtime().tools();
+        let mut chosen: Vec<(String, ToolSpec)> = Vec::new();
+        for entry in &self.agent.tools {
+            let Some((instance, tool)) = entry.split_once('/') else {
+                continue;
+            };
+            if let Some((_, spec)) = available
+                .iter()
+                .find(|(i, s)| i == instance && s.name == tool)
+            {
+                chosen.push((instance.to_owned(), spec.clone()));
+            }
+        }
+        let mut exposed: Vec<ExposedTool> = Vec::new();
+        for (instance, spec) in &chosen {
+            // The tool's own name when it is unique, else qualified by its instance; either
+            // way within the vendors' `^[a-zA-Z0-9_-]{1,64}$`.
+            let clash = chosen.iter().filter(|(_, s)| s.name == spec.name).count() > 1
+                || (spec.name == LOAD_SKILL && !self.agent.skills.is_empty());
+            let name = if clash {
+                let mut q = format!("{instance}__{}", spec.name);
+                q.retain(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                q.truncate(64);
+                q
+            } else {
+                spec.name.clone()
+            };
+            exposed.push(ExposedTool {
+                spec: ToolSpec {
+                    name,
+                    ..spec.clone()
+                },
+                instance: Some(instance.clone()),
+                tool: spec.name.clone(),
+            });
+        }
+        if !self.agent.skills.is_empty() {
+            exposed.push(ExposedTool {
+                spec: ToolSpec {
+                    name: LOAD_SKILL.into(),
+                    description: "Load the full instructions of one of the skills listed in the system prompt.".into(),
+                    input_schema: json!({
+                        "type": "object",
+                        "properties": {"name": {"type": "string", "description": "The skill's name"}},
+                        "required": ["name"]
+                    })
+                    .to_string(),
+                },
+                instance: None,
+                tool: LOAD_SKILL.into(),
+            });
+        }
+        Ok(exposed)
+    }
+
+    async fn system_prompt(&self) -> Result<String, Failure> {
+        let mut prompt = self.agent.instructions.clone();
+        let mut listed = Vec::new();
+        for plugin in &self.agent.skills {
+            if let Some(skill) = self.host.runtime().skill(plugin).await? {
+                listed.push(format!("- {}: {}", skill.name, skill.description));
+            }
+        }
+        if !listed.is_empty() {
+            prompt.push_str(
+                "\n\nSkills you can load with the `load_skill` tool when one fits the task:\n",
+            );
+            prompt.push_str(&listed.join("\n"));
+        }
+        Ok(prompt)
+    }
+
+    async fn history(&self) -> Result<Vec<Message>, Failure> {
+        let (rows, _) = self
+            .host
+            .db()
+            .list_messages(&self.session_id, HISTORY_LIMIT, 0)
+            .await?;
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (Some(role), Ok(content)) = (
+                Role::parse(&row.role),
+                serde_json::from_value::<Vec<Part>>(row.content),
+            ) else {
+                continue;
+            };
+            messages.push(Message { role, content });
+        }
+        Ok(repair_tool_pairs(messages))
+    }
+
+    fn context_window(&self) -> u32 {
+        self.host
+            .runtime()
+            .provider_models(&self.agent.provider.plugin)
+            .ok()
+            .and_then(|models| {
+                models
+                    .into_iter()
+                    .find(|m| m.id == self.agent.provider.model)
+                    .and_then(|m| m.context_window)
+            })
+            .unwrap_or(self.host.settings().default_context_window)
+    }
+}
+
+/// How long to wait before retrying `failure`, or `None` if it must not be retried.
+fn retry_wait(
+    failure: &ProviderFailure,
+    attempt: u32,
+    settings: &super::AgentSettings,
+) -> Option<Duration> {
+    if !failure.retryable() {
+        return None;
+    }
+    if let Some(after) = failure.retry_after {
+        if u64::from(after) > settings.max_retry_after_s {
+            return None;
+        }
+        return Some(Duration::from_secs(u64::from(after)));
+    }
+    let base = settings.retry_base_ms.saturating_mul(1 << attempt.min(6));
+    // Up to a quarter of jitter, so runs that failed together do not retry together.
+    let jitter = rand::random_range(0..=base / 4 + 1);
+    Some(Duration::from_millis(base + jitter))
+}
+
+/// Gives every tool call a result and drops results without a call: a run cut off by a crash
+/// or an abort can leave either, and vendors reject both.
+fn repair_tool_pairs(messages: Vec<Message>) -> Vec<Message> {
+    let mut out: Vec<Message> = Vec::with_capacity(messages.len());
+    let mut open: Vec<String> = Vec::new();
+    for message in messages {
+        if message.role != Role::Tool && !open.is_empty() {
+            out.push(Message {
+                role: Role::Tool,
+                content: open
+                    .drain(..)
+                    .map(|call_id| Part::ToolResult {
+                        call_id,
+                        content: "no result: the run was interrupted".into(),
+                        is_error: true,
+                    })
+                    .collect(),
+            });
+        }
+        match message.role {
+            Role::Assistant => {
+                open = message
+                    .content
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::ToolCall { id, .. } => Some(id.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                out.push(message);
+            }
+            Role::Tool => {
+                let content: Vec<Part> = message
+                    .content
+                    .into_iter()
+                    .filter(|p| match p {
+                        Part::ToolResult { call_id, .. } => {
+                            if let Some(i) = open.iter().position(|c| c == call_id) {
+                                open.remove(i);
+                                true
+                            } else {
+                                false
+                            }
+                        }
+                        _ => false,
+                    })
+                    .collect();
+                if !content.is_empty() {
+                    out.push(Message {
+                        role: Role::Tool,
+                        content,
+                    });
+                }
+            }
+            _ => out.push(message),
+        }
+    }
+    if !open.is_empty() {
+        out.push(Message {
+            role: Role::Tool,
+            content: open
+                .drain(..)
+                .map(|call_id| Part::ToolResult {
+                    call_id,
+                    content: "no result: the run was interrupted".into(),
+                    is_error: true,
+                })
+                .collect(),
+        });
+    }
+    out
+}
+
+/// The context guard: the system prompt plus as much recent history as fits in `fill` of the
+/// window (minus room for the answer). Older turns go first, whole — a turn starts at a user
+/// message, so no tool result loses its call — and a note says how many were left out.
+fn fit_context(
+    system: &str,
+    history: &[Message],
+    window: u32,
+    fill: f64,
+    max_tokens: Option<u32>,
+) -> Vec<Message> {
+    let system_message = Message::text(Role::System, system);
+    let reserve = u64::from(max_tokens.unwrap_or(window / 8));
+    let allowed = ((f64::from(window) * fill) as u64).saturating_sub(reserve);
+    let total: u64 = system_message.estimated_tokens()
+        + history.iter().map(Message::estimated_tokens).sum::<u64>();
+    let mut start = 0;
+    if total > allowed {
+        let mut remaining = total;
+        // Turn boundaries: user messages. The last one always stays.
+        let boundaries: Vec<usize> = history
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.role == Role::User)
+            .map(|(i, _)| i)
+            .collect();
+        for &b in boundaries.iter().skip(1) {
+            if remaining <= allowed {
+                break;
+            }
+            remaining -= history[start..b]
+                .iter()
+                .map(Message::estimated_tokens)
+                .sum::<u64>();
+            start = b;
+        }
+    }
+    let mut messages = Vec::with_capacity(history.len() - start + 2);
+    if !system.is_empty() {
+        messages.push(system_message);
+    }
+    if start > 0 {
+        messages.push(Message::text(
+            Role::System,
+            format!(
+                "[{start} earlier messages of this conversation were left out to fit the model's context window]"
+            ),
+        ));
+    }
+    messages.extend_from_slice(&history[start..]);
+    messages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: &str) -> Part {
+        Part::ToolCall {
+            id: id.into(),
+            name: "t".into(),
+            arguments: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn dangling_calls_get_results_and_orphan_results_go() {
+        let history = vec![
+            Message::text(Role::User, "hi"),
+            Message {
+                role: Role::Assistant,
+                content: vec![call("a"), call("b")],
+            },
+            Message {
+                role: Role::Tool,
+                content: vec![Part::ToolResult {
+                    call_id: "a".into(),
+                    content: "1".into(),
+                    is_error: false,
+                }],
+            },
+            Message {
+                role: Role::Tool,
+                content: vec![Part::ToolResult {
+                    call_id: "zzz".into(),
+                    content: "orphan".into(),
+                    is_error: false,
+                }],
+            },
+            Message::text(Role::User, "again"),
+        ];
+        let fixed = repair_tool_pairs(history);
+        let roles: Vec<Role> = fixed.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [
+                Role::User,
+                Role::Assistant,
+                Role::Tool,
+                Role::Tool,
+                Role::User
+            ]
+        );
+        assert!(
+            matches!(&fixed[3].content[0], Part::ToolResult { call_id, is_error: true, .. } if call_id == "b")
+        );
+    }
+
+    #[test]
+    fn the_guard_drops_whole_old_turns_and_says_so() {
+        let long = "x".repeat(4000);
+        let mut history = Vec::new();
+        for i in 0..10 {
+            history.push(Message::text(Role::User, format!("q{i} {long}")));
+            history.push(Message::text(Role::Assistant, format!("a{i} {long}")));
+        }
+        let fitted = fit_context("be brief", &history, 8192, 0.8, Some(512));
+        let total: u64 = fitted.iter().map(Message::estimated_tokens).sum();
+        assert!(total <= 8192 * 8 / 10, "{total}");
+        assert_eq!(fitted[0].role, Role::System);
+        assert!(fitted[1].joined_text().contains("earlier messages"));
+        assert_eq!(fitted[2].role, Role::User);
+        assert!(fitted.last().unwrap().joined_text().starts_with("a9"));
+        // Everything fits: nothing is dropped.
+        let all = fit_context("be brief", &history[..2], 8192, 0.8, Some(512));
+        assert_eq!(all.len(), 3);
+    }
+}

@@ -1,0 +1,508 @@
+//! Talking to agents: send a message (a run starts), follow a session's events over SSE or a
+//! WebSocket, abort a run, ask in one call.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::stream::{self, BoxStream, Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::common::{ApiError, ApiJson, ApiQuery, ErrorEnvelope};
+use crate::agent::events::{Event, SessionChannel, Subscription};
+use crate::agent::{RunOutcome, StartError, StartedRun};
+use crate::auth::CurrentUser;
+use crate::store::Db;
+use crate::store::sessions::{SessionRow, SessionWrite};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(post_message))
+        .routes(routes!(events))
+        .routes(routes!(abort))
+        .routes(routes!(ask))
+        .routes(routes!(ws))
+}
+
+/// Longest message text accepted.
+const MAX_TEXT: usize = 256 * 1024;
+
+/// A message to the session's agent.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessage {
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct WaitQuery {
+    /// Answer when the run has finished, with its result, instead of `202` at once.
+    #[serde(default)]
+    pub wait: bool,
+}
+
+/// `202` body.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct RunStarted {
+    pub run_id: String,
+    pub session_id: String,
+}
+
+pub(super) fn start_error(e: StartError) -> ApiError {
+    match e {
+        StartError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "run_active", e.to_string()),
+        StartError::NoAgent => ApiError::new(StatusCode::CONFLICT, "no_agent", e.to_string()),
+        StartError::Budget(m) => ApiError::new(StatusCode::PAYMENT_REQUIRED, "budget_exceeded", m),
+        StartError::Internal(e) => ApiError::from(e),
+    }
+}
+
+fn check_text(text: &str) -> Result<(), ApiError> {
+    if text.trim().is_empty() {
+        return Err(ApiError::bad_request("text: must not be empty"));
+    }
+    if text.len() > MAX_TEXT {
+        return Err(ApiError::bad_request(format!(
+            "text: at most {MAX_TEXT} bytes"
+        )));
+    }
+    Ok(())
+}
+
+pub(super) async fn session_of(
+    state: &AppState,
+    user: &CurrentUser,
+    id: &str,
+) -> Result<SessionRow, ApiError> {
+    state
+        .db()
+        .get_session(user.id(), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("session"))
+}
+
+pub(super) async fn wait_outcome(mut started: StartedRun) -> Result<Arc<RunOutcome>, ApiError> {
+    loop {
+        if let Some(outcome) = started.done.borrow().clone() {
+            return Ok(outcome);
+        }
+        started
+            .done
+            .changed()
+            .await
+            .map_err(|_| ApiError::internal("the run's task ended without an outcome"))?;
+    }
+}
+
+/// Sends a message: it is stored and a run starts. `202 {run_id}` at once; follow it on
+/// `GET /api/sessions/{id}/events`. With `?wait=true`, answers when the run ended, with the
+/// final text, tool calls, usage and step count. One run per session: a message while a run
+/// is active is refused with `409 run_active` (not queued).
+#[utoipa::path(post, path = "/api/sessions/{id}/messages", tag = "runs",
+    params(("id" = String, Path), WaitQuery), request_body = NewMessage,
+    responses((status = 202, body = RunStarted), (status = 200, body = RunOutcome, description = "with ?wait=true"),
+        (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 402, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn post_message(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<WaitQuery>,
+    ApiJson(body): ApiJson<NewMessage>,
+) -> Result<Response, ApiError> {
+    check_text(&body.text)?;
+    let session = session_of(&state, &user, &id).await?;
+    let started = state
+        .agent
+        .start(&session, body.text)
+        .await
+        .map_err(start_error)?;
+    if query.wait {
+        let outcome = wait_outcome(started).await?;
+        return Ok(axum::Json(outcome.as_ref().clone()).into_response());
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(RunStarted {
+            run_id: started.run_id,
+            session_id: session.id,
+        }),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EventsQuery {
+    /// Same as the `Last-Event-ID` header, for clients that cannot set headers.
+    pub last_event_id: Option<i64>,
+}
+
+fn last_event_id(headers: &HeaderMap, query: Option<i64>) -> Option<i64> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .or(query)
+}
+
+/// The events of a session, as they happen, in order, each with an `id`. Stays open across
+/// runs. Reconnect with `Last-Event-ID` (or `?last_event_id=`) to get what was missed: the
+/// stored boundary events and, for a run in progress, its buffered deltas — or a `snapshot`
+/// of the text so far when the buffer no longer reaches back.
+#[utoipa::path(get, path = "/api/sessions/{id}/events", tag = "runs",
+    params(("id" = String, Path), EventsQuery),
+    responses((status = 200, content_type = "text/event-stream", description = "run-start, text-delta, tool-call, tool-result, step-finish, finish, error, snapshot"),
+        (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn events(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let session = session_of(&state, &user, &id).await?;
+    let channel = state.agent.channel(&session.id).await?;
+    let after = last_event_id(&headers, query.last_event_id);
+    let sub = channel.subscribe(state.db(), after).await?;
+    let stream = follow(state.db().clone(), channel, sub, None).map(|e| Ok(sse(&e)));
+    Ok(sse_response(stream))
+}
+
+pub(super) fn sse(e: &Event) -> SseEvent {
+    SseEvent::default()
+        .id(e.seq.to_string())
+        .event(e.kind.clone())
+        .data(e.payload().to_string())
+}
+
+pub(super) fn sse_response(
+    stream: impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
+) -> Response {
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    // Proxies (nginx) buffer responses unless told not to, which would hold every delta back.
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+struct Follow {
+    db: Db,
+    channel: Arc<SessionChannel>,
+    sub: Subscription,
+    backlog: std::vec::IntoIter<Arc<Event>>,
+    run: Option<String>,
+    done: bool,
+}
+
+/// The events of a subscription: its backlog, then live ones (skipping any the backlog had),
+/// resynchronising from storage if the subscriber fell behind. With `run`, only that run's
+/// events, ending after its terminal one.
+pub(super) fn follow(
+    db: Db,
+    channel: Arc<SessionChannel>,
+    mut sub: Subscription,
+    run: Option<String>,
+) -> BoxStream<'static, Arc<Event>> {
+    let backlog = std::mem::take(&mut sub.backlog).into_iter();
+    let state = Follow {
+        db,
+        channel,
+        sub,
+        backlog,
+        run,
+        done: false,
+    };
+    stream::unfold(state, |mut s| async move {
+        loop {
+            if s.done {
+                return None;
+            }
+            let event = match s.backlog.next() {
+                Some(e) => e,
+                None => match s.sub.live.recv().await {
+                    Ok(e) if e.seq <= s.sub.last_seq => continue,
+                    Ok(e) => {
+                        s.sub.last_seq = e.seq;
+                        e
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        let last = s.sub.last_seq;
+                        match s.channel.subscribe(&s.db, Some(last)).await {
+                            Ok(mut fresh) => {
+                                s.backlog = std::mem::take(&mut fresh.backlog).into_iter();
+                                s.sub = fresh;
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %format!("{e:#}"), "event resync failed");
+                                return None;
+                            }
+                        }
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+            };
+            if let Some(run) = &s.run {
+                if &event.run_id != run {
+                    continue;
+                }
+                s.done = event.is_terminal();
+            }
+            return Some((event, s));
+        }
+    })
+    .boxed()
+}
+
+/// Stops the session's run at its next await point. What it produced so far is kept; the run
+/// ends with a `finish` event whose status is `aborted`.
+#[utoipa::path(post, path = "/api/sessions/{id}/abort", tag = "runs", params(("id" = String, Path)),
+    responses((status = 202, description = "the run is stopping"), (status = 401, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope, description = "no run in progress")),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn abort(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = session_of(&state, &user, &id).await?;
+    let run_id = state.agent.active_run(&session.id);
+    if state.agent.abort(&session.id) {
+        Ok((StatusCode::ACCEPTED, axum::Json(json!({"run_id": run_id}))).into_response())
+    } else {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_active_run",
+            "the session has no run in progress",
+        ))
+    }
+}
+
+/// A one-shot question.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ask {
+    pub text: String,
+    /// Continue this session; default: a new one.
+    pub session_id: Option<String>,
+    /// Agent (name or id) for a new session; default: your default agent, or your only one.
+    pub agent: Option<String>,
+}
+
+/// Asks an agent in one call and streams the run's events (SSE) until it ends. Creates a
+/// session unless `session_id` names one; the session id is in the `x-kelp-session-id`
+/// header and in the `run-start` event.
+#[utoipa::path(post, path = "/api/ask", tag = "runs", request_body = Ask,
+    responses((status = 200, content_type = "text/event-stream", description = "the run's events"),
+        (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 402, body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn ask(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(body): ApiJson<Ask>,
+) -> Result<Response, ApiError> {
+    check_text(&body.text)?;
+    let session = match &body.session_id {
+        Some(id) => session_of(&state, &user, id).await?,
+        None => {
+            let agent_id = resolve_agent(&state, &user, body.agent.as_deref()).await?;
+            new_session(&state, &user, &agent_id, &title_of(&body.text)).await?
+        }
+    };
+    let channel = state.agent.channel(&session.id).await?;
+    // Subscribed before the run starts, so its first event cannot be missed.
+    let sub = channel.subscribe(state.db(), None).await?;
+    let started = state
+        .agent
+        .start(&session, body.text)
+        .await
+        .map_err(start_error)?;
+    let stream =
+        follow(state.db().clone(), channel, sub, Some(started.run_id)).map(|e| Ok(sse(&e)));
+    let mut response = sse_response(stream);
+    if let Ok(v) = HeaderValue::from_str(&session.id) {
+        response.headers_mut().insert("x-kelp-session-id", v);
+    }
+    Ok(response)
+}
+
+pub(super) fn title_of(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("").trim();
+    let mut title: String = line.chars().take(80).collect();
+    if title.is_empty() {
+        title = "New chat".into();
+    }
+    title
+}
+
+/// The agent a one-shot request means: by name or id, else the default agent setting, else
+/// the user's only agent.
+pub(super) async fn resolve_agent(
+    state: &AppState,
+    user: &CurrentUser,
+    wanted: Option<&str>,
+) -> Result<String, ApiError> {
+    let db = state.db();
+    let (agents, _) = db.list_agents(user.id(), 1000, 0).await?;
+    if let Some(wanted) = wanted {
+        return agents
+            .iter()
+            .find(|a| a.name == wanted || a.id == wanted)
+            .map(|a| a.id.clone())
+            .ok_or_else(|| ApiError::not_found("agent"));
+    }
+    let settings = db.user_settings(user.id()).await?;
+    if let Some(default) = settings.get("default_agent_id").and_then(Value::as_str)
+        && agents.iter().any(|a| a.id == default)
+    {
+        return Ok(default.to_owned());
+    }
+    match agents.as_slice() {
+        [only] => Ok(only.id.clone()),
+        [] => Err(ApiError::bad_request(
+            "you have no agent yet: create one with POST /api/agents",
+        )),
+        _ => Err(ApiError::bad_request(
+            "agent: you have several agents; name one (or set default_agent_id in your settings)",
+        )),
+    }
+}
+
+pub(super) async fn new_session(
+    state: &AppState,
+    user: &CurrentUser,
+    agent_id: &str,
+    title: &str,
+) -> Result<SessionRow, ApiError> {
+    match state
+        .db()
+        .create_session(user.id(), Some(agent_id), title)
+        .await?
+    {
+        SessionWrite::Done(row) => {
+            state
+                .runtime
+                .session_workspace(&row.id)
+                .map_err(ApiError::internal)?;
+            Ok(row)
+        }
+        _ => Err(ApiError::not_found("agent")),
+    }
+}
+
+/// A WebSocket carrying the events of the sessions a client subscribes to. Send
+/// `{"type":"subscribe","session_id":"…","last_event_id":N}` (the id is optional) or
+/// `{"type":"unsubscribe","session_id":"…"}`; receive
+/// `{"type":"event","session_id","id","event","data"}` and `{"type":"error","message"}`.
+#[utoipa::path(get, path = "/api/ws", tag = "runs",
+    responses((status = 101, description = "switching to the WebSocket protocol"), (status = 401, body = ErrorEnvelope)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn ws(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade.on_upgrade(move |socket| ws_session(state, user, socket))
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum WsCommand {
+    Subscribe {
+        session_id: String,
+        last_event_id: Option<i64>,
+    },
+    Unsubscribe {
+        session_id: String,
+    },
+}
+
+async fn ws_session(state: AppState, user: CurrentUser, mut socket: WebSocket) {
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Value>(256);
+    let mut forwarders: std::collections::HashMap<String, tokio::task::JoinHandle<()>> =
+        Default::default();
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let text = match incoming {
+                    Some(Ok(WsMessage::Text(t))) => t,
+                    Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => continue,
+                };
+                let reply = match serde_json::from_str::<WsCommand>(&text) {
+                    Err(e) => Some(json!({"type": "error", "message": format!("bad command: {e}")})),
+                    Ok(WsCommand::Unsubscribe { session_id }) => {
+                        if let Some(task) = forwarders.remove(&session_id) { task.abort(); }
+                        None
+                    }
+                    Ok(WsCommand::Subscribe { session_id, last_event_id }) => {
+                        match subscribe_ws(&state, &user, &session_id, last_event_id, out_tx.clone()).await {
+                            Ok(task) => {
+                                if let Some(old) = forwarders.insert(session_id, task) { old.abort(); }
+                                None
+                            }
+                            Err(e) => Some(json!({"type": "error", "session_id": session_id, "message": e.message})),
+                        }
+                    }
+                };
+                if let Some(reply) = reply
+                    && socket.send(WsMessage::Text(reply.to_string().into())).await.is_err()
+                {
+                    break;
+                }
+            }
+            Some(out) = out_rx.recv() => {
+                if socket.send(WsMessage::Text(out.to_string().into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    for task in forwarders.into_values() {
+        task.abort();
+    }
+}
+
+async fn subscribe_ws(
+    state: &AppState,
+    user: &CurrentUser,
+    session_id: &str,
+    last_event_id: Option<i64>,
+    out: tokio::sync::mpsc::Sender<Value>,
+) -> Result<tokio::task::JoinHandle<()>, ApiError> {
+    let session = session_of(state, user, session_id).await?;
+    let channel = state.agent.channel(&session.id).await?;
+    let sub = channel.subscribe(state.db(), last_event_id).await?;
+    let mut events = follow(state.db().clone(), channel, sub, None);
+    let session_id = session.id;
+    Ok(tokio::spawn(async move {
+        while let Some(e) = events.next().await {
+            let message = json!({
+                "type": "event",
+                "session_id": session_id,
+                "id": e.seq,
+                "event": e.kind,
+                "data": e.payload(),
+            });
+            if out.send(message).await.is_err() {
+                break;
+            }
+        }
+    }))
+}

@@ -1,0 +1,453 @@
+//! Calling provider plugins. Sans-IO: the guest builds the request and decodes the body; the
+//! host sends it through the instance's outbound client (which inserts the API key the guest
+//! never sees), streams the body into the guest's decoder, and owns every timeout.
+//!
+//! One store per response stream: the decoder is a guest resource that lives as long as the
+//! stream. Each guest call (`prepare`, each `feed`, `finish`) gets its own computation budget,
+//! because the time between chunks is the vendor's, not the plugin's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio::sync::OwnedSemaphorePermit;
+use wasmtime::Store;
+use wasmtime::component::ResourceAny;
+
+use super::runtime::{PluginRuntime, classify};
+use super::since_v0_1_0::{ProviderPlugin, ProviderPluginPre, types};
+use super::state::CallState;
+use super::{InstanceContext, PluginKind};
+use crate::llm::{ChatRequest, FailureKind, ModelInfo, ProviderFailure, StreamEvent};
+use crate::net::{OutboundError, OutboundRequest};
+
+/// Most of an error body the host reads before handing it to the decoder: error documents
+/// are small, and a vendor that streams megabytes with a 500 is not saying anything useful.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+fn plugin_failure(message: impl Into<String>) -> ProviderFailure {
+    ProviderFailure::new(FailureKind::Plugin, message)
+}
+
+impl PluginRuntime {
+    pub(super) async fn list_models(
+        &self,
+        ctx: &Arc<InstanceContext>,
+        pre: &ProviderPluginPre<CallState>,
+    ) -> Result<Vec<ModelInfo>> {
+        let _permit = self.permits.acquire().await?;
+        let mut store = self.new_store(ctx, "install", None)?;
+        let listed = tokio::time::timeout(ctx.limits.wall_timeout(), async {
+            let bindings = pre.instantiate_async(&mut store).await?;
+            bindings
+                .kelp_plugin_provider()
+                .call_models(&mut store)
+                .await
+        })
+        .await
+        .map_err(|_| anyhow!("{}: listing its models timed out", ctx.plugin))?
+        .map_err(|e| {
+            anyhow!(
+                "{}: listing its models failed: {}",
+                ctx.plugin,
+                classify(e, ctx)
+            )
+        })?;
+        Ok(listed.into_iter().map(ModelInfo::from).collect())
+    }
+
+    /// The models of provider instance `id`: what the plugin lists, plus any the operator
+    /// named in the instance's `models` config (a local server's models are the operator's
+    /// to know).
+    pub fn provider_models(&self, id: &str) -> Result<Vec<ModelInfo>, ProviderFailure> {
+        let instance = self.provider_instance(id)?;
+        let mut models = instance.models.clone();
+        if let Some(extra) = instance.ctx.config.get("models").and_then(|v| v.as_array()) {
+            for name in extra.iter().filter_map(|v| v.as_str()) {
+                if !models.iter().any(|m| m.id == name) {
+                    models.push(ModelInfo {
+                        id: name.to_owned(),
+                        context_window: None,
+                        max_output_tokens: None,
+                    });
+                }
+            }
+        }
+        Ok(models)
+    }
+
+    fn provider_instance(
+        &self,
+        id: &str,
+    ) -> Result<Arc<super::runtime::LoadedInstance>, ProviderFailure> {
+        let instance = self
+            .instances
+            .read()
+            .expect("instances lock")
+            .get(id)
+            .cloned()
+            .ok_or_else(|| {
+                ProviderFailure::new(
+                    FailureKind::InvalidRequest,
+                    format!("no provider `{id}` is installed"),
+                )
+            })?;
+        if instance.kind != PluginKind::Provider || instance.provider_pre.is_none() {
+            return Err(ProviderFailure::new(
+                FailureKind::InvalidRequest,
+                format!("plugin instance `{id}` is not a provider"),
+            ));
+        }
+        if !instance.enabled {
+            return Err(ProviderFailure::new(
+                FailureKind::InvalidRequest,
+                format!("provider `{id}` is disabled"),
+            ));
+        }
+        Ok(instance)
+    }
+
+    /// Sends `request` through provider instance `id` and returns the response stream once
+    /// the vendor's headers arrived. `idle_timeout` bounds the wait for each body chunk.
+    pub async fn start_provider(
+        &self,
+        id: &str,
+        request: &ChatRequest,
+        idle_timeout: Duration,
+    ) -> Result<ProviderStream, ProviderFailure> {
+        let instance = self.provider_instance(id)?;
+        self.start_loaded(id, instance, request, idle_timeout).await
+    }
+
+    /// Sends `request` through provider instance `id` as it would be with `config`,
+    /// `approval` and the secret values `secrets` instead of what is stored — to check
+    /// credentials before saving them. Nothing is stored.
+    pub async fn try_provider(
+        &self,
+        id: &str,
+        config: serde_json::Value,
+        approval: &super::grants::Approval,
+        secrets: &[(String, String)],
+        request: &ChatRequest,
+        idle_timeout: Duration,
+    ) -> Result<ProviderStream, ProviderFailure> {
+        let internal = |e: anyhow::Error| plugin_failure(format!("provider `{id}`: {e:#}"));
+        let mut row = self
+            .db()
+            .get_instance(id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                ProviderFailure::new(
+                    FailureKind::InvalidRequest,
+                    format!("no provider `{id}` is installed"),
+                )
+            })?;
+        row.config_json = config.to_string();
+        row.approval_json = serde_json::to_string(approval).map_err(|e| internal(e.into()))?;
+        let loaded = self
+            .build_row_with(&row, secrets)
+            .await
+            .map_err(|e| ProviderFailure::new(FailureKind::InvalidRequest, format!("{e:#}")))?;
+        if loaded.provider_pre.is_none() {
+            return Err(ProviderFailure::new(
+                FailureKind::InvalidRequest,
+                format!("plugin instance `{id}` is not a provider"),
+            ));
+        }
+        self.start_loaded(id, Arc::new(loaded), request, idle_timeout)
+            .await
+    }
+
+    async fn start_loaded(
+        &self,
+        id: &str,
+        instance: Arc<super::runtime::LoadedInstance>,
+        request: &ChatRequest,
+        idle_timeout: Duration,
+    ) -> Result<ProviderStream, ProviderFailure> {
+        let pre = instance.provider_pre.as_ref().expect("checked above");
+        let ctx = instance.ctx.clone();
+        let internal = |e: anyhow::Error| plugin_failure(format!("provider `{id}`: {e:#}"));
+        // The pool slot stays taken for the stream's life: the decoder lives in it.
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| internal(e.into()))?;
+        let mut store = self.new_store(&ctx, "provider", None).map_err(internal)?;
+        let wall = ctx.limits.wall_timeout();
+        let wire: types::ChatRequest = request.into();
+        let bindings = guest_call(&ctx, &mut store, wall, async |store| {
+            pre.instantiate_async(&mut *store).await
+        })
+        .await?;
+        let prepared = guest_call(&ctx, &mut store, wall, async |store| {
+            bindings
+                .kelp_plugin_provider()
+                .call_prepare(&mut *store, &wire)
+                .await
+        })
+        .await?
+        .map_err(ProviderFailure::from)?;
+        let Some(client) = ctx.outbound.clone() else {
+            return Err(ProviderFailure::new(
+                FailureKind::InvalidRequest,
+                format!(
+                    "provider `{id}` may not reach any host: set its base URL \
+                     (PUT /api/providers/{id}/auth)"
+                ),
+            ));
+        };
+        let outbound = OutboundRequest {
+            method: prepared.method,
+            url: prepared.url,
+            headers: prepared.headers,
+            body: prepared.body,
+        };
+        let response = client
+            .send_streaming(outbound)
+            .await
+            .map_err(|e| transport_failure(&ctx, e))?;
+        let status = response.status;
+        let headers = response.headers;
+        let decoder = guest_call(&ctx, &mut store, wall, async |store| {
+            bindings
+                .kelp_plugin_provider()
+                .decoder()
+                .call_constructor(&mut *store, status, &headers)
+                .await
+        })
+        .await?;
+        let mut stream = ProviderStream {
+            store,
+            bindings,
+            decoder,
+            ctx,
+            body: Some(response.body),
+            idle_timeout,
+            status,
+            retry_after: retry_after(&headers),
+            saw_finish: false,
+            _permit: permit,
+        };
+        if !(200..300).contains(&status) {
+            return Err(stream.read_error().await);
+        }
+        Ok(stream)
+    }
+}
+
+/// Runs one guest call with a fresh computation budget under the wall-clock ceiling.
+async fn guest_call<T>(
+    ctx: &InstanceContext,
+    store: &mut Store<CallState>,
+    wall: Duration,
+    call: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<T>,
+) -> Result<T, ProviderFailure> {
+    store.data_mut().restart_clock();
+    let outcome = tokio::time::timeout(wall, call(store)).await;
+    store.data().log.finish();
+    match outcome {
+        Err(_) => Err(plugin_failure(format!(
+            "provider plugin `{}` did not answer within {} ms and was stopped",
+            ctx.instance_id, ctx.limits.wall_timeout_ms
+        ))),
+        Ok(Err(trap)) => Err(plugin_failure(classify(trap, ctx).to_string())),
+        Ok(Ok(value)) => Ok(value),
+    }
+}
+
+fn transport_failure(ctx: &InstanceContext, e: OutboundError) -> ProviderFailure {
+    let text = ctx.redactor.redact(&e.to_string()).into_owned();
+    match e {
+        OutboundError::Denied(_) | OutboundError::InvalidRequest(_) => ProviderFailure::new(
+            FailureKind::InvalidRequest,
+            format!("provider `{}`: {text}", ctx.instance_id),
+        ),
+        OutboundError::Timeout => ProviderFailure::new(
+            FailureKind::Transport,
+            format!(
+                "provider `{}`: the vendor did not answer in time",
+                ctx.instance_id
+            ),
+        ),
+        OutboundError::TooLarge(_) => ProviderFailure::new(
+            FailureKind::Other,
+            format!("provider `{}`: {text}", ctx.instance_id),
+        ),
+        OutboundError::Connection(_) => ProviderFailure::new(
+            FailureKind::Transport,
+            format!("provider `{}`: {text}", ctx.instance_id),
+        ),
+    }
+}
+
+fn retry_after(headers: &[(String, String)]) -> Option<u32> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("retry-after"))
+        .and_then(|(_, v)| v.trim().parse::<u32>().ok())
+}
+
+/// A provider's response being decoded.
+pub struct ProviderStream {
+    store: Store<CallState>,
+    bindings: ProviderPlugin,
+    decoder: ResourceAny,
+    ctx: Arc<InstanceContext>,
+    body: Option<BoxStream<'static, Result<Bytes, OutboundError>>>,
+    idle_timeout: Duration,
+    status: u16,
+    retry_after: Option<u32>,
+    saw_finish: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl ProviderStream {
+    /// The next decoded events (possibly none for a chunk that completed nothing); `None`
+    /// once the response is complete.
+    pub async fn next(&mut self) -> Result<Option<Vec<StreamEvent>>, ProviderFailure> {
+        let Some(body) = self.body.as_mut() else {
+            return Ok(None);
+        };
+        let chunk = match tokio::time::timeout(self.idle_timeout, body.next()).await {
+            Err(_) => {
+                self.body = None;
+                return Err(ProviderFailure::new(
+                    FailureKind::Transport,
+                    format!(
+                        "provider `{}`: the vendor sent nothing for {} s",
+                        self.ctx.instance_id,
+                        self.idle_timeout.as_secs()
+                    ),
+                ));
+            }
+            Ok(next) => next,
+        };
+        match chunk {
+            Some(Ok(bytes)) => {
+                let bytes = self.ctx.redactor.redact_bytes(bytes.to_vec());
+                let events = self.feed(bytes).await?;
+                Ok(Some(events))
+            }
+            Some(Err(e)) => {
+                self.body = None;
+                let mut failure = transport_failure(&self.ctx, e);
+                failure.message = format!("{} (the response broke off)", failure.message);
+                Err(failure)
+            }
+            None => {
+                self.body = None;
+                let events = self.finish().await?;
+                if !self.saw_finish {
+                    return Err(ProviderFailure::new(
+                        FailureKind::Transport,
+                        format!(
+                            "provider `{}`: the response ended before the model finished",
+                            self.ctx.instance_id
+                        ),
+                    ));
+                }
+                Ok(Some(events))
+            }
+        }
+    }
+
+    async fn feed(&mut self, chunk: Vec<u8>) -> Result<Vec<StreamEvent>, ProviderFailure> {
+        let wall = self.ctx.limits.wall_timeout();
+        let (bindings, decoder) = (&self.bindings, self.decoder);
+        let result = guest_call(&self.ctx, &mut self.store, wall, async |store| {
+            bindings
+                .kelp_plugin_provider()
+                .decoder()
+                .call_feed(&mut *store, decoder, &chunk)
+                .await
+        })
+        .await?;
+        self.events(result)
+    }
+
+    async fn finish(&mut self) -> Result<Vec<StreamEvent>, ProviderFailure> {
+        let wall = self.ctx.limits.wall_timeout();
+        let (bindings, decoder) = (&self.bindings, self.decoder);
+        let result = guest_call(&self.ctx, &mut self.store, wall, async |store| {
+            bindings
+                .kelp_plugin_provider()
+                .decoder()
+                .call_finish(&mut *store, decoder)
+                .await
+        })
+        .await?;
+        self.events(result)
+    }
+
+    fn events(
+        &mut self,
+        result: Result<Vec<types::StreamEvent>, types::ProviderError>,
+    ) -> Result<Vec<StreamEvent>, ProviderFailure> {
+        match result {
+            Ok(events) => {
+                let events: Vec<StreamEvent> = events.into_iter().map(Into::into).collect();
+                self.saw_finish |= events.iter().any(|e| matches!(e, StreamEvent::Finish(_)));
+                Ok(events)
+            }
+            Err(e) => {
+                self.body = None;
+                let mut failure = ProviderFailure::from(e);
+                failure.status = Some(self.status);
+                if failure.retry_after.is_none() {
+                    failure.retry_after = self.retry_after;
+                }
+                failure.message = self.ctx.redactor.redact(&failure.message).into_owned();
+                Err(failure)
+            }
+        }
+    }
+
+    /// Reads an error response whole and lets the plugin name the error.
+    async fn read_error(&mut self) -> ProviderFailure {
+        let mut body = Vec::new();
+        if let Some(stream) = self.body.as_mut() {
+            while let Ok(Some(Ok(chunk))) =
+                tokio::time::timeout(self.idle_timeout, stream.next()).await
+            {
+                body.extend_from_slice(&chunk);
+                if body.len() >= MAX_ERROR_BODY {
+                    body.truncate(MAX_ERROR_BODY);
+                    break;
+                }
+            }
+        }
+        self.body = None;
+        let body = self.ctx.redactor.redact_bytes(body);
+        let status = self.status;
+        let decoded = match self.feed(body).await {
+            Ok(_) => self.finish().await,
+            Err(e) => Err(e),
+        };
+        let mut failure = match decoded {
+            Err(failure) => failure,
+            // The plugin saw nothing wrong with an error status: name the status ourselves.
+            Ok(_) => ProviderFailure::new(
+                FailureKind::Other,
+                format!(
+                    "provider `{}`: the vendor answered HTTP {status}",
+                    self.ctx.instance_id
+                ),
+            ),
+        };
+        failure.status = Some(status);
+        if failure.kind == FailureKind::Other && status == 429 {
+            failure.kind = FailureKind::RateLimited;
+        }
+        if failure.retry_after.is_none() {
+            failure.retry_after = self.retry_after;
+        }
+        failure
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod process;
 pub mod server;
+pub mod vendor;
 
 use std::collections::HashMap;
 use std::io;

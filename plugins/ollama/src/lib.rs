@@ -1,0 +1,30 @@
+//! `kelp/ollama`: a local Ollama server through its native `/api/chat`, streamed as NDJSON,
+//! with tool calls.
+
+mod decoder;
+mod request;
+
+use kelp_sdk::http::Request;
+use kelp_sdk::provider::{ChatRequest, Provider, ProviderError};
+
+use crate::decoder::ChatDecoder;
+
+struct Ollama;
+
+impl Provider for Ollama {
+    type Decoder = ChatDecoder;
+
+    // `models` keeps the default empty list: the models are whatever the server has pulled,
+    // and the operator names one.
+
+    fn prepare(request: ChatRequest) -> Result<Request, ProviderError> {
+        // The host fills the schema's default into the configuration, and grants HTTP by this
+        // same value: without it there is nowhere the request may go.
+        let base_url: String = kelp_sdk::config("base_url").ok_or_else(|| {
+            ProviderError::InvalidRequest("the instance's config has no `base_url`".into())
+        })?;
+        Ok(request::chat(&base_url, &request))
+    }
+}
+
+kelp_sdk::export_provider!(Ollama);

@@ -2,6 +2,7 @@
 //! its own SQLite database, packages packed from a component and a manifest, and a DNS fake
 //! (DNS is outside Kelp; everything else is the real thing).
 
+pub mod agent;
 pub mod process;
 pub mod server;
 pub mod vendor;

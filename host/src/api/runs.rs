@@ -32,6 +32,52 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(abort))
         .routes(routes!(ask))
         .routes(routes!(ws))
+        .routes(routes!(get_run))
+}
+
+/// A run as stored.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct Run {
+    pub id: String,
+    pub session_id: String,
+    /// `running`, `completed`, `aborted`, `max_steps`, `failed`, or `interrupted` (the host
+    /// stopped during the run).
+    pub status: String,
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<Value>,
+    pub steps: i64,
+    #[schema(value_type = Object)]
+    pub usage: Value,
+    pub cost_usd: f64,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+}
+
+/// One of your runs.
+#[utoipa::path(get, path = "/api/runs/{id}", tag = "runs", params(("id" = String, Path)),
+    responses((status = 200, body = Run), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn get_run(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Run>, ApiError> {
+    let row = state
+        .db()
+        .get_run(user.id(), &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("run"))?;
+    Ok(axum::Json(Run {
+        id: row.id,
+        session_id: row.session_id,
+        status: row.status,
+        error: row.error,
+        steps: row.steps,
+        usage: row.usage,
+        cost_usd: row.cost_micros as f64 / 1e6,
+        started_at_ms: row.started_at_ms,
+        finished_at_ms: row.finished_at_ms,
+    }))
 }
 
 /// Longest message text accepted.

@@ -113,3 +113,231 @@ both_backends!(openai_tool_conversation, |s: TestServer| async move {
     assert!((today["cost_usd"].as_f64().unwrap() - out["cost_usd"].as_f64().unwrap()).abs() < 1e-9);
     let _ = json!(null);
 });
+
+/// A tool conversation through each other provider plugin.
+async fn tool_conversation(flavor: Flavor) {
+    let s = TestServer::start(kelp_tests::server::Backend::Sqlite).await;
+    let vendor = FakeVendor::start(flavor).await;
+    let a = setup(&s, &vendor, "some-model").await;
+    vendor.push(Reply::ToolCalls {
+        text: Some("Let me work that out.".into()),
+        calls: vec![
+            ("calc".into(), r#"{"expression": "2 + 3"}"#.into()),
+            ("calc".into(), r#"{"expression": "10 / 4"}"#.into()),
+        ],
+    });
+    vendor.push(Reply::text("5 and 2.5."));
+    let (_, out) = ask_and_wait(&s, &a.admin, &a.session_id, "Two sums please").await;
+    assert_eq!(out["status"], "completed", "{out}");
+    assert_eq!(out["text"], "5 and 2.5.");
+    let results: Vec<Value> = out["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| serde_json::from_str(c["result"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(results.len(), 2, "{out}");
+    assert_eq!(results[0]["result"], 5);
+    assert_eq!(results[1]["result"], 2.5);
+    let requests = vendor.requests();
+    assert_eq!(requests.len(), 2);
+    let second = requests[1].body.to_string();
+    // Both results went back, tied to their calls.
+    assert!(second.contains("2.5") && second.contains("\\\"result\\\":5"), "{second}");
+    if flavor == Flavor::Anthropic {
+        assert_eq!(requests[0].header("x-api-key"), Some("sk-test-secret"));
+        assert_eq!(requests[0].body["system"], "You are a helpful assistant.");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_tool_conversation() {
+    tool_conversation(Flavor::Anthropic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_tool_conversation() {
+    tool_conversation(Flavor::Ollama).await;
+}
+
+/// Recorded vendor streams replayed byte for byte: the answer text, and a tool the agent does
+/// not have, whose error goes back to the model instead of ending the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_streams_replay() {
+    let s = TestServer::start(kelp_tests::server::Backend::Sqlite).await;
+    let vendor = FakeVendor::start(Flavor::Anthropic).await;
+    let a = setup(&s, &vendor, "claude-sonnet-4-5").await;
+    vendor.push(Reply::Fixture("anthropic-messages/basic.sse"));
+    let (_, out) = ask_and_wait(&s, &a.admin, &a.session_id, "hi").await;
+    assert_eq!(out["status"], "completed", "{out}");
+    assert_eq!(out["text"], "Hello there!");
+
+    vendor.push(Reply::Fixture("anthropic-messages/tool-use.sse"));
+    vendor.push(Reply::text("I cannot check the weather."));
+    let (_, out) = ask_and_wait(&s, &a.admin, &a.session_id, "weather in SF?").await;
+    assert_eq!(out["status"], "completed", "{out}");
+    assert_eq!(out["tool_calls"][0]["name"], "get_weather");
+    assert_eq!(out["tool_calls"][0]["is_error"], true);
+    assert!(out["tool_calls"][0]["result"].as_str().unwrap().contains("no tool named"));
+    assert_eq!(out["text"], "I cannot check the weather.");
+
+    let vendor = FakeVendor::start(Flavor::OpenAi).await;
+    let b = {
+        // A second provider on the same server, against an OpenAI fake.
+        let (status, body) = kelp_tests::agent::upload(
+            &s,
+            &a.admin,
+            kelp_tests::pack(
+                &kelp_tests::manifest(kelp_tests::components::PLUGIN_OPENAI_MANIFEST),
+                kelp_tests::components::PLUGIN_OPENAI_WASM,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, _) = s
+            .send(
+                "PUT",
+                "/api/providers/openai/auth",
+                Some(&a.admin),
+                Some(json!({"base_url": vendor.base_url(), "api_key": "sk-o"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (_, agent) = s
+            .send(
+                "POST",
+                "/api/agents",
+                Some(&a.admin),
+                Some(json!({"name": "o", "provider": {"plugin": "openai", "model": "gpt-4o"}})),
+            )
+            .await;
+        kelp_tests::agent::new_session(&s, &a.admin, agent["id"].as_str().unwrap()).await
+    };
+    vendor.push(Reply::Fixture("openai-chat/parallel-tool-calls.sse"));
+    vendor.push(Reply::text("done"));
+    let (_, out) = ask_and_wait(&s, &a.admin, &b, "weather and stocks").await;
+    assert_eq!(out["status"], "completed", "{out}");
+    let names: Vec<&str> = out["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["GetWeatherArgs", "get_stock_price"]);
+    assert!(out["tool_calls"][1]["arguments"].as_str().unwrap().contains("AAPL") || out["tool_calls"][1]["arguments"].as_str().unwrap().contains("ticker"));
+    assert_eq!(vendor.request_count(), 2);
+}
+
+/// Abort mid-stream keeps the partial answer, closes the vendor stream, and the session
+/// takes the next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_keeps_the_partial_answer() {
+    let s = TestServer::start(kelp_tests::server::Backend::Sqlite).await;
+    let vendor = FakeVendor::start(Flavor::OpenAi).await;
+    let a = setup(&s, &vendor, "gpt-4o").await;
+    vendor.push(Reply::Slow {
+        text: "one two three four five six seven eight nine ten".into(),
+        delay: std::time::Duration::from_millis(300),
+    });
+    let mut stream = events(&s, &a.admin, &a.session_id, None).await;
+    let (status, started) = s
+        .send(
+            "POST",
+            &format!("/api/sessions/{}/messages", a.session_id),
+            Some(&a.admin),
+            Some(json!({"text": "count slowly"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    // A second message while the run is active is refused, not queued.
+    let (status, busy) = s
+        .send(
+            "POST",
+            &format!("/api/sessions/{}/messages", a.session_id),
+            Some(&a.admin),
+            Some(json!({"text": "me too"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{busy}");
+    assert_eq!(busy["error"]["code"], "run_active");
+    loop {
+        let e = stream.next().await.unwrap();
+        if e.event == "text-delta" {
+            break;
+        }
+    }
+    let (status, _) = s
+        .send("POST", &format!("/api/sessions/{}/abort", a.session_id), Some(&a.admin), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let rest = stream.until_end().await;
+    let finish = rest.last().unwrap();
+    assert_eq!(finish.event, "finish");
+    assert_eq!(finish.data["status"], "aborted");
+    let partial = finish.data["text"].as_str().unwrap();
+    assert!(partial.starts_with("one") && !partial.contains("ten"), "{partial:?}");
+    let stored = messages(&s, &a.admin, &a.session_id).await;
+    assert_eq!(stored.last().unwrap()["content"][0]["text"], partial);
+    for _ in 0..50 {
+        if vendor.open_streams() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(vendor.open_streams(), 0, "the vendor stream was closed");
+    let (status, _) = s
+        .send("POST", &format!("/api/sessions/{}/abort", a.session_id), Some(&a.admin), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "nothing left to abort");
+    // The next message works, and the model sees the partial answer in the history.
+    vendor.push(Reply::text("ok"));
+    let (_, out) = ask_and_wait(&s, &a.admin, &a.session_id, "go on").await;
+    assert_eq!(out["status"], "completed", "{out}");
+    let history = vendor.requests().last().unwrap().body["messages"].to_string();
+    assert!(history.contains(partial), "{history}");
+}
+
+// A client that reconnects with Last-Event-ID gets exactly what it missed.
+both_backends!(sse_reconnect_gets_what_it_missed, |s: TestServer| async move {
+    let vendor = FakeVendor::start(Flavor::OpenAi).await;
+    let a = setup(&s, &vendor, "gpt-4o").await;
+    let words = "alpha beta gamma delta epsilon zeta eta theta iota kappa";
+    vendor.push(Reply::Slow {
+        text: words.into(),
+        delay: std::time::Duration::from_millis(60),
+    });
+    let mut first = events(&s, &a.admin, &a.session_id, None).await;
+    let (status, _) = s
+        .send(
+            "POST",
+            &format!("/api/sessions/{}/messages", a.session_id),
+            Some(&a.admin),
+            Some(json!({"text": "greek letters"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let mut seen = Vec::new();
+    while seen.iter().filter(|e: &&kelp_tests::agent::SseEvent| e.event == "text-delta").count() < 3 {
+        seen.push(first.next().await.unwrap());
+    }
+    drop(first);
+    let last_id = seen.last().unwrap().id.clone().unwrap();
+    // Miss a few deltas.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut second = events(&s, &a.admin, &a.session_id, Some(&last_id)).await;
+    let rest = second.until_end().await;
+    let ids: Vec<i64> = seen
+        .iter()
+        .chain(rest.iter())
+        .map(|e| e.id.as_deref().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "no gap, no repeat: {ids:?}");
+    let text: String = seen
+        .iter()
+        .chain(rest.iter())
+        .filter(|e| e.event == "text-delta")
+        .map(|e| e.data["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, words);
+    assert_eq!(rest.last().unwrap().data["text"], words);
+});

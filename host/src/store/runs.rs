@@ -220,7 +220,7 @@ impl Db {
     /// Cost (micro-dollars) the owner's ledger holds since `since_ms`.
     pub async fn spent_since(&self, owner_id: &str, since_ms: i64) -> Result<i64> {
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(cost_micros), 0) AS n FROM usage_ledger \
+            "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS n FROM usage_ledger \
              WHERE owner_id = $1 AND created_at_ms >= $2",
         )
         .bind(owner_id)

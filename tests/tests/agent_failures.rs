@@ -9,7 +9,12 @@ use serde_json::Value;
 
 async fn last_assistant_text(s: &TestServer, token: &str, session: &str) -> String {
     let (_, body) = s
-        .send("GET", &format!("/api/sessions/{session}/messages?limit=200"), Some(token), None)
+        .send(
+            "GET",
+            &format!("/api/sessions/{session}/messages?limit=200"),
+            Some(token),
+            None,
+        )
         .await;
     body["items"]
         .as_array()
@@ -81,16 +86,29 @@ async fn failure_matrix(flavor: Flavor) {
     vendor.push(Reply::Malformed);
     let (_, out) = ask("malformed").await;
     assert_eq!(out["status"], "failed", "{out}");
-    assert!(out["error"]["code"].as_str().unwrap().starts_with("provider_"), "{out}");
+    assert!(
+        out["error"]["code"]
+            .as_str()
+            .unwrap()
+            .starts_with("provider_"),
+        "{out}"
+    );
 
     // A stream cut mid-way: the run fails, and the partial answer is kept.
     let before = vendor.request_count();
     vendor.push(Reply::CutMidway("partial answer that was cut".into()));
     let (_, out) = ask("cut").await;
     failed_with(&out, "provider_unreachable");
-    assert_eq!(vendor.request_count(), before + 1, "no retry after deltas arrived");
+    assert_eq!(
+        vendor.request_count(),
+        before + 1,
+        "no retry after deltas arrived"
+    );
     let kept = last_assistant_text(&s, &a.admin, &a.session_id).await;
-    assert!(!kept.is_empty() && "partial answer that was cut".starts_with(kept.trim_end()), "{kept:?}");
+    assert!(
+        !kept.is_empty() && "partial answer that was cut".starts_with(kept.trim_end()),
+        "{kept:?}"
+    );
 
     // The stored events end each failed run with an `error` event carrying the code.
     let mut replay = events(&s, &a.admin, &a.session_id, Some("0")).await;
@@ -119,7 +137,13 @@ async fn failure_matrix(flavor: Flavor) {
         }
         _ => {
             assert_eq!(out["status"], "failed", "{out}");
-            assert!(out["error"]["message"].as_str().unwrap().contains("fell over"), "{out}");
+            assert!(
+                out["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("fell over"),
+                "{out}"
+            );
         }
     }
 }

@@ -143,7 +143,10 @@ async fn tool_conversation(flavor: Flavor) {
     assert_eq!(requests.len(), 2);
     let second = requests[1].body.to_string();
     // Both results went back, tied to their calls.
-    assert!(second.contains("2.5") && second.contains("\\\"result\\\":5"), "{second}");
+    assert!(
+        second.contains("2.5") && second.contains("\\\"result\\\":5"),
+        "{second}"
+    );
     if flavor == Flavor::Anthropic {
         assert_eq!(requests[0].header("x-api-key"), Some("sk-test-secret"));
         assert_eq!(requests[0].body["system"], "You are a helpful assistant.");
@@ -178,7 +181,12 @@ async fn recorded_streams_replay() {
     assert_eq!(out["status"], "completed", "{out}");
     assert_eq!(out["tool_calls"][0]["name"], "get_weather");
     assert_eq!(out["tool_calls"][0]["is_error"], true);
-    assert!(out["tool_calls"][0]["result"].as_str().unwrap().contains("no tool named"));
+    assert!(
+        out["tool_calls"][0]["result"]
+            .as_str()
+            .unwrap()
+            .contains("no tool named")
+    );
     assert_eq!(out["text"], "I cannot check the weather.");
 
     let vendor = FakeVendor::start(Flavor::OpenAi).await;
@@ -224,7 +232,16 @@ async fn recorded_streams_replay() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["GetWeatherArgs", "get_stock_price"]);
-    assert!(out["tool_calls"][1]["arguments"].as_str().unwrap().contains("AAPL") || out["tool_calls"][1]["arguments"].as_str().unwrap().contains("ticker"));
+    assert!(
+        out["tool_calls"][1]["arguments"]
+            .as_str()
+            .unwrap()
+            .contains("AAPL")
+            || out["tool_calls"][1]["arguments"]
+                .as_str()
+                .unwrap()
+                .contains("ticker")
+    );
     assert_eq!(vendor.request_count(), 2);
 }
 
@@ -267,7 +284,12 @@ async fn abort_keeps_the_partial_answer() {
         }
     }
     let (status, _) = s
-        .send("POST", &format!("/api/sessions/{}/abort", a.session_id), Some(&a.admin), None)
+        .send(
+            "POST",
+            &format!("/api/sessions/{}/abort", a.session_id),
+            Some(&a.admin),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let rest = stream.until_end().await;
@@ -275,7 +297,10 @@ async fn abort_keeps_the_partial_answer() {
     assert_eq!(finish.event, "finish");
     assert_eq!(finish.data["status"], "aborted");
     let partial = finish.data["text"].as_str().unwrap();
-    assert!(partial.starts_with("one") && !partial.contains("ten"), "{partial:?}");
+    assert!(
+        partial.starts_with("one") && !partial.contains("ten"),
+        "{partial:?}"
+    );
     let stored = messages(&s, &a.admin, &a.session_id).await;
     assert_eq!(stored.last().unwrap()["content"][0]["text"], partial);
     for _ in 0..50 {
@@ -286,7 +311,12 @@ async fn abort_keeps_the_partial_answer() {
     }
     assert_eq!(vendor.open_streams(), 0, "the vendor stream was closed");
     let (status, _) = s
-        .send("POST", &format!("/api/sessions/{}/abort", a.session_id), Some(&a.admin), None)
+        .send(
+            "POST",
+            &format!("/api/sessions/{}/abort", a.session_id),
+            Some(&a.admin),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "nothing left to abort");
     // The next message works, and the model sees the partial answer in the history.
@@ -298,46 +328,57 @@ async fn abort_keeps_the_partial_answer() {
 }
 
 // A client that reconnects with Last-Event-ID gets exactly what it missed.
-both_backends!(sse_reconnect_gets_what_it_missed, |s: TestServer| async move {
-    let vendor = FakeVendor::start(Flavor::OpenAi).await;
-    let a = setup(&s, &vendor, "gpt-4o").await;
-    let words = "alpha beta gamma delta epsilon zeta eta theta iota kappa";
-    vendor.push(Reply::Slow {
-        text: words.into(),
-        delay: std::time::Duration::from_millis(60),
-    });
-    let mut first = events(&s, &a.admin, &a.session_id, None).await;
-    let (status, _) = s
-        .send(
-            "POST",
-            &format!("/api/sessions/{}/messages", a.session_id),
-            Some(&a.admin),
-            Some(json!({"text": "greek letters"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    let mut seen = Vec::new();
-    while seen.iter().filter(|e: &&kelp_tests::agent::SseEvent| e.event == "text-delta").count() < 3 {
-        seen.push(first.next().await.unwrap());
+both_backends!(
+    sse_reconnect_gets_what_it_missed,
+    |s: TestServer| async move {
+        let vendor = FakeVendor::start(Flavor::OpenAi).await;
+        let a = setup(&s, &vendor, "gpt-4o").await;
+        let words = "alpha beta gamma delta epsilon zeta eta theta iota kappa";
+        vendor.push(Reply::Slow {
+            text: words.into(),
+            delay: std::time::Duration::from_millis(60),
+        });
+        let mut first = events(&s, &a.admin, &a.session_id, None).await;
+        let (status, _) = s
+            .send(
+                "POST",
+                &format!("/api/sessions/{}/messages", a.session_id),
+                Some(&a.admin),
+                Some(json!({"text": "greek letters"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let mut seen = Vec::new();
+        while seen
+            .iter()
+            .filter(|e: &&kelp_tests::agent::SseEvent| e.event == "text-delta")
+            .count()
+            < 3
+        {
+            seen.push(first.next().await.unwrap());
+        }
+        drop(first);
+        let last_id = seen.last().unwrap().id.clone().unwrap();
+        // Miss a few deltas.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let mut second = events(&s, &a.admin, &a.session_id, Some(&last_id)).await;
+        let rest = second.until_end().await;
+        let ids: Vec<i64> = seen
+            .iter()
+            .chain(rest.iter())
+            .map(|e| e.id.as_deref().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            ids.windows(2).all(|w| w[1] == w[0] + 1),
+            "no gap, no repeat: {ids:?}"
+        );
+        let text: String = seen
+            .iter()
+            .chain(rest.iter())
+            .filter(|e| e.event == "text-delta")
+            .map(|e| e.data["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(text, words);
+        assert_eq!(rest.last().unwrap().data["text"], words);
     }
-    drop(first);
-    let last_id = seen.last().unwrap().id.clone().unwrap();
-    // Miss a few deltas.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let mut second = events(&s, &a.admin, &a.session_id, Some(&last_id)).await;
-    let rest = second.until_end().await;
-    let ids: Vec<i64> = seen
-        .iter()
-        .chain(rest.iter())
-        .map(|e| e.id.as_deref().unwrap().parse().unwrap())
-        .collect();
-    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "no gap, no repeat: {ids:?}");
-    let text: String = seen
-        .iter()
-        .chain(rest.iter())
-        .filter(|e| e.event == "text-delta")
-        .map(|e| e.data["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(text, words);
-    assert_eq!(rest.last().unwrap().data["text"], words);
-});
+);

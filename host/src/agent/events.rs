@@ -199,19 +199,20 @@ impl SessionChannel {
             })
             .collect();
         let ring_reaches = ring.first().is_none_or(|e| e.seq <= after + 1) || !evicted;
+        let mut snapshot = None;
         if ring_reaches {
             backlog.extend(ring.into_iter().filter(|e| e.seq > after));
         } else if let Some(run_id) = run_id {
             // Deltas were lost to the ring's bound: boundary events of the current step
-            // (not yet stored) still come from the ring, the text as one snapshot.
+            // (not yet stored) still come from the ring, the text as one snapshot that
+            // carries the id of the last event it covers.
             backlog.extend(
                 ring.iter()
                     .filter(|e| e.seq > after && e.persisted())
                     .cloned(),
             );
-            let seq = ring.last().map_or(after, |e| e.seq);
-            backlog.push(Arc::new(Event {
-                seq,
+            snapshot = Some(Arc::new(Event {
+                seq: ring.last().map_or(after, |e| e.seq),
                 run_id,
                 kind: "snapshot".into(),
                 data: json!({"step": step, "text": text}),
@@ -219,6 +220,7 @@ impl SessionChannel {
         }
         backlog.sort_by_key(|e| e.seq);
         backlog.dedup_by_key(|e| e.seq);
+        backlog.extend(snapshot);
         let last_seq = backlog.last().map_or(after, |e| e.seq).max(next_seq - 1);
         Ok(Subscription {
             backlog,
@@ -275,5 +277,62 @@ impl EventHub {
                 channels.remove(session_id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open_sqlite_in(dir.path()).await.unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn a_reconnect_past_the_ring_gets_a_snapshot_and_the_boundary_events() {
+        let (_dir, db) = db().await;
+        let hub = EventHub::new(16);
+        let channel = hub.channel(&db, "s1").await.unwrap();
+        channel.begin_run("r1");
+        channel.emit("r1", "run-start", json!({}));
+        let mut text = String::new();
+        for i in 0..40 {
+            let piece = format!("w{i} ");
+            text.push_str(&piece);
+            channel.emit("r1", "text-delta", json!({"text": piece}));
+        }
+        // Boundary events still in the ring (not yet stored) are replayed as events.
+        let call = channel.emit("r1", "tool-call", json!({"name": "calc"}));
+        let sub = channel.subscribe(&db, Some(1)).await.unwrap();
+        let kinds: Vec<&str> = sub.backlog.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["tool-call", "snapshot"]);
+        assert_eq!(sub.backlog[1].data["text"], text);
+        assert_eq!(sub.last_seq, call.seq);
+
+        // Within the ring's reach: the deltas themselves, in order, no snapshot.
+        let recent = call.seq - 5;
+        let sub = channel.subscribe(&db, Some(recent)).await.unwrap();
+        let seqs: Vec<i64> = sub.backlog.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, ((recent + 1)..=call.seq).collect::<Vec<_>>());
+        assert!(sub.backlog.iter().all(|e| e.kind != "snapshot"));
+    }
+
+    #[tokio::test]
+    async fn numbering_continues_after_the_stored_events() {
+        let (_dir, db) = db().await;
+        let hub = EventHub::new(16);
+        let channel = hub.channel(&db, "s1").await.unwrap();
+        let e = channel.emit("r1", "finish", json!({}));
+        assert_eq!(e.seq, 1);
+        // A new process numbers after what is stored (here: nothing, so it starts at 1 too,
+        // while a live channel keeps counting).
+        assert_eq!(
+            channel.emit("r1", "text-delta", json!({"text": "x"})).seq,
+            2
+        );
+        let fresh = EventHub::new(16).channel(&db, "s1").await.unwrap();
+        assert_eq!(fresh.emit("r2", "run-start", json!({})).seq, 1);
     }
 }

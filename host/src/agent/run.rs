@@ -306,6 +306,9 @@ impl Run {
             for e in &events {
                 self.channel.publish(e);
             }
+            if cost > 0 {
+                self.budget_alerts(&budget, cost).await?;
+            }
             match outcome {
                 Some(Err(aborted)) => return Ok(aborted),
                 Some(Ok(failure)) => {
@@ -343,6 +346,44 @@ impl Run {
                 return Ok("max_steps");
             }
         }
+    }
+
+    /// Emits a `budget-alert` for each alert threshold this step's cost crossed.
+    async fn budget_alerts(
+        &self,
+        budget: &super::budget::BudgetSettings,
+        cost: i64,
+    ) -> Result<(), Failure> {
+        if budget.alert_thresholds.is_empty() {
+            return Ok(());
+        }
+        let (day_start, month_start) = super::budget::period_starts(now_ms());
+        for (name, limit, since) in [
+            ("daily", budget.daily_limit_usd, day_start),
+            ("monthly", budget.monthly_limit_usd, month_start),
+        ] {
+            let Some(limit) = limit.filter(|l| *l > 0.0) else {
+                continue;
+            };
+            let after = self.host.db().spent_since(&self.owner_id, since).await? as f64 / 1e6;
+            let before = after - cost as f64 / 1e6;
+            for t in &budget.alert_thresholds {
+                if before < limit * t && after >= limit * t {
+                    let event = self.channel.reserve(
+                        &self.run_id,
+                        "budget-alert",
+                        json!({"limit": name, "threshold": t, "limit_usd": limit, "spent_usd": after}),
+                    );
+                    self.commit(StepWrite {
+                        events: vec![event.row()],
+                        ..self.step()
+                    })
+                    .await;
+                    self.channel.publish(&event);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn step_finish(&self, step: u32, result: &StepResult, cost: i64) -> Arc<Event> {

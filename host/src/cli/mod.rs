@@ -1,8 +1,9 @@
 //! The `kelp` command: `serve`, plugin authoring (`plugin new|build`), plugin administration
-//! (`plugin install|list|info|remove|enable|disable|secret`) and `tool call|list`.
+//! (`plugin install|list|info|remove|enable|disable|secret`), `tool call|list` and `chat`.
 
 mod admin;
 mod authoring;
+mod chat;
 mod users;
 
 use std::path::PathBuf;
@@ -45,6 +46,8 @@ enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Chat with an agent on a running server; one line of input is one message.
+    Chat(chat::ChatArgs),
 }
 
 #[derive(Subcommand)]
@@ -156,6 +159,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin(PluginCommand::Build { path, out }) => {
             authoring::build_plugin(path.as_deref(), out.as_deref())
         }
+        // A client of the server: it needs neither the data directory nor its configuration.
+        Command::Chat(args) => chat::chat(args).await,
         command => {
             let data_dir = crate::config::data_dir(cli.data_dir.as_deref())?;
             let config = crate::config::Config::load(cli.config.as_deref(), &data_dir)?;
@@ -174,6 +179,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     admin::tool(cmd, &config, &data_dir).await
                 }
                 Command::User(cmd) => users::user(cmd, &config, &data_dir).await,
+                Command::Chat(_) => unreachable!("handled before opening the data directory"),
             }
         }
     }

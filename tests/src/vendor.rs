@@ -192,7 +192,12 @@ impl FakeVendor {
     /// Starts on `127.0.0.1:0`. Replies are taken from the script in order; when the script
     /// is empty, the fallback reply is used (default: `Reply::text("ok")`).
     pub async fn start(flavor: Flavor) -> FakeVendor {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on(flavor, "127.0.0.1:0").await
+    }
+
+    /// Like [`start`](Self::start) on a chosen address (the `fake-llm` demo binary).
+    pub async fn start_on(flavor: Flavor, address: &str) -> FakeVendor {
+        let listener = tokio::net::TcpListener::bind(address)
             .await
             .expect("bind a loopback port for the fake vendor");
         let addr = listener.local_addr().expect("local address");
@@ -207,6 +212,7 @@ impl FakeVendor {
                 queue: VecDeque::new(),
                 fallback: Arc::new(Prepared::new(flavor, Reply::text("ok"))),
             }),
+            responder: Mutex::new(None),
             recording: AtomicBool::new(true),
             recorded: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
@@ -263,6 +269,12 @@ impl FakeVendor {
         self.shared.script().queue.push_back(prepared);
     }
 
+    /// Chooses the reply for each chat request from its JSON body once the script is empty
+    /// (instead of the fallback) — a model stand-in for demos.
+    pub fn set_responder(&self, responder: impl Fn(&Value) -> Reply + Send + Sync + 'static) {
+        *lock(&self.shared.responder) = Some(Arc::new(responder));
+    }
+
     /// The reply for chat requests once the script is empty.
     pub fn set_fallback(&self, reply: Reply) {
         let prepared = Arc::new(Prepared::new(self.shared.flavor, reply));
@@ -300,10 +312,13 @@ impl Drop for FakeVendor {
     }
 }
 
+type Responder = Arc<dyn Fn(&Value) -> Reply + Send + Sync>;
+
 /// State shared by the handle and the server.
 struct Shared {
     flavor: Flavor,
     script: Mutex<Script>,
+    responder: Mutex<Option<Responder>>,
     recording: AtomicBool,
     recorded: Mutex<Vec<Recorded>>,
     count: AtomicUsize,
@@ -320,12 +335,15 @@ impl Shared {
         lock(&self.script)
     }
 
-    fn next_reply(&self) -> Arc<Prepared> {
+    fn next_reply(&self, body: &Value) -> Arc<Prepared> {
         let mut script = self.script();
-        match script.queue.pop_front() {
-            Some(reply) => reply,
-            None => script.fallback.clone(),
+        if let Some(reply) = script.queue.pop_front() {
+            return reply;
         }
+        if let Some(responder) = lock(&self.responder).clone() {
+            return Arc::new(Prepared::new(self.flavor, responder(body)));
+        }
+        script.fallback.clone()
     }
 
     fn record(&self, parts: &Parts, body: Value) {
@@ -432,11 +450,11 @@ async fn receive(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let wire = wire(shared.flavor);
     let ask = Ask::read(wire, &json, bytes.len());
-    shared.record(&parts, json);
     let plan = match wire.route(&parts.method, parts.uri.path(), &ask) {
-        Route::Chat => answer(wire, &shared.next_reply(), &ask),
+        Route::Chat => answer(wire, &shared.next_reply(&json), &ask),
         Route::Other(plan) => plan,
     };
+    shared.record(&parts, json);
     plan.into_response(wire, &ask, &shared.open_streams)
 }
 

@@ -573,15 +573,26 @@ impl Run {
         let Some(instance) = &tool.instance else {
             return self.load_skill(arguments).await;
         };
-        match self
-            .host
-            .runtime()
-            .call_tool(instance, &tool.tool, arguments, &self.owner_id, workspace)
-            .await
-        {
-            Ok(output) => (output, false),
+        // Each call on a task of its own, so calls of one step run in parallel on the worker
+        // threads; dropping the handle (an abort) stops the call at its next await point.
+        let runtime = self.host.runtime().clone();
+        let (instance, tool_name, input, owner) = (
+            instance.clone(),
+            tool.tool.clone(),
+            arguments.to_owned(),
+            self.owner_id.clone(),
+        );
+        let workspace = workspace.map(std::path::Path::to_path_buf);
+        let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            runtime
+                .call_tool(&instance, &tool_name, &input, &owner, workspace.as_deref())
+                .await
+        }));
+        match task.await {
+            Ok(Ok(output)) => (output, false),
             // The model gets the reason and may correct itself; the run goes on.
-            Err(e) => (e.to_string(), true),
+            Ok(Err(e)) => (e.to_string(), true),
+            Err(e) => (format!("the tool call failed: {e}"), true),
         }
     }
 

@@ -107,10 +107,13 @@ async fn run() {
     }
     let mut host_steps = Vec::with_capacity(SEQUENTIAL_MESSAGES);
     let mut vendor_calls = Vec::with_capacity(SEQUENTIAL_MESSAGES);
+    let mut host_cpu = Duration::ZERO;
     for _ in 0..SEQUENTIAL_MESSAGES / INTERLEAVE_BLOCK {
+        let cpu = cpu_time();
         for _ in 0..INTERLEAVE_BLOCK {
             host_steps.push(conversations.step().await);
         }
+        host_cpu += cpu_time() - cpu;
         for _ in 0..INTERLEAVE_BLOCK {
             let start = Instant::now();
             vendor_call(&mut to_vendor, &vendor_request).await;
@@ -142,12 +145,18 @@ async fn run() {
         "one session: host overhead per step, p99",
         ms(overhead(percentile(&host_steps, 0.99))),
     );
+    table.info(
+        "one session: CPU time per message, all threads (vendor included)",
+        ms(host_cpu / SEQUENTIAL_MESSAGES as u32),
+    );
 
     // 2. 1,000 sessions, each with an open SSE stream, at a fixed arrival rate.
     eprintln!("opening {SESSIONS} sessions' event streams");
     let fleet = Fleet::open(&server, &addr, &token, &agent.agent_id).await;
     eprintln!("{RATE} msg/s for {} s", OPEN_LOOP.as_secs());
+    let cpu = cpu_time();
     let at_rate = fleet.open_loop(&addr, RATE, OPEN_LOOP).await;
+    let cpu = cpu_time() - cpu;
     let rss = rss_kib();
     let p99 = overhead(at_rate.percentile(0.99));
     table.info(
@@ -165,6 +174,10 @@ async fn run() {
         at_rate.lost.to_string(),
         "0",
         at_rate.lost == 0,
+    );
+    table.info(
+        "  … CPU time per message, all threads (vendor and clients included)",
+        ms(cpu / at_rate.sent as u32),
     );
     table.check(
         "  … process RSS (server, fake vendor and clients)",
@@ -693,6 +706,22 @@ fn rss_kib() -> u64 {
     proc_field("/proc/self/status", "VmRSS:")
         .and_then(|v| v.trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/self/status")
+}
+
+/// CPU time of the whole process so far, user and system, from `/proc/self/stat` (in clock
+/// ticks, 100 per second on Linux builds for x86 and ARM).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name, which is in parentheses and may hold spaces: utime and
+    // stime are the 12th and 13th.
+    let after = &stat[stat.rfind(')').expect("a command name") + 1..];
+    let ticks: u64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|t| t.parse::<u64>().expect("clock ticks"))
+        .sum();
+    Duration::from_millis(ticks * 10)
 }
 
 /// The soft limit on open files.

@@ -190,7 +190,10 @@ async fn run() {
     let mut highest = None;
     for &rate in PROBE_RATES {
         eprintln!("probing {rate} msg/s");
+        // How busy the cores were tells a saturated CPU from a serialised resource.
+        let (cpu, wall) = (cpu_time(), Instant::now());
         let probe = fleet.open_loop(&addr, rate, PROBE).await;
+        let cores = (cpu_time() - cpu).as_secs_f64() / wall.elapsed().as_secs_f64();
         let p99 = overhead(probe.percentile(0.99));
         let met = probe.lost == 0 && p99 <= PROBE_P99;
         let lost = if probe.lost > 0 {
@@ -200,7 +203,7 @@ async fn run() {
         };
         table.info(
             &format!(
-                "  probe {rate} msg/s for {} s: overhead p99{lost}",
+                "  probe {rate} msg/s for {} s, {cores:.2} cores busy: overhead p99{lost}",
                 PROBE.as_secs()
             ),
             ms(p99),

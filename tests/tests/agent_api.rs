@@ -116,10 +116,13 @@ both_backends!(
             (0, all)
         };
         assert_eq!(done.last().unwrap().event, "finish");
-    // The call crossed the 10% alert threshold of the daily limit.
-    let alert = done.iter().find(|e| e.event == "budget-alert").expect("a budget alert");
-    assert_eq!(alert.data["limit"], "daily");
-    assert_eq!(alert.data["threshold"], 0.1);
+        // The call crossed the 10% alert threshold of the daily limit.
+        let alert = done
+            .iter()
+            .find(|e| e.event == "budget-alert")
+            .expect("a budget alert");
+        assert_eq!(alert.data["limit"], "daily");
+        assert_eq!(alert.data["threshold"], 0.1);
         let (_, today) = s
             .send("GET", "/api/costs/today", Some(&a.admin), None)
             .await;

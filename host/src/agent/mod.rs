@@ -116,6 +116,20 @@ struct ActiveRun {
     done: watch::Receiver<Option<Arc<RunOutcome>>>,
 }
 
+struct ReleaseSession {
+    host: Arc<AgentHost>,
+    session_id: String,
+    run_id: String,
+}
+
+impl Drop for ReleaseSession {
+    fn drop(&mut self) {
+        // By run id: the session may already run the next message.
+        self.host.release_active(&self.session_id, &self.run_id);
+        self.host.hub.release(&self.session_id);
+    }
+}
+
 /// A started run.
 pub struct StartedRun {
     pub run_id: String,
@@ -213,6 +227,15 @@ impl AgentHost {
             .map(|a| a.done.clone())
     }
 
+    /// Marks the session free once `run_id` is over (before its last event goes out, so a
+    /// client that reacts to `finish` with a new message does not find the session busy).
+    pub(crate) fn release_active(&self, session_id: &str, run_id: &str) {
+        let mut active = self.active.lock().expect("active lock");
+        if active.get(session_id).is_some_and(|a| a.run_id == run_id) {
+            active.remove(session_id);
+        }
+    }
+
     /// Asks the session's run to stop at its next await point; false if none is running.
     pub fn abort(&self, session_id: &str) -> bool {
         match self.active.lock().expect("active lock").get(session_id) {
@@ -256,7 +279,7 @@ impl AgentHost {
             );
         }
         match self.begin(session, &agent, &run_id, text).await {
-            Ok(channel) => {
+            Ok((channel, budget)) => {
                 self.runs_total
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let host = self.clone();
@@ -270,12 +293,20 @@ impl AgentHost {
                     agent,
                     channel,
                     cancel,
+                    budget,
                 };
                 tokio::spawn(async move {
+                    // Frees the session even if the run panicked, so it never stays busy.
+                    let release = ReleaseSession {
+                        host: host.clone(),
+                        session_id: session_id.clone(),
+                        run_id: run.run_id.clone(),
+                    };
                     let outcome = Arc::new(run.execute().await);
-                    host.active.lock().expect("active lock").remove(&session_id);
+                    // Free before telling waiters: one that sends the next message at once
+                    // must not find the session still busy.
+                    drop(release);
                     let _ = done_tx.send(Some(outcome));
-                    host.hub.release(&session_id);
                 });
                 Ok(StartedRun {
                     run_id,
@@ -297,7 +328,7 @@ impl AgentHost {
         agent: &AgentRow,
         run_id: &str,
         text: String,
-    ) -> Result<Arc<SessionChannel>, StartError> {
+    ) -> Result<(Arc<SessionChannel>, BudgetSettings), StartError> {
         // A run whose first call would already break a limit is refused before anything
         // is stored or sent.
         let settings = self.budget_settings(&session.owner_id).await?;
@@ -345,7 +376,7 @@ impl AgentHost {
                 },
             )
             .await?;
-        Ok(channel)
+        Ok((channel, settings))
     }
 
     pub(crate) fn budgets(&self) -> &Arc<Budgets> {

@@ -35,6 +35,8 @@ pub(super) struct Run {
     pub agent: AgentRow,
     pub channel: Arc<SessionChannel>,
     pub cancel: CancellationToken,
+    /// Read once when the run starts.
+    pub budget: super::budget::BudgetSettings,
 }
 
 /// A tool as the model sees it, and what it maps to.
@@ -86,6 +88,15 @@ struct Totals {
     steps: u32,
     tool_calls: Vec<ToolCallRecord>,
     text: String,
+    /// The last step's writes, stored together with the run's end in one transaction.
+    pending: Option<Pending>,
+}
+
+/// Writes held back for the run's final commit.
+struct Pending {
+    message: Option<Value>,
+    events: Vec<Arc<Event>>,
+    ledger: Option<LedgerRow>,
 }
 
 /// Estimated cost of a run's first call, for the refusal before anything starts.
@@ -122,7 +133,15 @@ impl Run {
                 Some(json!({"code": f.code, "message": f.message})),
             ),
         };
+        let pending = totals.pending.take();
         let mut events = Vec::new();
+        let (message, ledger) = match pending {
+            Some(p) => {
+                events = p.events;
+                (p.message, p.ledger)
+            }
+            None => (None, None),
+        };
         if let Some(error) = &error {
             events.push(self.channel.reserve(&self.run_id, "error", error.clone()));
         } else {
@@ -139,11 +158,14 @@ impl Run {
             ));
         }
         self.commit(StepWrite {
+            message: message.map(|m| (Role::Assistant.as_str(), m)),
             events: events.iter().map(|e| e.row()).collect(),
+            ledger,
             run: Some(self.update(status, error.clone(), &totals, true)),
             ..self.step()
         })
         .await;
+        self.host.release_active(&self.session_id, &self.run_id);
         // Published even if storing failed: subscribers must learn the run is over.
         for e in &events {
             self.channel.publish(e);
@@ -193,7 +215,7 @@ impl Run {
         let max_steps = self.agent.max_steps.max(1) as u32;
         let window = self.context_window();
         let price = self.host.price(&self.agent.provider.model);
-        let budget = self.host.budget_settings(&self.owner_id).await?;
+        let budget = &self.budget;
         loop {
             totals.steps += 1;
             let step = totals.steps;
@@ -218,7 +240,7 @@ impl Run {
                     match self
                         .host
                         .budgets()
-                        .reserve(self.host.db(), &self.owner_id, &budget, estimate)
+                        .reserve(self.host.db(), &self.owner_id, budget, estimate)
                         .await?
                     {
                         Ok(r) => r,
@@ -294,20 +316,44 @@ impl Run {
             if last {
                 events.push(self.step_finish(step, &result, cost));
             }
-            self.commit(StepWrite {
-                message: (!message.content.is_empty())
-                    .then(|| (Role::Assistant.as_str(), json!(message.content))),
-                events: events.iter().map(|e| e.row()).collect(),
-                ledger: (result.usage != Usage::default() || cost > 0).then_some(ledger),
-                run: Some(self.update("running", None, totals, false)),
-                ..self.step()
-            })
-            .await;
-            for e in &events {
-                self.channel.publish(e);
-            }
-            if cost > 0 {
-                self.budget_alerts(&budget, cost).await?;
+            let content = (!message.content.is_empty()).then(|| json!(message.content));
+            let ledger = (result.usage != Usage::default() || cost > 0).then_some(ledger);
+            if last {
+                // Stored with the run's end: one transaction instead of two for the common
+                // one-step answer.
+                if cost > 0 {
+                    events.extend(self.budget_alerts(budget, cost, cost).await?);
+                }
+                totals.pending = Some(Pending {
+                    message: content,
+                    events,
+                    ledger,
+                });
+            } else {
+                self.commit(StepWrite {
+                    message: content.map(|c| (Role::Assistant.as_str(), c)),
+                    events: events.iter().map(|e| e.row()).collect(),
+                    ledger,
+                    run: Some(self.update("running", None, totals, false)),
+                    ..self.step()
+                })
+                .await;
+                for e in &events {
+                    self.channel.publish(e);
+                }
+                if cost > 0 {
+                    let alerts = self.budget_alerts(budget, cost, 0).await?;
+                    if !alerts.is_empty() {
+                        self.commit(StepWrite {
+                            events: alerts.iter().map(|e| e.row()).collect(),
+                            ..self.step()
+                        })
+                        .await;
+                        for e in &alerts {
+                            self.channel.publish(e);
+                        }
+                    }
+                }
             }
             match outcome {
                 Some(Err(aborted)) => return Ok(aborted),
@@ -348,14 +394,17 @@ impl Run {
         }
     }
 
-    /// Emits a `budget-alert` for each alert threshold this step's cost crossed.
+    /// A `budget-alert` (reserved, not yet sent) for each alert threshold this step's `cost`
+    /// crossed; `unstored` is the part of it not on the ledger yet.
     async fn budget_alerts(
         &self,
         budget: &super::budget::BudgetSettings,
         cost: i64,
-    ) -> Result<(), Failure> {
+        unstored: i64,
+    ) -> Result<Vec<Arc<Event>>, Failure> {
+        let mut alerts = Vec::new();
         if budget.alert_thresholds.is_empty() {
-            return Ok(());
+            return Ok(alerts);
         }
         let (day_start, month_start) = super::budget::period_starts(now_ms());
         for (name, limit, since) in [
@@ -365,25 +414,20 @@ impl Run {
             let Some(limit) = limit.filter(|l| *l > 0.0) else {
                 continue;
             };
-            let after = self.host.db().spent_since(&self.owner_id, since).await? as f64 / 1e6;
+            let after =
+                (self.host.db().spent_since(&self.owner_id, since).await? + unstored) as f64 / 1e6;
             let before = after - cost as f64 / 1e6;
             for t in &budget.alert_thresholds {
                 if before < limit * t && after >= limit * t {
-                    let event = self.channel.reserve(
+                    alerts.push(self.channel.reserve(
                         &self.run_id,
                         "budget-alert",
                         json!({"limit": name, "threshold": t, "limit_usd": limit, "spent_usd": after}),
-                    );
-                    self.commit(StepWrite {
-                        events: vec![event.row()],
-                        ..self.step()
-                    })
-                    .await;
-                    self.channel.publish(&event);
+                    ));
                 }
             }
         }
-        Ok(())
+        Ok(alerts)
     }
 
     fn step_finish(&self, step: u32, result: &StepResult, cost: i64) -> Arc<Event> {
@@ -691,10 +735,10 @@ impl Run {
     }
 
     async fn history(&self) -> Result<Vec<Message>, Failure> {
-        let (rows, _) = self
+        let rows = self
             .host
             .db()
-            .list_messages(&self.session_id, HISTORY_LIMIT, 0)
+            .recent_messages(&self.session_id, HISTORY_LIMIT)
             .await?;
         let mut messages = Vec::with_capacity(rows.len());
         for row in rows {

@@ -318,6 +318,22 @@ impl Db {
         Ok(Some(row))
     }
 
+    /// The session's last `limit` messages, oldest first (the agent loop's history: one query,
+    /// no count).
+    pub async fn recent_messages(&self, session_id: &str, limit: i64) -> Result<Vec<MessageRow>> {
+        let rows = sqlx::query(
+            "SELECT id, session_id, seq, role, content_json, created_at_ms FROM messages \
+             WHERE session_id = $1 ORDER BY seq DESC LIMIT $2",
+        )
+        .bind(session_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items: Vec<MessageRow> = rows.iter().map(message_row).collect::<Result<_>>()?;
+        items.reverse();
+        Ok(items)
+    }
+
     /// A page of a session's messages in sequence order, and how many it has. The caller
     /// has checked that the session is the user's.
     pub async fn list_messages(

@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-use crate::llm::{Role, Usage};
+use crate::llm::Usage;
 use crate::plugins::PluginRuntime;
 use crate::store::agents::AgentRow;
-use crate::store::runs::{RunRow, StepWrite};
+use crate::store::runs::RunRow;
 use crate::store::sessions::SessionRow;
 use crate::store::{Db, now_ms};
 use budget::{BudgetSettings, Budgets, Price};
@@ -279,7 +279,7 @@ impl AgentHost {
             );
         }
         match self.begin(session, &agent, &run_id, text).await {
-            Ok((channel, budget)) => {
+            Ok((channel, budget, pending, stored)) => {
                 self.runs_total
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let host = self.clone();
@@ -294,6 +294,8 @@ impl AgentHost {
                     channel,
                     cancel,
                     budget,
+                    start: Mutex::new(Some(pending)),
+                    start_write: Mutex::new(None),
                 };
                 tokio::spawn(async move {
                     // Frees the session even if the run panicked, so it never stays busy.
@@ -308,10 +310,20 @@ impl AgentHost {
                     drop(release);
                     let _ = done_tx.send(Some(outcome));
                 });
-                Ok(StartedRun {
-                    run_id,
-                    done: done_rx,
-                })
+                // Answered once the message is stored (so an acknowledged message survives a
+                // crash), while the run's provider call is already under way.
+                match stored.await {
+                    Ok(Ok(())) => Ok(StartedRun {
+                        run_id,
+                        done: done_rx,
+                    }),
+                    Ok(Err(e)) => Err(StartError::Internal(anyhow::anyhow!(
+                        "storing the message failed: {e}"
+                    ))),
+                    Err(_) => Err(StartError::Internal(anyhow::anyhow!(
+                        "the run ended before its message was stored"
+                    ))),
+                }
             }
             Err(e) => {
                 self.active.lock().expect("active lock").remove(&session.id);
@@ -320,15 +332,23 @@ impl AgentHost {
         }
     }
 
-    /// The checks and writes before a run's task starts: budget, run row, user message,
-    /// `run-start`.
+    /// The checks before a run's task starts (budget) and its first event; the run row and
+    /// the user's message are written by the task, alongside its first provider call.
     async fn begin(
         &self,
         session: &SessionRow,
         agent: &AgentRow,
         run_id: &str,
         text: String,
-    ) -> Result<(Arc<SessionChannel>, BudgetSettings), StartError> {
+    ) -> Result<
+        (
+            Arc<SessionChannel>,
+            BudgetSettings,
+            run::PendingStart,
+            oneshot::Receiver<Result<(), String>>,
+        ),
+        StartError,
+    > {
         // A run whose first call would already break a limit is refused before anything
         // is stored or sent.
         let settings = self.budget_settings(&session.owner_id).await?;
@@ -361,22 +381,15 @@ impl AgentHost {
             started_at_ms: now_ms(),
             finished_at_ms: None,
         };
-        let content = serde_json::to_value(vec![crate::llm::Part::Text { text }])
-            .map_err(anyhow::Error::from)?;
-        self.db()
-            .start_run(
-                &row,
-                &self.host_id,
-                StepWrite {
-                    session_id: &session.id,
-                    run_id,
-                    message: Some((Role::User.as_str(), content)),
-                    events: vec![start.row()],
-                    ..Default::default()
-                },
-            )
-            .await?;
-        Ok((channel, settings))
+        let (written, stored) = oneshot::channel();
+        let start = run::PendingStart {
+            row,
+            text,
+            event: start.row(),
+            host_id: self.host_id.clone(),
+            written,
+        };
+        Ok((channel, settings, start, stored))
     }
 
     pub(crate) fn budgets(&self) -> &Arc<Budgets> {

@@ -37,6 +37,20 @@ pub(super) struct Run {
     pub cancel: CancellationToken,
     /// Read once when the run starts.
     pub budget: super::budget::BudgetSettings,
+    /// The run row and user message, until the task issues their write.
+    pub start: std::sync::Mutex<Option<PendingStart>>,
+    /// That write; every later commit waits for it.
+    pub start_write: std::sync::Mutex<Option<tokio::task::JoinHandle<bool>>>,
+}
+
+/// The first write of a run, issued by its task next to the first provider call.
+pub(super) struct PendingStart {
+    pub row: crate::store::runs::RunRow,
+    pub text: String,
+    pub event: crate::store::runs::EventRow,
+    pub host_id: String,
+    /// Tells the request that started the run whether its message is stored.
+    pub written: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
 /// A tool as the model sees it, and what it maps to.
@@ -183,6 +197,50 @@ impl Run {
         }
     }
 
+    fn issue_start(&self, history: &mut Vec<Message>) {
+        let Some(p) = self.start.lock().expect("start lock").take() else {
+            return;
+        };
+        history.push(Message::text(Role::User, p.text.clone()));
+        let db = self.host.db().clone();
+        let cancel = self.cancel.clone();
+        let handle = tokio::spawn(async move {
+            let content = json!([Part::Text { text: p.text }]);
+            let result = db
+                .start_run(
+                    &p.row,
+                    &p.host_id,
+                    StepWrite {
+                        session_id: &p.row.session_id,
+                        run_id: &p.row.id,
+                        message: Some((Role::User.as_str(), content)),
+                        events: vec![p.event],
+                        ..Default::default()
+                    },
+                )
+                .await;
+            let ok = result.is_ok();
+            if !ok {
+                // No answer to a message that was not stored (nor a bill for one).
+                cancel.cancel();
+            }
+            let _ = p
+                .written
+                .send(result.map(|_| ()).map_err(|e| format!("{e:#}")));
+            ok
+        });
+        *self.start_write.lock().expect("start lock") = Some(handle);
+    }
+
+    /// Waits for the run's first write; false if it failed.
+    async fn started(&self) -> bool {
+        let handle = self.start_write.lock().expect("start lock").take();
+        match handle {
+            Some(h) => h.await.unwrap_or(false),
+            None => true,
+        }
+    }
+
     fn step(&self) -> StepWrite<'_> {
         StepWrite {
             session_id: &self.session_id,
@@ -203,6 +261,10 @@ impl Run {
     }
 
     async fn commit(&self, step: StepWrite<'_>) {
+        if !self.started().await {
+            tracing::error!(run = %self.run_id, "not storing a step: the run's first write failed");
+            return;
+        }
         if let Err(e) = self.host.db().commit_step(step).await {
             tracing::error!(run = %self.run_id, error = %format!("{e:#}"), "storing a run step failed");
         }
@@ -211,7 +273,10 @@ impl Run {
     async fn run_steps(&self, totals: &mut Totals) -> Result<&'static str, Failure> {
         let tools = self.tools().await?;
         let system = self.system_prompt().await?;
+        // Read before the user's message is written, which then happens alongside the first
+        // provider call instead of before it.
         let mut history = self.history().await?;
+        self.issue_start(&mut history);
         let max_steps = self.agent.max_steps.max(1) as u32;
         let window = self.context_window();
         let price = self.host.price(&self.agent.provider.model);

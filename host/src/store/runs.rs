@@ -301,19 +301,37 @@ async fn write_step(
         };
         appended = Some(row);
     }
-    for event in &step.events {
-        sqlx::query(
-            "INSERT INTO session_events (session_id, seq, run_id, kind, data_json, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(step.session_id)
-        .bind(event.seq)
-        .bind(&event.run_id)
-        .bind(&event.kind)
-        .bind(serde_json::to_string(&event.data)?)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    if !step.events.is_empty() {
+        // One statement for all of a step's events.
+        let mut sql = String::from(
+            "INSERT INTO session_events (session_id, seq, run_id, kind, data_json, created_at_ms) VALUES ",
+        );
+        for i in 0..step.events.len() {
+            let n = i * 6;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6
+            ));
+        }
+        let mut query = sqlx::query(&sql);
+        for event in &step.events {
+            query = query
+                .bind(step.session_id)
+                .bind(event.seq)
+                .bind(&event.run_id)
+                .bind(&event.kind)
+                .bind(serde_json::to_string(&event.data)?)
+                .bind(now);
+        }
+        query.execute(&mut **tx).await?;
     }
     if let Some(l) = &step.ledger {
         sqlx::query(

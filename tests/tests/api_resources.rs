@@ -379,7 +379,7 @@ both_backends!(
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             defaults,
-            json!({"default_agent_id": null, "theme": "system", "timezone": "UTC", "locale": "en"})
+            json!({"budget": {}, "default_agent_id": null, "theme": "system", "timezone": "UTC", "locale": "en"})
         );
 
         let (status, patched) = s
@@ -406,7 +406,7 @@ both_backends!(
             .await;
         assert_eq!(
             merged,
-            json!({"default_agent_id": null, "theme": "system", "timezone": "Europe/Berlin", "locale": "pt-BR"})
+            json!({"budget": {}, "default_agent_id": null, "theme": "system", "timezone": "Europe/Berlin", "locale": "pt-BR"})
         );
         let (_, read) = s.send("GET", "/api/settings", Some(&alice), None).await;
         assert_eq!(read, merged);

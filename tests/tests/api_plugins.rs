@@ -425,6 +425,20 @@ async fn openapi_document_covers_every_route() {
         "/api/plugins",
         "/api/plugin-instances/{id}/secrets/{name}",
         "/api/providers/{id}/auth",
+        "/api/sessions/{id}/messages",
+        "/api/sessions/{id}/events",
+        "/api/sessions/{id}/abort",
+        "/api/ask",
+        "/api/ws",
+        "/api/runs/{id}",
+        "/api/costs/today",
+        "/api/costs/history",
+        "/api/costs/breakdown",
+        "/api/settings/budget",
+        "/api/providers/test",
+        "/api/providers/{id}/models",
+        "/v1/chat/completions",
+        "/v1/models",
     ] {
         assert!(
             paths.contains_key(expected),
@@ -447,6 +461,17 @@ async fn openapi_document_covers_every_route() {
                         .is_some_and(|d| !d.is_empty()),
                     "{method} {path} {status}"
                 );
+            }
+            // A path parameter must be in the template (a query struct declared without
+            // `parameter_in = Query` shows up as a path parameter that is not).
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                if param["in"] == "path" {
+                    let name = param["name"].as_str().unwrap();
+                    assert!(
+                        path.contains(&format!("{{{name}}}")),
+                        "{method} {path}: path parameter `{name}` is not in the path"
+                    );
+                }
             }
             let id = op["operationId"]
                 .as_str()

@@ -110,6 +110,7 @@ pub async fn today(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Days back, including today: 1–366 (default 30).
     pub days: Option<i64>,
@@ -155,6 +156,7 @@ pub async fn history(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BreakdownQuery {
     /// `day` (today), `week` (the last 7 days) or `month` (this calendar month).
     pub period: Option<String>,

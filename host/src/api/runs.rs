@@ -91,6 +91,7 @@ pub struct NewMessage {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// Answer when the run has finished, with its result, instead of `202` at once.
     #[serde(default)]
@@ -189,6 +190,7 @@ pub async fn post_message(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Same as the `Last-Event-ID` header, for clients that cannot set headers.
     pub last_event_id: Option<i64>,

@@ -618,3 +618,53 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    messages_go_only_to_your_own_sessions_with_an_agent,
+    |s: TestServer| async move {
+        let vendor = FakeVendor::start(Flavor::OpenAi).await;
+        let a = setup(&s, &vendor, "gpt-4o").await;
+        let bob = s.user("bob").await;
+        let (status, body) = s
+            .send(
+                "POST",
+                &format!("/api/sessions/{}/messages", a.session_id),
+                Some(&bob),
+                Some(json!({"text": "hi"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let (status, _) = s
+            .send(
+                "POST",
+                "/api/sessions/no-such-session/messages",
+                Some(&a.admin),
+                Some(json!({"text": "hi"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (_, bare) = s
+            .send(
+                "POST",
+                "/api/sessions",
+                Some(&bob),
+                Some(json!({"title": "no agent"})),
+            )
+            .await;
+        let (status, body) = s
+            .send(
+                "POST",
+                &format!("/api/sessions/{}/messages", bare["id"].as_str().unwrap()),
+                Some(&bob),
+                Some(json!({"text": "hi"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["error"]["code"], "no_agent");
+        assert_eq!(vendor.request_count(), 0);
+        // The refused attempts left the sessions free.
+        vendor.push(Reply::text("fine"));
+        let (_, out) = ask_and_wait(&s, &a.admin, &a.session_id, "hi").await;
+        assert_eq!(out["status"], "completed", "{out}");
+    }
+);

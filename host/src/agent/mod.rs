@@ -104,6 +104,8 @@ pub enum StartError {
     Busy(String),
     #[error("the session has no agent: give it one (PATCH /api/sessions/{{id}})")]
     NoAgent,
+    #[error("no such session")]
+    NotFound,
     #[error("{0}")]
     Budget(String),
     #[error(transparent)]
@@ -252,34 +254,64 @@ impl AgentHost {
     /// would be answered against a conversation its sender has not seen yet.
     pub async fn start(
         self: &Arc<Self>,
-        session: &SessionRow,
+        owner_id: &str,
+        session_id: &str,
         text: String,
     ) -> Result<StartedRun, StartError> {
-        let agent_id = session.agent_id.as_deref().ok_or(StartError::NoAgent)?;
-        let agent = self
-            .db()
-            .get_agent(&session.owner_id, agent_id)
-            .await?
-            .ok_or(StartError::NoAgent)?;
         let run_id = crate::util::new_id();
         let cancel = CancellationToken::new();
         let (done_tx, done_rx) = watch::channel(None);
-        {
+        let busy = {
             let mut active = self.active.lock().expect("active lock");
-            if let Some(other) = active.get(&session.id) {
-                return Err(StartError::Busy(other.run_id.clone()));
+            match active.get(session_id) {
+                Some(other) => Some(other.run_id.clone()),
+                None => {
+                    active.insert(
+                        session_id.to_owned(),
+                        ActiveRun {
+                            run_id: run_id.clone(),
+                            cancel: cancel.clone(),
+                            done: done_rx.clone(),
+                        },
+                    );
+                    None
+                }
             }
-            active.insert(
-                session.id.clone(),
-                ActiveRun {
-                    run_id: run_id.clone(),
-                    cancel: cancel.clone(),
-                    done: done_rx.clone(),
-                },
-            );
+        };
+        if let Some(other) = busy {
+            // Only the owner learns that a session is busy.
+            return match self.db().get_session(owner_id, session_id).await? {
+                Some(_) => Err(StartError::Busy(other)),
+                None => Err(StartError::NotFound),
+            };
         }
-        match self.begin(session, &agent, &run_id, text).await {
-            Ok((channel, budget, pending, stored)) => {
+        // After the session is ours: the history then holds the previous run's last message.
+        // The four reads go in parallel; each is a round trip to a database thread.
+        let (session, agent, settings, history) = tokio::join!(
+            self.db().get_session(owner_id, session_id),
+            self.db().session_agent(owner_id, session_id),
+            self.budget_settings(owner_id),
+            self.db().recent_messages(session_id, run::HISTORY_LIMIT),
+        );
+        let prepared = match (session, agent, settings, history) {
+            (Ok(Some(session)), Ok(Some(agent)), Ok(settings), Ok(history)) => {
+                Ok((session, agent, settings, history))
+            }
+            (Ok(None), ..) => Err(StartError::NotFound),
+            (Ok(Some(_)), Ok(None), ..) => Err(StartError::NoAgent),
+            (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
+                Err(StartError::Internal(e))
+            }
+        };
+        let begun = match prepared {
+            Ok((session, agent, settings, history)) => self
+                .begin(&session, &agent, &run_id, text, settings)
+                .await
+                .map(|b| (session, agent, history, b)),
+            Err(e) => Err(e),
+        };
+        match begun {
+            Ok((session, agent, history, (channel, budget, pending, stored))) => {
                 self.runs_total
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let host = self.clone();
@@ -295,6 +327,7 @@ impl AgentHost {
                     cancel,
                     budget,
                     start: Mutex::new(Some(pending)),
+                    history: Mutex::new(Some(history)),
                     start_write: Mutex::new(None),
                 };
                 tokio::spawn(async move {
@@ -326,7 +359,7 @@ impl AgentHost {
                 }
             }
             Err(e) => {
-                self.active.lock().expect("active lock").remove(&session.id);
+                self.active.lock().expect("active lock").remove(session_id);
                 Err(e)
             }
         }
@@ -340,6 +373,7 @@ impl AgentHost {
         agent: &AgentRow,
         run_id: &str,
         text: String,
+        settings: BudgetSettings,
     ) -> Result<
         (
             Arc<SessionChannel>,
@@ -351,7 +385,6 @@ impl AgentHost {
     > {
         // A run whose first call would already break a limit is refused before anything
         // is stored or sent.
-        let settings = self.budget_settings(&session.owner_id).await?;
         if let Some(price) = self.price(&agent.provider.model) {
             let estimate = run::estimate_first_call(self, agent, &text, &price);
             if let Err(e) = self

@@ -25,7 +25,7 @@ use crate::store::runs::{LedgerRow, RunUpdate, StepWrite};
 const LOAD_SKILL: &str = "load_skill";
 
 /// Most history messages a run reads; older ones are beyond any context window anyway.
-const HISTORY_LIMIT: i64 = 2_000;
+pub(super) const HISTORY_LIMIT: i64 = 2_000;
 
 pub(super) struct Run {
     pub host: Arc<AgentHost>,
@@ -37,6 +37,8 @@ pub(super) struct Run {
     pub cancel: CancellationToken,
     /// Read once when the run starts.
     pub budget: super::budget::BudgetSettings,
+    /// The session's messages, read when the run started.
+    pub history: std::sync::Mutex<Option<Vec<crate::store::sessions::MessageRow>>>,
     /// The run row and user message, until the task issues their write.
     pub start: std::sync::Mutex<Option<PendingStart>>,
     /// That write; every later commit waits for it.
@@ -800,11 +802,16 @@ impl Run {
     }
 
     async fn history(&self) -> Result<Vec<Message>, Failure> {
-        let rows = self
-            .host
-            .db()
-            .recent_messages(&self.session_id, HISTORY_LIMIT)
-            .await?;
+        let preloaded = self.history.lock().expect("history lock").take();
+        let rows = match preloaded {
+            Some(rows) => rows,
+            None => {
+                self.host
+                    .db()
+                    .recent_messages(&self.session_id, HISTORY_LIMIT)
+                    .await?
+            }
+        };
         let mut messages = Vec::with_capacity(rows.len());
         for row in rows {
             let (Some(role), Ok(content)) = (

@@ -113,7 +113,7 @@ pub async fn chat_completions(
     if !body.stream {
         let started = state
             .agent
-            .start(&session, prompt)
+            .start(user.id(), &session.id, prompt)
             .await
             .map_err(start_error)?;
         let outcome = wait_outcome(started).await?;
@@ -150,7 +150,7 @@ pub async fn chat_completions(
     let sub = channel.subscribe(state.db(), None).await?;
     let started = state
         .agent
-        .start(&session, prompt)
+        .start(user.id(), &session.id, prompt)
         .await
         .map_err(start_error)?;
     let id = format!("chatcmpl-{}", started.run_id);

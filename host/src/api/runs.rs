@@ -109,6 +109,7 @@ pub(super) fn start_error(e: StartError) -> ApiError {
     match e {
         StartError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "run_active", e.to_string()),
         StartError::NoAgent => ApiError::new(StatusCode::CONFLICT, "no_agent", e.to_string()),
+        StartError::NotFound => ApiError::not_found("session"),
         StartError::Budget(m) => ApiError::new(StatusCode::PAYMENT_REQUIRED, "budget_exceeded", m),
         StartError::Internal(e) => ApiError::from(e),
     }
@@ -169,10 +170,10 @@ pub async fn post_message(
     ApiJson(body): ApiJson<NewMessage>,
 ) -> Result<Response, ApiError> {
     check_text(&body.text)?;
-    let session = session_of(&state, &user, &id).await?;
+    // The session is read (and its ownership checked) by `start`, alongside its other reads.
     let started = state
         .agent
-        .start(&session, body.text)
+        .start(user.id(), &id, body.text)
         .await
         .map_err(start_error)?;
     if query.wait {
@@ -183,7 +184,7 @@ pub async fn post_message(
         StatusCode::ACCEPTED,
         axum::Json(RunStarted {
             run_id: started.run_id,
-            session_id: session.id,
+            session_id: id,
         }),
     )
         .into_response())
@@ -378,7 +379,7 @@ pub async fn ask(
     let sub = channel.subscribe(state.db(), None).await?;
     let started = state
         .agent
-        .start(&session, body.text)
+        .start(user.id(), &session.id, body.text)
         .await
         .map_err(start_error)?;
     let stream =

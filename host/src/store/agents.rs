@@ -147,6 +147,28 @@ impl Db {
         row.as_ref().map(agent_row).transpose()
     }
 
+    /// The agent of the owner's session `session_id`, if it has one.
+    pub async fn session_agent(
+        &self,
+        owner_id: &str,
+        session_id: &str,
+    ) -> Result<Option<AgentRow>> {
+        let columns: Vec<String> = AGENT_COLUMNS
+            .split(", ")
+            .map(|c| format!("a.{c}"))
+            .collect();
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM chat_sessions s JOIN agents a ON a.id = s.agent_id \
+             WHERE s.id = $1 AND s.owner_id = $2 AND a.owner_id = $2",
+            columns.join(", ")
+        ))
+        .bind(session_id)
+        .bind(owner_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(agent_row).transpose()
+    }
+
     /// Whether `id` is one of the owner's agents.
     pub async fn owns_agent(&self, owner_id: &str, id: &str) -> Result<bool> {
         Ok(

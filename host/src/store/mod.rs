@@ -54,10 +54,15 @@ impl Db {
         } else {
             anyhow::bail!("unsupported database URL `{url}`: use sqlite://PATH or postgres://…");
         };
-        let options = AnyPoolOptions::new().max_connections(match backend {
-            Backend::Sqlite => 8,
-            Backend::Postgres => 16,
-        });
+        let options = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 8,
+                Backend::Postgres => 16,
+            })
+            // A pooled SQLite connection is a file handle in this process: it cannot have
+            // gone away, and the ping before each use cost a round trip to the connection's
+            // thread on every query. A PostgreSQL connection can die with its server.
+            .test_before_acquire(backend == Backend::Postgres);
         let options = if backend == Backend::Sqlite {
             options.after_connect(|conn, _meta| {
                 Box::pin(async move {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
@@ -233,6 +233,7 @@ impl PluginRuntime {
             status,
             retry_after: retry_after(&headers),
             saw_finish: false,
+            held: None,
             _permit: permit,
         };
         if !(200..300).contains(&status) {
@@ -305,6 +306,8 @@ pub struct ProviderStream {
     status: u16,
     retry_after: Option<u32>,
     saw_finish: bool,
+    /// The end of the body or an error, found while gathering chunks, for the next call.
+    held: Option<Option<Result<Bytes, OutboundError>>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -315,7 +318,11 @@ impl ProviderStream {
         let Some(body) = self.body.as_mut() else {
             return Ok(None);
         };
-        let chunk = match tokio::time::timeout(self.idle_timeout, body.next()).await {
+        let next = match self.held.take() {
+            Some(held) => Ok(held),
+            None => tokio::time::timeout(self.idle_timeout, body.next()).await,
+        };
+        let chunk = match next {
             Err(_) => {
                 self.body = None;
                 return Err(ProviderFailure::new(
@@ -331,7 +338,20 @@ impl ProviderStream {
         };
         match chunk {
             Some(Ok(bytes)) => {
-                let bytes = self.ctx.redactor.redact_bytes(bytes.to_vec());
+                let mut bytes = bytes.to_vec();
+                // Chunks that have arrived already go to the decoder in one call: every guest
+                // call has a fixed cost, and vendors send each event as a chunk of its own.
+                while bytes.len() < 64 * 1024 {
+                    match body.next().now_or_never() {
+                        Some(Some(Ok(more))) => bytes.extend_from_slice(&more),
+                        Some(other) => {
+                            self.held = Some(other);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                let bytes = self.ctx.redactor.redact_bytes(bytes);
                 let events = self.feed(bytes).await?;
                 Ok(Some(events))
             }

@@ -668,3 +668,38 @@ both_backends!(
         assert_eq!(out["status"], "completed", "{out}");
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_step_that_would_break_the_budget_ends_the_run() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let vendor = FakeVendor::start(Flavor::OpenAi).await;
+    let a = setup(&s, &vendor, "gpt-4o").await;
+    // Room for the first call's estimate (max_tokens 100 at $10/M plus a short prompt, about
+    // $0.0011) but not for what it costs plus the second call's estimate.
+    let (status, _) = s
+        .send(
+            "PUT",
+            "/api/settings/budget",
+            Some(&a.admin),
+            Some(json!({"daily_limit_usd": 0.0015})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    vendor.push(Reply::tool_call("calc", r#"{"expression": "1 + 1"}"#));
+    vendor.push(Reply::text("never sent"));
+    let (status, out) = ask_and_wait(&s, &a.admin, &a.session_id, "one plus one").await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["status"], "failed", "{out}");
+    assert_eq!(out["error"]["code"], "budget_exceeded", "{out}");
+    assert_eq!(
+        vendor.request_count(),
+        1,
+        "the second call was refused before it was sent"
+    );
+    // The first step's work is kept: the call, its result, its cost.
+    assert_eq!(out["tool_calls"][0]["name"], "calc");
+    let (_, today) = s
+        .send("GET", "/api/costs/today", Some(&a.admin), None)
+        .await;
+    assert_eq!(today["calls"], 1, "{today}");
+}

@@ -115,7 +115,6 @@ pub enum StartError {
 struct ActiveRun {
     run_id: String,
     cancel: CancellationToken,
-    done: watch::Receiver<Option<Arc<RunOutcome>>>,
 }
 
 struct ReleaseSession {
@@ -206,11 +205,6 @@ impl AgentHost {
         self.hub.channel(self.db(), session_id).await
     }
 
-    /// Lets the hub forget a session's channel once nobody uses it.
-    pub fn release_channel(&self, session_id: &str) {
-        self.hub.release(session_id);
-    }
-
     /// The id of the session's run in progress, if any.
     pub fn active_run(&self, session_id: &str) -> Option<String> {
         self.active
@@ -218,15 +212,6 @@ impl AgentHost {
             .expect("active lock")
             .get(session_id)
             .map(|a| a.run_id.clone())
-    }
-
-    /// The completion of `run_id`, if it is in progress here.
-    pub fn watch_run(&self, session_id: &str) -> Option<watch::Receiver<Option<Arc<RunOutcome>>>> {
-        self.active
-            .lock()
-            .expect("active lock")
-            .get(session_id)
-            .map(|a| a.done.clone())
     }
 
     /// Marks the session free once `run_id` is over (before its last event goes out, so a
@@ -271,7 +256,6 @@ impl AgentHost {
                         ActiveRun {
                             run_id: run_id.clone(),
                             cancel: cancel.clone(),
-                            done: done_rx.clone(),
                         },
                     );
                     None

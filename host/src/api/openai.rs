@@ -217,13 +217,9 @@ fn usage_json(usage: &crate::llm::Usage) -> Value {
     })
 }
 
+/// `usage` as an event carries it (Kelp's names), in OpenAI's names.
 fn usage_value(usage: &Value) -> Value {
-    let n = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
-    json!({
-        "prompt_tokens": n("input_tokens"),
-        "completion_tokens": n("output_tokens"),
-        "total_tokens": n("input_tokens") + n("output_tokens"),
-    })
+    usage_json(&serde_json::from_value(usage.clone()).unwrap_or_default())
 }
 
 fn run_error(error: &Value) -> ApiError {

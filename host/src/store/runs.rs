@@ -165,18 +165,6 @@ impl Db {
         row.as_ref().map(run_row).transpose()
     }
 
-    /// The session's most recent run.
-    pub async fn last_run(&self, session_id: &str) -> Result<Option<RunRow>> {
-        let row = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE session_id = $1 \
-             ORDER BY started_at_ms DESC, id DESC LIMIT 1"
-        ))
-        .bind(session_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(run_row).transpose()
-    }
-
     /// Persisted events of a session with `seq > after`, oldest first, at most `limit`.
     pub async fn events_after(
         &self,

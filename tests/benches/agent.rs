@@ -9,7 +9,7 @@
 //! and its median subtracted: what is left is the host's overhead. Server, fake vendor and
 //! load generator share this process and this machine's cores, as the targets assume.
 //!
-//! `cargo bench -p kelp-tests --bench agent`
+//! `cargo bench -p kelp-tests --bench agent` (`-- --one-session` for the first figure only)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -149,6 +149,14 @@ async fn run() {
         "one session: CPU time per message, all threads (vendor included)",
         ms(host_cpu / SEQUENTIAL_MESSAGES as u32),
     );
+
+    if std::env::args().any(|a| a == "--one-session") {
+        // Only the one-session figure: a quick check while working on the loop's path.
+        table.info("load average (1 min) before the bench", load_before);
+        table.info("load average (1 min) after the bench", load_average());
+        table.print();
+        return;
+    }
 
     // 2. 1,000 sessions, each with an open SSE stream, at a fixed arrival rate.
     eprintln!("opening {SESSIONS} sessions' event streams");

@@ -382,3 +382,75 @@ both_backends!(
         assert_eq!(rest.last().unwrap().data["text"], words);
     }
 );
+
+both_backends!(
+    next_run_sees_the_stored_conversation,
+    |s: TestServer| async move {
+        // A run starts from the conversation this host kept from the last run when nothing was
+        // added since, and reads the database when something was (here a message written by
+        // another host sharing it). Either way the model sees exactly what is stored.
+        let vendor = FakeVendor::start(Flavor::OpenAi).await;
+        let a = setup(&s, &vendor, "gpt-4o").await;
+        vendor.push(Reply::tool_call("calc", r#"{"expression": "6 * 7"}"#));
+        vendor.push(Reply::text("42."));
+        vendor.push(Reply::text("43."));
+        vendor.push(Reply::text("Noted."));
+        for text in ["6 times 7?", "Plus one?"] {
+            let (_, out) = ask_and_wait(&s, &a.admin, &a.session_id, text).await;
+            assert_eq!(out["status"], "completed", "{out}");
+        }
+        s.state
+            .db()
+            .append_message(
+                &a.session_id,
+                "user",
+                &json!([{"type": "text", "text": "A note from another host."}]),
+            )
+            .await
+            .unwrap()
+            .expect("the session exists");
+        let (_, out) = ask_and_wait(&s, &a.admin, &a.session_id, "Got it?").await;
+        assert_eq!(out["status"], "completed", "{out}");
+
+        let sent: Vec<Vec<Value>> = vendor
+            .requests()
+            .iter()
+            .map(|r| r.body["messages"].as_array().unwrap().clone())
+            .collect();
+        assert_eq!(sent.len(), 4);
+        let summary = |messages: &[Value]| -> Vec<String> {
+            messages
+                .iter()
+                .map(|m| {
+                    let role = m["role"].as_str().unwrap();
+                    match m["content"].as_str() {
+                        Some(text) if !text.is_empty() => format!("{role}: {text}"),
+                        _ if m["tool_calls"].is_array() => format!("{role}: calls"),
+                        _ => role.to_owned(),
+                    }
+                })
+                .collect()
+        };
+        // The second run's history, without a database read.
+        assert_eq!(
+            summary(&sent[2])[1..],
+            [
+                "user: 6 times 7?",
+                "assistant: calls",
+                r#"tool: {"expression":"6 * 7","result":42}"#,
+                "assistant: 42.",
+                "user: Plus one?"
+            ]
+        );
+        // The third, read after another host's message: the same conversation, continued.
+        assert_eq!(sent[3][..sent[2].len()], sent[2][..]);
+        assert_eq!(
+            summary(&sent[3])[sent[2].len()..],
+            [
+                "assistant: 43.",
+                "user: A note from another host.",
+                "user: Got it?"
+            ]
+        );
+    }
+);

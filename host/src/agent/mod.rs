@@ -2,10 +2,12 @@
 //!
 //! - `events.rs` — per-session numbered events, fan-out, replay after reconnects
 //! - `budget.rs` — prices, the ledger's limits, reservations
+//! - `history.rs` — the conversations of sessions run lately, so a run need not read them
 //! - `run.rs` — one run: prompt, provider stream, tools, steps
 
 pub mod budget;
 pub mod events;
+mod history;
 mod run;
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,7 +21,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-use crate::llm::Usage;
+use crate::llm::{Message, Part, Role, Usage};
 use crate::plugins::PluginRuntime;
 use crate::store::agents::AgentRow;
 use crate::store::runs::RunRow;
@@ -146,6 +148,7 @@ pub struct AgentHost {
     hub: EventHub,
     active: Mutex<HashMap<String, ActiveRun>>,
     budgets: Arc<Budgets>,
+    history: history::HistoryCache,
     runs_total: std::sync::atomic::AtomicU64,
 }
 
@@ -161,6 +164,7 @@ impl AgentHost {
             host_id,
             active: Mutex::new(HashMap::new()),
             budgets: Arc::default(),
+            history: Default::default(),
             runs_total: Default::default(),
         }
     }
@@ -270,22 +274,23 @@ impl AgentHost {
             };
         }
         // After the session is ours: the history then holds the previous run's last message.
-        // The four reads go in parallel; each is a round trip to a database thread.
-        let (session, agent, settings, history) = tokio::join!(
-            self.db().get_session(owner_id, session_id),
-            self.db().session_agent(owner_id, session_id),
-            self.budget_settings(owner_id),
-            self.db().recent_messages(session_id, run::HISTORY_LIMIT),
-        );
-        let prepared = match (session, agent, settings, history) {
-            (Ok(Some(session)), Ok(Some(agent)), Ok(settings), Ok(history)) => {
-                Ok((session, agent, settings, history))
-            }
-            (Ok(None), ..) => Err(StartError::NotFound),
-            (Ok(Some(_)), Ok(None), ..) => Err(StartError::NoAgent),
-            (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
-                Err(StartError::Internal(e))
-            }
+        let prepared = match self.db().run_context(owner_id, session_id).await {
+            Ok(Some(ctx)) => match ctx.agent {
+                Some(agent) => match self.history(session_id, ctx.last_seq).await {
+                    Ok(history) => Ok((
+                        ctx.session,
+                        agent,
+                        BudgetSettings::from_settings(&crate::store::settings::with_defaults(
+                            ctx.settings,
+                        )),
+                        (ctx.last_seq, history),
+                    )),
+                    Err(e) => Err(StartError::Internal(e)),
+                },
+                None => Err(StartError::NoAgent),
+            },
+            Ok(None) => Err(StartError::NotFound),
+            Err(e) => Err(StartError::Internal(e)),
         };
         let begun = match prepared {
             Ok((session, agent, settings, history)) => self
@@ -311,7 +316,9 @@ impl AgentHost {
                     cancel,
                     budget,
                     start: Mutex::new(Some(pending)),
-                    history: Mutex::new(Some(history)),
+                    history: Mutex::new(Some(history.1)),
+                    base_seq: history.0,
+                    write_failed: Default::default(),
                     start_write: Mutex::new(None),
                 };
                 tokio::spawn(async move {
@@ -347,6 +354,32 @@ impl AgentHost {
                 Err(e)
             }
         }
+    }
+
+    /// The session's messages up to `last_seq`: none if it has none, the cached ones if
+    /// the cache holds them up to that number, else read.
+    async fn history(&self, session_id: &str, last_seq: i64) -> anyhow::Result<Arc<Vec<Message>>> {
+        if last_seq == 0 {
+            return Ok(Arc::default());
+        }
+        if let Some(messages) = self.history.get(session_id, last_seq) {
+            return Ok(messages);
+        }
+        let rows = self
+            .db()
+            .recent_messages(session_id, run::HISTORY_LIMIT)
+            .await?;
+        // A message this version cannot read is left out rather than failing every run.
+        let messages = rows
+            .into_iter()
+            .filter_map(|row| {
+                Some(Message {
+                    role: Role::parse(&row.role)?,
+                    content: serde_json::from_value::<Vec<Part>>(row.content).ok()?,
+                })
+            })
+            .collect();
+        Ok(Arc::new(messages))
     }
 
     /// The checks before a run's task starts (budget) and its first event; the run row and

@@ -37,8 +37,12 @@ pub(super) struct Run {
     pub cancel: CancellationToken,
     /// Read once when the run starts.
     pub budget: super::budget::BudgetSettings,
-    /// The session's messages, read when the run started.
-    pub history: std::sync::Mutex<Option<Vec<crate::store::sessions::MessageRow>>>,
+    /// The session's messages when the run started (from the history cache or read).
+    pub history: std::sync::Mutex<Option<Arc<Vec<Message>>>>,
+    /// The session's last message number when the run started.
+    pub base_seq: i64,
+    /// A write of this run failed: what the session holds is not known for sure.
+    pub write_failed: std::sync::atomic::AtomicBool,
     /// The run row and user message, until the task issues their write.
     pub start: std::sync::Mutex<Option<PendingStart>>,
     /// That write; every later commit waits for it.
@@ -110,7 +114,7 @@ struct Totals {
 
 /// Writes held back for the run's final commit.
 struct Pending {
-    message: Option<Value>,
+    message: Option<Message>,
     events: Vec<Arc<Event>>,
     ledger: Option<LedgerRow>,
 }
@@ -141,7 +145,9 @@ fn estimate(host: &AgentHost, agent: &AgentRow, input_tokens: u64, price: &Price
 impl Run {
     pub async fn execute(self) -> RunOutcome {
         let mut totals = Totals::default();
-        let result = self.run_steps(&mut totals).await;
+        let mut history = repair_tool_pairs(self.take_history());
+        let base_len = history.len();
+        let result = self.run_steps(&mut totals, &mut history).await;
         let (status, error) = match result {
             Ok(status) => (status, None),
             Err(f) => (
@@ -174,13 +180,24 @@ impl Run {
             ));
         }
         self.commit(StepWrite {
-            message: message.map(|m| (Role::Assistant.as_str(), m)),
+            message: message
+                .as_ref()
+                .map(|m| (Role::Assistant.as_str(), json!(m.content))),
             events: events.iter().map(|e| e.row()).collect(),
             ledger,
             run: Some(self.update(status, error.clone(), &totals, true)),
             ..self.step()
         })
         .await;
+        // The next run on this session starts from this conversation instead of reading it
+        // back, if every write of this run is known to be stored.
+        if self.write_failed.load(std::sync::atomic::Ordering::Relaxed) {
+            self.host.history.forget(&self.session_id);
+        } else {
+            history.extend(message);
+            let last_seq = self.base_seq + (history.len() - base_len) as i64;
+            self.host.history.put(&self.session_id, last_seq, history);
+        }
         self.host.release_active(&self.session_id, &self.run_id);
         // Published even if storing failed: subscribers must learn the run is over.
         for e in &events {
@@ -264,21 +281,29 @@ impl Run {
 
     async fn commit(&self, step: StepWrite<'_>) {
         if !self.started().await {
+            self.write_failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(run = %self.run_id, "not storing a step: the run's first write failed");
             return;
         }
         if let Err(e) = self.host.db().commit_step(step).await {
+            self.write_failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(run = %self.run_id, error = %format!("{e:#}"), "storing a run step failed");
         }
     }
 
-    async fn run_steps(&self, totals: &mut Totals) -> Result<&'static str, Failure> {
+    /// `history` is the conversation so far; it ends holding what the run stored but its
+    /// last message.
+    async fn run_steps(
+        &self,
+        totals: &mut Totals,
+        history: &mut Vec<Message>,
+    ) -> Result<&'static str, Failure> {
         let tools = self.tools().await?;
         let system = self.system_prompt().await?;
-        // Read before the user's message is written, which then happens alongside the first
-        // provider call instead of before it.
-        let mut history = self.history().await?;
-        self.issue_start(&mut history);
+        // The user's message is written alongside the first provider call, not before it.
+        self.issue_start(history);
         let max_steps = self.agent.max_steps.max(1) as u32;
         let window = self.context_window();
         let price = self.host.price(&self.agent.provider.model);
@@ -288,7 +313,7 @@ impl Run {
             let step = totals.steps;
             let messages = fit_context(
                 &system,
-                &history,
+                history,
                 window,
                 self.host.settings().context_fill,
                 self.agent.provider.max_tokens,
@@ -392,7 +417,7 @@ impl Run {
                     events.extend(self.budget_alerts(budget, cost, cost).await?);
                 }
                 totals.pending = Some(Pending {
-                    message: content,
+                    message: (!message.content.is_empty()).then(|| message.clone()),
                     events,
                     ledger,
                 });
@@ -801,28 +826,13 @@ impl Run {
         Ok(prompt)
     }
 
-    async fn history(&self) -> Result<Vec<Message>, Failure> {
-        let preloaded = self.history.lock().expect("history lock").take();
-        let rows = match preloaded {
-            Some(rows) => rows,
-            None => {
-                self.host
-                    .db()
-                    .recent_messages(&self.session_id, HISTORY_LIMIT)
-                    .await?
-            }
-        };
-        let mut messages = Vec::with_capacity(rows.len());
-        for row in rows {
-            let (Some(role), Ok(content)) = (
-                Role::parse(&row.role),
-                serde_json::from_value::<Vec<Part>>(row.content),
-            ) else {
-                continue;
-            };
-            messages.push(Message { role, content });
-        }
-        Ok(repair_tool_pairs(messages))
+    fn take_history(&self) -> Vec<Message> {
+        self.history
+            .lock()
+            .expect("history lock")
+            .take()
+            .map(Arc::unwrap_or_clone)
+            .unwrap_or_default()
     }
 
     fn context_window(&self) -> u32 {

@@ -121,17 +121,10 @@ impl FromRequestParts<AppState> for CurrentUser {
         if let Some(token) = bearer {
             let digest = crate::util::sha256_hex(token.as_bytes());
             // The login endpoint hands its session token to API clients too.
-            let user = match db
-                .user_by_api_token(&digest)
+            let user = db
+                .user_by_bearer(&digest)
                 .await
-                .map_err(ApiError::internal)?
-            {
-                Some(user) => Some(user),
-                None => db
-                    .user_by_login_session(&digest)
-                    .await
-                    .map_err(ApiError::internal)?,
-            };
+                .map_err(ApiError::internal)?;
             return user.map(CurrentUser).ok_or_else(unauthorized);
         }
         let Some(cookie) = cookie_value(parts, SESSION_COOKIE) else {

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::ToSchema;
 
+use super::sessions::SessionRow;
 use super::{Db, now_ms};
 
 /// Which model an agent talks to, through which provider plugin instance.
@@ -57,6 +58,17 @@ pub struct AgentChanges<'a> {
     pub tools: Option<&'a [String]>,
     pub skills: Option<&'a [String]>,
     pub max_steps: Option<i64>,
+}
+
+/// What [`Db::run_context`] reads.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    pub session: SessionRow,
+    pub agent: Option<AgentRow>,
+    /// What the owner set (not merged with the defaults).
+    pub settings: serde_json::Value,
+    /// The session's highest message number (0 if it has none).
+    pub last_seq: i64,
 }
 
 /// Outcome of a write that can collide with another agent's name.
@@ -147,26 +159,53 @@ impl Db {
         row.as_ref().map(agent_row).transpose()
     }
 
-    /// The agent of the owner's session `session_id`, if it has one.
-    pub async fn session_agent(
+    /// What a run on the owner's session starts from, in one query: the session, its
+    /// agent (if it has one), the owner's stored settings and the session's last message
+    /// number. `None` if the session is not the owner's.
+    pub async fn run_context(
         &self,
         owner_id: &str,
         session_id: &str,
-    ) -> Result<Option<AgentRow>> {
-        let columns: Vec<String> = AGENT_COLUMNS
+    ) -> Result<Option<RunContext>> {
+        let agent_columns: Vec<String> = AGENT_COLUMNS
             .split(", ")
             .map(|c| format!("a.{c}"))
             .collect();
         let row = sqlx::query(&format!(
-            "SELECT {} FROM chat_sessions s JOIN agents a ON a.id = s.agent_id \
-             WHERE s.id = $1 AND s.owner_id = $2 AND a.owner_id = $2",
-            columns.join(", ")
+            "SELECT s.id AS s_id, s.agent_id AS s_agent_id, s.title AS s_title, \
+             s.created_at_ms AS s_created_at_ms, s.updated_at_ms AS s_updated_at_ms, {}, \
+             (SELECT settings_json FROM user_settings WHERE user_id = $2) AS settings_json, \
+             (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = s.id) AS last_seq \
+             FROM chat_sessions s LEFT JOIN agents a ON a.id = s.agent_id AND a.owner_id = $2 \
+             WHERE s.id = $1 AND s.owner_id = $2",
+            agent_columns.join(", ")
         ))
         .bind(session_id)
         .bind(owner_id)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(agent_row).transpose()
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let agent_id: Option<String> = row.try_get("id")?;
+        let settings: Option<String> = row.try_get("settings_json")?;
+        Ok(Some(RunContext {
+            session: SessionRow {
+                id: row.try_get("s_id")?,
+                owner_id: owner_id.to_owned(),
+                agent_id: row.try_get("s_agent_id")?,
+                title: row.try_get("s_title")?,
+                created_at_ms: row.try_get("s_created_at_ms")?,
+                updated_at_ms: row.try_get("s_updated_at_ms")?,
+            },
+            agent: agent_id.map(|_| agent_row(&row)).transpose()?,
+            settings: match settings {
+                Some(text) => serde_json::from_str(&text)
+                    .with_context(|| format!("settings of user {owner_id}"))?,
+                None => serde_json::json!({}),
+            },
+            last_seq: row.try_get("last_seq")?,
+        }))
     }
 
     /// Whether `id` is one of the owner's agents.

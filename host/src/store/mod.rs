@@ -3,6 +3,7 @@
 //! written once in the dialect both accept; migrations are per backend and run at start.
 
 pub mod agents;
+pub(crate) mod batch;
 pub mod invites;
 pub mod plugins;
 pub mod runs;
@@ -29,6 +30,8 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Db {
     pub pool: AnyPool,
+    /// SQLite only: the connection [`Db::write_all`] writes on.
+    batch_writer: Option<AnyPool>,
     pub backend: Backend,
     /// SQLite allows one writer; a read transaction that later writes fails with SQLITE_BUSY
     /// when another writer got there first. Serialising write transactions in-process avoids
@@ -54,31 +57,10 @@ impl Db {
         } else {
             anyhow::bail!("unsupported database URL `{url}`: use sqlite://PATH or postgres://…");
         };
-        let options = AnyPoolOptions::new()
-            .max_connections(match backend {
-                Backend::Sqlite => 8,
-                Backend::Postgres => 16,
-            })
-            // A pooled SQLite connection is a file handle in this process: it cannot have
-            // gone away, and the ping before each use cost a round trip to the connection's
-            // thread on every query. A PostgreSQL connection can die with its server.
-            .test_before_acquire(backend == Backend::Postgres);
-        let options = if backend == Backend::Sqlite {
-            options.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    // WAL with synchronous=NORMAL survives a process kill (only an OS crash can
-                    // lose the last transactions); busy_timeout covers other processes' writes.
-                    conn.execute(
-                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
-                         PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
-                    )
-                    .await?;
-                    Ok(())
-                })
-            })
-        } else {
-            options
-        };
+        let options = pool_options(backend).max_connections(match backend {
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
+        });
         let pool = options
             .connect(url)
             .await
@@ -88,8 +70,22 @@ impl Db {
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await,
         }
         .context("running database migrations")?;
+        // SQLite drops a connection's page cache whenever another connection has written
+        // since its last transaction. Batched writes (the agent loop's) all go through one
+        // connection of their own, so the pages they touch stay cached from one to the next.
+        let batch_writer = match backend {
+            Backend::Sqlite => Some(
+                pool_options(backend)
+                    .max_connections(1)
+                    .connect(url)
+                    .await
+                    .with_context(|| format!("connecting to {}", redact_url(url)))?,
+            ),
+            Backend::Postgres => None,
+        };
         Ok(Db {
             pool,
+            batch_writer,
             backend,
             writer: Arc::new(Mutex::new(())),
             auth_cache: Arc::default(),
@@ -102,6 +98,29 @@ impl Db {
             Backend::Sqlite => Some(self.writer.lock().await),
             Backend::Postgres => None,
         }
+    }
+}
+
+fn pool_options(backend: Backend) -> AnyPoolOptions {
+    let options = AnyPoolOptions::new()
+        // A pooled SQLite connection is a file handle in this process: it cannot have gone
+        // away, and the ping before each use cost a round trip to the connection's thread on
+        // every query. A PostgreSQL connection can die with its server.
+        .test_before_acquire(backend == Backend::Postgres);
+    match backend {
+        Backend::Sqlite => options.after_connect(|conn, _meta| {
+            Box::pin(async move {
+                // WAL with synchronous=NORMAL survives a process kill (only an OS crash can
+                // lose the last transactions); busy_timeout covers other processes' writes.
+                conn.execute(
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+                     PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+                )
+                .await?;
+                Ok(())
+            })
+        }),
+        Backend::Postgres => options,
     }
 }
 

@@ -2,12 +2,13 @@
 //!
 //! The agent loop writes what one step produced — the message, the boundary events, the
 //! ledger row, the run's counters — in one transaction ([`Db::commit_step`]): a crash leaves
-//! either all of a step or none of it, and a step costs one commit instead of four.
+//! either all of a step or none of it, and on SQLite a step is one round trip to the
+//! database thread (see `batch.rs`).
 
 use anyhow::Result;
 use sqlx::Row;
 
-use super::sessions::MessageRow;
+use super::batch::{Arg, Statement};
 use super::{Db, now_ms};
 
 /// A run as stored.
@@ -99,40 +100,28 @@ const RUN_COLUMNS: &str = "id, session_id, owner_id, status, error_json, steps, 
 
 impl Db {
     /// Stores a new run as `running`, with its first events and (the user's) message.
-    pub async fn start_run(
-        &self,
-        run: &RunRow,
-        host_id: &str,
-        step: StepWrite<'_>,
-    ) -> Result<Option<MessageRow>> {
-        let _w = self.write_lock().await;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
+    pub async fn start_run(&self, run: &RunRow, host_id: &str, step: StepWrite<'_>) -> Result<()> {
+        let mut statements = vec![Statement::new(
             "INSERT INTO runs (id, session_id, owner_id, host_id, status, error_json, steps, \
              usage_json, cost_micros, started_at_ms, finished_at_ms) \
              VALUES ($1, $2, $3, $4, $5, NULL, 0, $6, 0, $7, NULL)",
-        )
-        .bind(&run.id)
-        .bind(&run.session_id)
-        .bind(&run.owner_id)
-        .bind(host_id)
-        .bind(&run.status)
-        .bind(serde_json::to_string(&run.usage)?)
-        .bind(run.started_at_ms)
-        .execute(&mut *tx)
-        .await?;
-        let message = write_step(&mut tx, step).await?;
-        tx.commit().await?;
-        Ok(message)
+            vec![
+                Arg::Text(run.id.clone()),
+                Arg::Text(run.session_id.clone()),
+                Arg::Text(run.owner_id.clone()),
+                Arg::Text(host_id.to_owned()),
+                Arg::Text(run.status.clone()),
+                Arg::Text(serde_json::to_string(&run.usage)?),
+                Arg::Int(run.started_at_ms),
+            ],
+        )];
+        statements.extend(step_statements(step)?);
+        self.write_all(&statements).await
     }
 
-    /// Writes one step in one transaction; returns the appended message, if any.
-    pub async fn commit_step(&self, step: StepWrite<'_>) -> Result<Option<MessageRow>> {
-        let _w = self.write_lock().await;
-        let mut tx = self.pool.begin().await?;
-        let message = write_step(&mut tx, step).await?;
-        tx.commit().await?;
-        Ok(message)
+    /// Writes one step in one transaction.
+    pub async fn commit_step(&self, step: StepWrite<'_>) -> Result<()> {
+        self.write_all(&step_statements(step)?).await
     }
 
     /// Marks this host's runs that were still running (cut off by a crash or kill) as
@@ -249,52 +238,38 @@ impl Db {
     }
 }
 
-async fn write_step(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    step: StepWrite<'_>,
-) -> Result<Option<MessageRow>> {
+/// The statements of one step. The message's session must exist: the foreign keys refuse
+/// a step of a session deleted meanwhile, and with it the whole transaction.
+fn step_statements(step: StepWrite<'_>) -> Result<Vec<Statement>> {
     let now = now_ms();
-    let mut appended = None;
-    if let Some((role, content)) = step.message {
-        let touched = sqlx::query("UPDATE chat_sessions SET updated_at_ms = $1 WHERE id = $2")
-            .bind(now)
-            .bind(step.session_id)
-            .execute(&mut **tx)
-            .await?;
-        anyhow::ensure!(touched.rows_affected() == 1, "the session was deleted");
-        let id = crate::util::new_id();
-        let content_json = serde_json::to_string(&content)?;
-        // The next number and the insert in one statement: one round trip to the database
-        // thread instead of two, on the path of every message.
-        let seq: i64 = sqlx::query(
+    let session = || Arg::Text(step.session_id.to_owned());
+    let mut statements = Vec::new();
+    if let Some((role, content)) = &step.message {
+        statements.push(Statement::new(
+            "UPDATE chat_sessions SET updated_at_ms = $1 WHERE id = $2",
+            vec![Arg::Int(now), session()],
+        ));
+        // The next number and the insert in one statement.
+        statements.push(Statement::new(
             "INSERT INTO messages (id, session_id, seq, role, content_json, created_at_ms) \
              SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4, $5 FROM messages \
-             WHERE session_id = $2 RETURNING seq",
-        )
-        .bind(&id)
-        .bind(step.session_id)
-        .bind(role)
-        .bind(&content_json)
-        .bind(now)
-        .fetch_one(&mut **tx)
-        .await?
-        .try_get("seq")?;
-        let row = MessageRow {
-            id,
-            session_id: step.session_id.to_owned(),
-            seq,
-            role: role.to_owned(),
-            content,
-            created_at_ms: now,
-        };
-        appended = Some(row);
+             WHERE session_id = $2",
+            vec![
+                Arg::Text(crate::util::new_id()),
+                session(),
+                Arg::Text((*role).to_owned()),
+                Arg::Text(serde_json::to_string(content)?),
+                Arg::Int(now),
+            ],
+        ));
     }
     if !step.events.is_empty() {
         // One statement for all of a step's events.
         let mut sql = String::from(
             "INSERT INTO session_events (session_id, seq, run_id, kind, data_json, created_at_ms) VALUES ",
         );
-        for i in 0..step.events.len() {
+        let mut args = Vec::with_capacity(step.events.len() * 6);
+        for (i, event) in step.events.iter().enumerate() {
             let n = i * 6;
             if i > 0 {
                 sql.push_str(", ");
@@ -308,54 +283,52 @@ async fn write_step(
                 n + 5,
                 n + 6
             ));
+            args.extend([
+                session(),
+                Arg::Int(event.seq),
+                Arg::Text(event.run_id.clone()),
+                Arg::Text(event.kind.clone()),
+                Arg::Text(serde_json::to_string(&event.data)?),
+                Arg::Int(now),
+            ]);
         }
-        let mut query = sqlx::query(&sql);
-        for event in &step.events {
-            query = query
-                .bind(step.session_id)
-                .bind(event.seq)
-                .bind(&event.run_id)
-                .bind(&event.kind)
-                .bind(serde_json::to_string(&event.data)?)
-                .bind(now);
-        }
-        query.execute(&mut **tx).await?;
+        statements.push(Statement::new(sql, args));
     }
     if let Some(l) = &step.ledger {
-        sqlx::query(
+        statements.push(Statement::new(
             "INSERT INTO usage_ledger (id, owner_id, run_id, session_id, provider, model, \
              input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_micros, \
              created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(crate::util::new_id())
-        .bind(&l.owner_id)
-        .bind(&l.run_id)
-        .bind(&l.session_id)
-        .bind(&l.provider)
-        .bind(&l.model)
-        .bind(l.input_tokens)
-        .bind(l.output_tokens)
-        .bind(l.cache_read_tokens)
-        .bind(l.cache_write_tokens)
-        .bind(l.cost_micros)
-        .bind(l.created_at_ms)
-        .execute(&mut **tx)
-        .await?;
+            vec![
+                Arg::Text(crate::util::new_id()),
+                Arg::Text(l.owner_id.clone()),
+                Arg::Text(l.run_id.clone()),
+                Arg::Text(l.session_id.clone()),
+                Arg::Text(l.provider.clone()),
+                Arg::Text(l.model.clone()),
+                Arg::Int(l.input_tokens),
+                Arg::Int(l.output_tokens),
+                Arg::Int(l.cache_read_tokens),
+                Arg::Int(l.cache_write_tokens),
+                Arg::Int(l.cost_micros),
+                Arg::Int(l.created_at_ms),
+            ],
+        ));
     }
     if let Some(r) = &step.run {
-        sqlx::query(
+        statements.push(Statement::new(
             "UPDATE runs SET status = $1, error_json = $2, steps = $3, usage_json = $4, \
              cost_micros = $5, finished_at_ms = $6 WHERE id = $7",
-        )
-        .bind(&r.status)
-        .bind(r.error.as_ref().map(|e| e.to_string()))
-        .bind(r.steps)
-        .bind(r.usage.to_string())
-        .bind(r.cost_micros)
-        .bind(r.finished.then_some(now))
-        .bind(step.run_id)
-        .execute(&mut **tx)
-        .await?;
+            vec![
+                Arg::Text(r.status.clone()),
+                Arg::OptText(r.error.as_ref().map(|e| e.to_string())),
+                Arg::Int(r.steps),
+                Arg::Text(r.usage.to_string()),
+                Arg::Int(r.cost_micros),
+                Arg::OptInt(r.finished.then_some(now)),
+                Arg::Text(step.run_id.to_owned()),
+            ],
+        ));
     }
-    Ok(appended)
+    Ok(statements)
 }

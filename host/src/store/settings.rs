@@ -133,6 +133,20 @@ pub fn validate(value: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// The defaults overlaid with `stored` (what a user set); keys no longer in the schema are
+/// left out.
+pub fn with_defaults(stored: Value) -> Map<String, Value> {
+    let mut merged = defaults();
+    if let Value::Object(stored) = stored {
+        for (key, value) in stored {
+            if let Some(slot) = merged.get_mut(&key) {
+                *slot = value;
+            }
+        }
+    }
+    merged
+}
+
 impl Db {
     /// What the user set (not merged with defaults); an empty object if nothing.
     pub async fn stored_settings(&self, user_id: &str) -> Result<Value> {
@@ -152,15 +166,7 @@ impl Db {
     /// The user's settings: defaults overlaid with what they set. Keys no longer in the
     /// schema are left out.
     pub async fn user_settings(&self, user_id: &str) -> Result<Map<String, Value>> {
-        let mut merged = defaults();
-        if let Value::Object(stored) = self.stored_settings(user_id).await? {
-            for (key, value) in stored {
-                if let Some(slot) = merged.get_mut(&key) {
-                    *slot = value;
-                }
-            }
-        }
-        Ok(merged)
+        Ok(with_defaults(self.stored_settings(user_id).await?))
     }
 
     /// Merges `patch` into what the user set and stores the result if [`validate`] accepts

@@ -76,6 +76,22 @@ pub(crate) fn user_row(row: &sqlx::any::AnyRow) -> Result<UserRow> {
 }
 
 impl Db {
+    /// The active user a bearer token (by its SHA-256) belongs to: an API token, or the
+    /// token of a login session. Both caches are asked before either table, so a login
+    /// token sent as a bearer does not cost a failed API-token query on every request.
+    pub async fn user_by_bearer(&self, token_sha256: &str) -> Result<Option<UserRow>> {
+        let cached = [format!("t:{token_sha256}"), format!("s:{token_sha256}")]
+            .iter()
+            .find_map(|key| self.auth_cache.get(key));
+        if let Some(user) = cached {
+            return Ok(Some(user));
+        }
+        match self.user_by_api_token(token_sha256).await? {
+            Some(user) => Ok(Some(user)),
+            None => self.user_by_login_session(token_sha256).await,
+        }
+    }
+
     /// The active user an API token (by its SHA-256) belongs to, if the token is valid.
     pub async fn user_by_api_token(&self, token_sha256: &str) -> Result<Option<UserRow>> {
         let key = format!("t:{token_sha256}");

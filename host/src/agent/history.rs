@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::run::HISTORY_LIMIT;
 use crate::llm::Message;
 
 /// Bytes of message text the cache may hold before it starts over. Entries are not tracked
@@ -49,8 +50,13 @@ impl HistoryCache {
         (entry.last_seq == last_seq).then(|| entry.messages.clone())
     }
 
-    /// Records that the session's messages up to `last_seq` are `messages`.
-    pub fn put(&self, session_id: &str, last_seq: i64, messages: Vec<Message>) {
+    /// Records that the session's messages up to `last_seq` are `messages`. Only the last
+    /// [`HISTORY_LIMIT`] are kept, as many as a read returns.
+    pub fn put(&self, session_id: &str, last_seq: i64, mut messages: Vec<Message>) {
+        let limit = usize::try_from(HISTORY_LIMIT).unwrap_or(usize::MAX);
+        if messages.len() > limit {
+            messages.drain(..messages.len() - limit);
+        }
         let bytes = size(&messages);
         let mut inner = self.inner.lock().expect("history cache lock");
         if let Some(old) = inner.entries.remove(session_id) {
@@ -103,6 +109,18 @@ mod tests {
         cache.forget("s1");
         assert!(cache.get("s1", 2).is_none());
         assert_eq!(cache.inner.lock().unwrap().bytes, 0);
+    }
+
+    #[test]
+    fn an_entry_holds_as_many_messages_as_a_read() {
+        let cache = HistoryCache::default();
+        let long: Vec<Message> = (0..HISTORY_LIMIT + 5)
+            .map(|i| Message::text(Role::User, i.to_string()))
+            .collect();
+        cache.put("s", HISTORY_LIMIT + 5, long.clone());
+        let kept = cache.get("s", HISTORY_LIMIT + 5).unwrap();
+        assert_eq!(kept.len() as i64, HISTORY_LIMIT);
+        assert_eq!(kept[..], long[5..]);
     }
 
     #[test]

@@ -395,10 +395,33 @@ both_backends!(
         vendor.push(Reply::text("42."));
         vendor.push(Reply::text("43."));
         vendor.push(Reply::text("Noted."));
+        let history_sources = || async {
+            let metrics = s
+                .http
+                .get(s.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let count = |source: &str| -> u64 {
+                let line = format!("kelp_run_history_total{{source=\"{source}\"}} ");
+                metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix(line.as_str()))
+                    .unwrap_or_else(|| panic!("no {line} in {metrics}"))
+                    .parse()
+                    .unwrap()
+            };
+            (count("memory"), count("database"))
+        };
         for text in ["6 times 7?", "Plus one?"] {
             let (_, out) = ask_and_wait(&s, &a.admin, &a.session_id, text).await;
             assert_eq!(out["status"], "completed", "{out}");
         }
+        // The first run had nothing to read; the second started from the kept conversation.
+        assert_eq!(history_sources().await, (1, 0));
         s.state
             .db()
             .append_message(
@@ -411,6 +434,7 @@ both_backends!(
             .expect("the session exists");
         let (_, out) = ask_and_wait(&s, &a.admin, &a.session_id, "Got it?").await;
         assert_eq!(out["status"], "completed", "{out}");
+        assert_eq!(history_sources().await, (1, 1));
 
         let sent: Vec<Vec<Value>> = vendor
             .requests()

@@ -150,6 +150,9 @@ pub struct AgentHost {
     budgets: Arc<Budgets>,
     history: history::HistoryCache,
     runs_total: std::sync::atomic::AtomicU64,
+    /// Runs that started from a kept conversation, and runs that read it from the database.
+    history_hits: std::sync::atomic::AtomicU64,
+    history_reads: std::sync::atomic::AtomicU64,
 }
 
 impl AgentHost {
@@ -166,6 +169,8 @@ impl AgentHost {
             budgets: Arc::default(),
             history: Default::default(),
             runs_total: Default::default(),
+            history_hits: Default::default(),
+            history_reads: Default::default(),
         }
     }
 
@@ -180,6 +185,16 @@ impl AgentHost {
     /// Runs started since the process started, for `/metrics`.
     pub fn runs_total(&self) -> u64 {
         self.runs_total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How runs got their conversation since the process started, for `/metrics`: from the
+    /// kept conversation, and from the database (a session's first run reads nothing).
+    pub fn history_sources(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.history_hits.load(Relaxed),
+            self.history_reads.load(Relaxed),
+        )
     }
 
     /// Marks this host's runs cut off by a crash; call once at start.
@@ -363,8 +378,12 @@ impl AgentHost {
             return Ok(Arc::default());
         }
         if let Some(messages) = self.history.get(session_id, last_seq) {
+            self.history_hits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(messages);
         }
+        self.history_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let rows = self
             .db()
             .recent_messages(session_id, run::HISTORY_LIMIT)

@@ -140,5 +140,13 @@ pub async fn render(State(state): State<AppState>) -> Response {
     out.push_str("# HELP kelp_runs_total Agent runs started since the process started.\n");
     out.push_str("# TYPE kelp_runs_total counter\n");
     let _ = writeln!(out, "kelp_runs_total {}", state.agent.runs_total());
+    let (kept, read) = state.agent.history_sources();
+    out.push_str(
+        "# HELP kelp_run_history_total Runs by where their conversation came from: kept in \
+         memory from the session's last run, or read from the database.\n",
+    );
+    out.push_str("# TYPE kelp_run_history_total counter\n");
+    let _ = writeln!(out, "kelp_run_history_total{{source=\"memory\"}} {kept}");
+    let _ = writeln!(out, "kelp_run_history_total{{source=\"database\"}} {read}");
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -215,15 +215,16 @@ mod tests {
             "the first row of a failed batch must not stay"
         );
 
-        // Every pooled connection still writes and commits.
+        // The batch connection still writes and commits.
         for id in 10..30 {
             db.write_all(&[insert(id, Some("x"))]).await.unwrap();
         }
         assert_eq!(count(&db).await, 22);
     }
 
-    /// A batch whose future is dropped before it finished leaves no transaction open on a
-    /// pooled connection: later writes commit.
+    /// A batch whose future is dropped part-way leaves no transaction open on the batch
+    /// connection (the pool's only one, so an open transaction would make the next `BEGIN`
+    /// fail): batches cut off at many points are each all or nothing, and writes go on.
     #[tokio::test]
     async fn dropped_batch_leaves_no_open_transaction() {
         let dir = tempfile::tempdir().unwrap();
@@ -232,37 +233,49 @@ mod tests {
             .execute(&db.pool)
             .await
             .unwrap();
-        let big: Vec<Statement> = (0..2_000)
-            .map(|id| {
-                Statement::new(
-                    "INSERT INTO t (id, v) VALUES ($1, $2)",
-                    vec![Arg::Int(id), Arg::Text("x".repeat(100))],
-                )
-            })
-            .collect();
-        for _ in 0..5 {
-            // Polled once or a few times, then dropped mid-way.
-            let _ = tokio::time::timeout(std::time::Duration::from_micros(50), db.write_all(&big))
-                .await;
+        const ROWS: i64 = 2_000;
+        let mut cut = 0;
+        // From before the batch reaches SQLite's thread to well after it started.
+        for (round, micros) in [20u64, 100, 300, 1_000, 3_000].into_iter().enumerate() {
+            let big: Vec<Statement> = (0..ROWS)
+                .map(|i| {
+                    Statement::new(
+                        "INSERT INTO t (id, v) VALUES ($1, $2)",
+                        vec![
+                            Arg::Int(round as i64 * ROWS + i),
+                            Arg::Text("x".repeat(100)),
+                        ],
+                    )
+                })
+                .collect();
+            let timed = std::time::Duration::from_micros(micros);
+            if tokio::time::timeout(timed, db.write_all(&big))
+                .await
+                .is_err()
+            {
+                cut += 1;
+            }
+            // Every write after it commits: the connection holds no transaction.
+            let probe = 1_000_000 + round as i64;
+            db.write_all(&[Statement::new(
+                "INSERT INTO t (id, v) VALUES ($1, $2)",
+                vec![Arg::Int(probe), Arg::Text("after".into())],
+            )])
+            .await
+            .unwrap_or_else(|e| panic!("a write after a batch cut at {micros} µs failed: {e:#}"));
         }
-        let n = count(&db).await;
-        assert!(
-            n == 0 || n == 2_000,
-            "a dropped batch is all or nothing, found {n} rows"
-        );
-        db.write_all(&[Statement::new(
-            "INSERT INTO t (id, v) VALUES ($1, $2)",
-            vec![Arg::Int(100_000), Arg::Text("after".into())],
-        )])
-        .await
-        .unwrap();
-        // Seen from a fresh read: committed, not stuck in a transaction nobody will end.
-        let after: i64 = sqlx::query("SELECT COUNT(*) AS n FROM t WHERE id = 100000")
+        assert!(cut > 0, "no batch was cut off: the test proved nothing");
+        let rows: i64 = sqlx::query("SELECT COUNT(*) AS n FROM t WHERE id < 1000000")
             .fetch_one(&db.pool)
             .await
             .unwrap()
             .try_get("n")
             .unwrap();
-        assert_eq!(after, 1);
+        assert_eq!(
+            rows % ROWS,
+            0,
+            "a cut batch left {} of its rows",
+            rows % ROWS
+        );
     }
 }

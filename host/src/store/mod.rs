@@ -73,15 +73,17 @@ impl Db {
         // SQLite drops a connection's page cache whenever another connection has written
         // since its last transaction. Batched writes (the agent loop's) all go through one
         // connection of their own, so the pages they touch stay cached from one to the next.
+        // (Not for an in-memory database: a second connection would open a database of its own.)
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let batch_writer = match backend {
-            Backend::Sqlite => Some(
+            Backend::Sqlite if !in_memory => Some(
                 pool_options(backend)
                     .max_connections(1)
                     .connect(url)
                     .await
                     .with_context(|| format!("connecting to {}", redact_url(url)))?,
             ),
-            Backend::Postgres => None,
+            _ => None,
         };
         Ok(Db {
             pool,

@@ -133,6 +133,12 @@ impl Drop for ReleaseSession {
     }
 }
 
+/// A session's messages up to its message number `last_seq`.
+struct Conversation {
+    messages: Arc<Vec<Message>>,
+    last_seq: i64,
+}
+
 /// A started run.
 pub struct StartedRun {
     pub run_id: String,
@@ -289,24 +295,7 @@ impl AgentHost {
             };
         }
         // After the session is ours: the history then holds the previous run's last message.
-        let prepared = match self.db().run_context(owner_id, session_id).await {
-            Ok(Some(ctx)) => match ctx.agent {
-                Some(agent) => match self.history(session_id, ctx.last_seq).await {
-                    Ok(history) => Ok((
-                        ctx.session,
-                        agent,
-                        BudgetSettings::from_settings(&crate::store::settings::with_defaults(
-                            ctx.settings,
-                        )),
-                        (ctx.last_seq, history),
-                    )),
-                    Err(e) => Err(StartError::Internal(e)),
-                },
-                None => Err(StartError::NoAgent),
-            },
-            Ok(None) => Err(StartError::NotFound),
-            Err(e) => Err(StartError::Internal(e)),
-        };
+        let prepared = self.prepare(owner_id, session_id).await;
         let begun = match prepared {
             Ok((session, agent, settings, history)) => self
                 .begin(&session, &agent, &run_id, text, settings)
@@ -331,8 +320,8 @@ impl AgentHost {
                     cancel,
                     budget,
                     start: Mutex::new(Some(pending)),
-                    history: Mutex::new(Some(history.1)),
-                    base_seq: history.0,
+                    history: Mutex::new(Some(history.messages)),
+                    base_seq: history.last_seq,
                     write_failed: Default::default(),
                     start_write: Mutex::new(None),
                 };
@@ -369,6 +358,32 @@ impl AgentHost {
                 Err(e)
             }
         }
+    }
+
+    /// What a run on the session starts from: the session, its agent, the owner's budget
+    /// settings and the conversation so far.
+    async fn prepare(
+        &self,
+        owner_id: &str,
+        session_id: &str,
+    ) -> Result<(SessionRow, AgentRow, BudgetSettings, Conversation), StartError> {
+        let ctx = self
+            .db()
+            .run_context(owner_id, session_id)
+            .await?
+            .ok_or(StartError::NotFound)?;
+        let agent = ctx.agent.ok_or(StartError::NoAgent)?;
+        let settings = crate::store::settings::with_defaults(ctx.settings);
+        let conversation = Conversation {
+            messages: self.history(session_id, ctx.last_seq).await?,
+            last_seq: ctx.last_seq,
+        };
+        Ok((
+            ctx.session,
+            agent,
+            BudgetSettings::from_settings(&settings),
+            conversation,
+        ))
     }
 
     /// The session's messages up to `last_seq`: none if it has none, the cached ones if

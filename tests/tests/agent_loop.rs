@@ -3,7 +3,7 @@
 
 use kelp_tests::agent::{ask_and_wait, events, setup};
 use kelp_tests::both_backends;
-use kelp_tests::server::TestServer;
+use kelp_tests::server::{Backend, TestServer};
 use kelp_tests::vendor::{FakeVendor, Flavor, Reply};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -382,6 +382,52 @@ both_backends!(
         assert_eq!(rest.last().unwrap().data["text"], words);
     }
 );
+
+/// Another process holding SQLite's write lock (a `kelp users` command, a backup tool) holds
+/// up a run's writes but does not fail them, and the server answers other requests meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waits_out_another_sqlite_writer() {
+    use sqlx::Connection;
+    let s = TestServer::start(Backend::Sqlite).await;
+    let vendor = FakeVendor::start(Flavor::OpenAi).await;
+    let a = setup(&s, &vendor, "gpt-4o").await;
+    vendor.push(Reply::text("Done."));
+    let file = s.dir.path().join("kelp.db");
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let waited = || async {
+        let metrics = s.http.get(s.url("/metrics")).send().await.unwrap();
+        let metrics = metrics.text().await.unwrap();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("kelp_sqlite_writes_waited_total "))
+            .unwrap_or_else(|| panic!("no kelp_sqlite_writes_waited_total in {metrics}"))
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(waited().await, 0);
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let (status, _) = s.send("GET", "/api/sessions", Some(&a.admin), None).await;
+        assert_eq!(status, StatusCode::OK, "reads go on while the write waits");
+        assert_eq!(waited().await, 1, "the run's first write is waiting");
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    };
+    let ((status, out), ()) = tokio::join!(
+        ask_and_wait(&s, &a.admin, &a.session_id, "Anything?"),
+        release
+    );
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["status"], "completed", "{out}");
+    assert_eq!(out["text"], "Done.");
+    let stored = messages(&s, &a.admin, &a.session_id).await;
+    assert_eq!(stored.len(), 2, "{stored:?}");
+}
 
 both_backends!(
     next_run_sees_the_stored_conversation,

@@ -148,5 +148,13 @@ pub async fn render(State(state): State<AppState>) -> Response {
     out.push_str("# TYPE kelp_run_history_total counter\n");
     let _ = writeln!(out, "kelp_run_history_total{{source=\"memory\"}} {kept}");
     let _ = writeln!(out, "kelp_run_history_total{{source=\"database\"}} {read}");
+    if let Some(waited) = state.agent.db().sqlite_writes_waited() {
+        out.push_str(
+            "# HELP kelp_sqlite_writes_waited_total Agent-loop writes that found SQLite's write \
+             lock held by another connection and waited for it off the async runtime.\n",
+        );
+        out.push_str("# TYPE kelp_sqlite_writes_waited_total counter\n");
+        let _ = writeln!(out, "kelp_sqlite_writes_waited_total {waited}");
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

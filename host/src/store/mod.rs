@@ -9,6 +9,7 @@ pub mod plugins;
 pub mod runs;
 pub mod sessions;
 pub mod settings;
+mod sqlite_writer;
 pub mod users;
 
 use std::path::Path;
@@ -30,8 +31,8 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Db {
     pub pool: AnyPool,
-    /// SQLite only: the connection [`Db::write_all`] writes on.
-    batch_writer: Option<AnyPool>,
+    /// A SQLite file's connection for [`Db::write_all`].
+    sqlite_writer: Option<Arc<sqlite_writer::SqliteWriter>>,
     pub backend: Backend,
     /// SQLite allows one writer; a read transaction that later writes fails with SQLITE_BUSY
     /// when another writer got there first. Serialising write transactions in-process avoids
@@ -71,27 +72,35 @@ impl Db {
         }
         .context("running database migrations")?;
         // SQLite drops a connection's page cache whenever another connection has written
-        // since its last transaction. Batched writes (the agent loop's) all go through one
-        // connection of their own, so the pages they touch stay cached from one to the next.
-        // (Not for an in-memory database: a second connection would open a database of its own.)
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let batch_writer = match backend {
-            Backend::Sqlite if !in_memory => Some(
-                pool_options(backend)
-                    .max_connections(1)
-                    .connect(url)
-                    .await
-                    .with_context(|| format!("connecting to {}", redact_url(url)))?,
-            ),
-            _ => None,
+        // since its last transaction. The agent loop's writes all go through one connection of
+        // their own, so the pages they touch stay cached from one step to the next.
+        let writer = Arc::new(Mutex::new(()));
+        let sqlite_writer = match backend {
+            Backend::Sqlite => match database_file(&pool).await? {
+                Some(path) => Some(Arc::new(sqlite_writer::SqliteWriter::open(
+                    &path,
+                    writer.clone(),
+                )?)),
+                // An in-memory database: another connection would open a database of its own.
+                None => None,
+            },
+            Backend::Postgres => None,
         };
         Ok(Db {
             pool,
-            batch_writer,
+            sqlite_writer,
             backend,
-            writer: Arc::new(Mutex::new(())),
+            writer,
             auth_cache: Arc::default(),
         })
+    }
+
+    /// On a SQLite file: the agent loop's writes that found the write lock held by another
+    /// connection and waited for it on the blocking pool.
+    pub fn sqlite_writes_waited(&self) -> Option<u64> {
+        self.sqlite_writer
+            .as_ref()
+            .map(|w| w.moved_to_blocking_pool())
     }
 
     /// Held for the duration of a write transaction on SQLite; a no-op on PostgreSQL.
@@ -101,6 +110,20 @@ impl Db {
             Backend::Postgres => None,
         }
     }
+}
+
+/// The file of the pool's SQLite database, `None` if it is in memory.
+async fn database_file(pool: &AnyPool) -> Result<Option<std::path::PathBuf>> {
+    use sqlx::Row;
+    let rows = sqlx::query("PRAGMA database_list").fetch_all(pool).await?;
+    for row in rows {
+        let name: String = row.try_get("name")?;
+        let file: String = row.try_get("file")?;
+        if name == "main" {
+            return Ok((!file.is_empty()).then(|| file.into()));
+        }
+    }
+    Ok(None)
 }
 
 fn pool_options(backend: Backend) -> AnyPoolOptions {

@@ -2,8 +2,7 @@
 //!
 //! The agent loop writes what one step produced — the message, the boundary events, the
 //! ledger row, the run's counters — in one transaction ([`Db::commit_step`]): a crash leaves
-//! either all of a step or none of it, and on SQLite a step is one round trip to the
-//! database thread (see `batch.rs`).
+//! either all of a step or none of it (see `batch.rs`).
 
 use anyhow::Result;
 use sqlx::Row;

@@ -42,7 +42,52 @@ impl TestServer {
                 (Db::connect(&schema.url()).await.unwrap(), Some(schema))
             }
         };
-        let runtime = PluginRuntime::new(RuntimeSettings::default(), dir.path(), db).unwrap();
+        TestServer::serve(db, dir, backend, schema).await
+    }
+
+    /// Another host sharing this one's PostgreSQL database and data directory (so its master
+    /// key), as several hosts behind a load balancer run; it has its own host id.
+    pub async fn second_host(&self) -> TestServer {
+        assert_eq!(
+            self.backend,
+            Backend::Postgres,
+            "hosts share a database only on PostgreSQL"
+        );
+        let db = self.another_db().await;
+        // Its `dir` is an empty directory of its own; its data directory is the first host's.
+        let own = tempfile::tempdir().unwrap();
+        let mut second = TestServer::serve_in(db, self.dir.path(), own, self.backend, None).await;
+        second.http = self.http.clone();
+        second
+    }
+
+    /// A connection pool of its own to this server's database, as another process (a host
+    /// or a CLI command) has.
+    pub async fn another_db(&self) -> Db {
+        match &self.schema {
+            Some(schema) => Db::connect(&schema.url()).await.unwrap(),
+            None => Db::open_sqlite_in(self.dir.path()).await.unwrap(),
+        }
+    }
+
+    async fn serve(
+        db: Db,
+        dir: tempfile::TempDir,
+        backend: Backend,
+        schema: Option<crate::PgSchema>,
+    ) -> TestServer {
+        let data = dir.path().to_owned();
+        TestServer::serve_in(db, &data, dir, backend, schema).await
+    }
+
+    async fn serve_in(
+        db: Db,
+        data: &std::path::Path,
+        dir: tempfile::TempDir,
+        backend: Backend,
+        schema: Option<crate::PgSchema>,
+    ) -> TestServer {
+        let runtime = PluginRuntime::new(RuntimeSettings::default(), data, db).unwrap();
         let state = AppState::new(runtime);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -2,6 +2,7 @@
 //! the OpenAI-compatible `/v1`, provider checks; budgets and costs; skills; crash recovery.
 
 use futures::{SinkExt, StreamExt};
+use kelp::store::budgets::Limits;
 use kelp_tests::agent::{SseReader, ask_and_wait, new_session, setup};
 use kelp_tests::both_backends;
 use kelp_tests::server::{Backend, TestServer};
@@ -181,6 +182,166 @@ both_backends!(
         assert_eq!(vendor.request_count(), 1);
     }
 );
+
+both_backends!(
+    concurrent_reservations_never_overspend,
+    |s: TestServer| async move {
+        // Forty calls of $0.001 reserved at once, through two connection pools (two hosts, or
+        // on SQLite two processes) against a daily limit of $0.01: exactly ten fit.
+        s.setup_admin().await;
+        let (owner,): (String,) = sqlx::query_as("SELECT id FROM users")
+            .fetch_one(&s.state.db().pool)
+            .await
+            .unwrap();
+        let other = s.another_db().await;
+        let limits = Limits {
+            daily: Some(10_000),
+            day_start_ms: 0,
+            monthly: Some(1_000_000),
+            month_start_ms: 0,
+        };
+        let now = kelp::store::now_ms();
+        let reserve = |i: usize| {
+            let db = if i.is_multiple_of(2) {
+                s.state.db().clone()
+            } else {
+                other.clone()
+            };
+            let owner = owner.clone();
+            tokio::spawn(async move {
+                db.reserve_budget(
+                    &format!("r{i}"),
+                    &owner,
+                    &format!("host{}", i % 2),
+                    1_000,
+                    limits,
+                    now,
+                )
+                .await
+                .unwrap()
+            })
+        };
+        let granted = futures::future::join_all((0..40).map(reserve)).await;
+        let granted: Vec<usize> = granted
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, g)| g.unwrap().then_some(i))
+            .collect();
+        assert_eq!(granted.len(), 10, "granted: {granted:?}");
+        let standing = s
+            .state
+            .db()
+            .budget_standing(&owner, limits, now)
+            .await
+            .unwrap();
+        assert_eq!(standing.reserved, 10_000);
+
+        // A host that restarts drops what its last process reserved; expired reservations stop
+        // counting for everyone.
+        let host0 = granted.iter().filter(|i| i.is_multiple_of(2)).count() as u64;
+        assert_eq!(
+            s.state
+                .db()
+                .release_host_reservations("host0")
+                .await
+                .unwrap(),
+            host0
+        );
+        let later = now + kelp::store::budgets::RESERVATION_TTL_MS + 1;
+        let standing = s
+            .state
+            .db()
+            .budget_standing(&owner, limits, later)
+            .await
+            .unwrap();
+        assert_eq!(standing.reserved, 0);
+        assert!(
+            other
+                .reserve_budget("late", &owner, "host1", 10_000, limits, later)
+                .await
+                .unwrap()
+        );
+    }
+);
+
+/// Two hosts sharing one PostgreSQL database count each other's calls in progress: while a
+/// run on one host holds its reservation, the other host refuses a run that would overspend
+/// with it; once the call's cost is on the ledger its reservation is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_hold_across_hosts_sharing_a_database() {
+    let s = TestServer::start(Backend::Postgres).await;
+    let vendor = FakeVendor::start(Flavor::OpenAi).await;
+    let a = setup(&s, &vendor, "gpt-4o").await;
+    let other_host = s.second_host().await;
+    // Room for one call's estimate (max_tokens 100 at $10/M ≈ $0.001) but not two.
+    let (status, _) = s
+        .send(
+            "PUT",
+            "/api/settings/budget",
+            Some(&a.admin),
+            Some(json!({"daily_limit_usd": 0.0015})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    vendor.push(Reply::Slow {
+        text: "a slow and costly answer".into(),
+        delay: std::time::Duration::from_millis(300),
+    });
+    let reservations = || async {
+        let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM budget_reservations")
+            .fetch_one(&s.state.db().pool)
+            .await
+            .unwrap();
+        row.0
+    };
+    let (status, _) = s
+        .send(
+            "POST",
+            &format!("/api/sessions/{}/messages", a.session_id),
+            Some(&a.admin),
+            Some(json!({"text": "first"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    for _ in 0..100 {
+        if vendor.request_count() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(vendor.request_count(), 1, "the first call is under way");
+    assert_eq!(reservations().await, 1);
+
+    let elsewhere = new_session(&other_host, &a.admin, &a.agent_id).await;
+    let (status, body) = other_host
+        .send(
+            "POST",
+            &format!("/api/sessions/{elsewhere}/messages"),
+            Some(&a.admin),
+            Some(json!({"text": "second"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reserved"),
+        "{body}"
+    );
+    assert_eq!(vendor.request_count(), 1);
+
+    let done = kelp_tests::agent::events(&s, &a.admin, &a.session_id, Some("0"))
+        .await
+        .until_end()
+        .await;
+    assert_eq!(done.last().unwrap().event, "finish");
+    assert_eq!(reservations().await, 0, "settled with the ledger row");
+    let (_, today) = s
+        .send("GET", "/api/costs/today", Some(&a.admin), None)
+        .await;
+    assert_eq!(today["calls"], 1, "{today}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ask_streams_one_run_and_continues_its_session() {

@@ -1,17 +1,18 @@
 //! Prices, costs and spending limits.
 //!
 //! Before each provider call a run reserves the call's estimated cost; the check counts what
-//! the ledger holds plus every reservation still open, so concurrent runs cannot overspend
-//! together. After the call the reservation is released and the real cost goes to the ledger.
+//! the ledger holds plus every reservation still open, on every host sharing the database, so
+//! concurrent runs cannot overspend together. The call's step write deletes the reservation
+//! and adds the real cost to the ledger in one transaction.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::llm::Usage;
+use crate::store::budgets::{Limits, Standing};
 use crate::store::{Db, now_ms};
 
 /// Price of a model in US dollars per million tokens.
@@ -152,30 +153,44 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 #[error("{0}")]
 pub struct BudgetExceeded(pub String);
 
-/// Open reservations of this process.
-#[derive(Default)]
+/// Reserves provider calls' estimated costs in the database, where every host sharing it
+/// counts them (`store/budgets.rs`).
 pub struct Budgets {
-    reserved: Mutex<HashMap<String, i64>>,
-    // Serialises check-and-reserve per process: two runs checking at the same moment would
-    // otherwise both see room for one.
-    gate: tokio::sync::Mutex<()>,
+    host_id: String,
 }
 
-/// A reservation; released when dropped.
+/// A call's reservation. The write of its call's step deletes it (the step's `releases`);
+/// one dropped before that was written (the write failed) is deleted in the background, and
+/// failing that expires.
 pub struct Reservation {
-    budgets: Arc<Budgets>,
-    owner: String,
-    micros: i64,
+    db: Db,
+    id: String,
+    settled: bool,
+}
+
+impl Reservation {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Its deletion was written with its call's step.
+    pub fn settle(mut self) {
+        self.settled = true;
+    }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        let mut reserved = self.budgets.reserved.lock().expect("budget lock");
-        if let Some(v) = reserved.get_mut(&self.owner) {
-            *v -= self.micros;
-            if *v <= 0 {
-                reserved.remove(&self.owner);
-            }
+        if self.settled {
+            return;
+        }
+        let (db, id) = (self.db.clone(), std::mem::take(&mut self.id));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = db.release_reservation(&id).await {
+                    tracing::warn!(error = %format!("{e:#}"), "releasing a budget reservation failed; it will expire");
+                }
+            });
         }
     }
 }
@@ -184,11 +199,49 @@ fn usd(micros: i64) -> f64 {
     micros as f64 / 1e6
 }
 
+impl BudgetSettings {
+    fn limits(&self, now_ms: i64) -> Limits {
+        let (day_start_ms, month_start_ms) = period_starts(now_ms);
+        let micros = |usd: Option<f64>| usd.map(|v| (v * 1e6).round() as i64);
+        Limits {
+            daily: micros(self.daily_limit_usd),
+            day_start_ms,
+            monthly: micros(self.monthly_limit_usd),
+            month_start_ms,
+        }
+    }
+}
+
 impl Budgets {
+    pub fn new(host_id: String) -> Budgets {
+        Budgets { host_id }
+    }
+
+    /// Whether a call estimated at `estimate` fits the owner's limits now, without reserving
+    /// it: the refusal before a run starts. The call itself reserves ([`Budgets::reserve`]).
+    pub async fn check(
+        &self,
+        db: &Db,
+        owner: &str,
+        settings: &BudgetSettings,
+        estimate: i64,
+    ) -> anyhow::Result<Result<(), BudgetExceeded>> {
+        if !settings.limited() {
+            return Ok(Ok(()));
+        }
+        let now = now_ms();
+        let limits = settings.limits(now);
+        let standing = db.budget_standing(owner, limits, now).await?;
+        Ok(match exceeded(settings, limits, standing, estimate) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        })
+    }
+
     /// Reserves `estimate` micro-dollars for `owner`, or says which limit it would exceed.
     /// `None` when the owner has no limits (nothing to reserve against).
     pub async fn reserve(
-        self: &Arc<Self>,
+        &self,
         db: &Db,
         owner: &str,
         settings: &BudgetSettings,
@@ -197,45 +250,66 @@ impl Budgets {
         if !settings.limited() {
             return Ok(Ok(None));
         }
-        let _gate = self.gate.lock().await;
-        let (day_start, month_start) = period_starts(now_ms());
-        let reserved = self
-            .reserved
-            .lock()
-            .expect("budget lock")
-            .get(owner)
-            .copied()
-            .unwrap_or(0);
-        let checks = [
-            ("daily", settings.daily_limit_usd, day_start),
-            ("monthly", settings.monthly_limit_usd, month_start),
-        ];
-        for (name, limit, since) in checks {
-            let Some(limit) = limit else { continue };
-            let spent = db.spent_since(owner, since).await?;
-            let limit_micros = (limit * 1e6).round() as i64;
-            if spent + reserved + estimate > limit_micros {
-                return Ok(Err(BudgetExceeded(format!(
-                    "the {name} budget of ${limit:.2} would be exceeded: ${:.4} spent, \
-                     ${:.4} reserved by runs in progress, this call is estimated at ${:.4}",
-                    usd(spent),
-                    usd(reserved),
-                    usd(estimate)
-                ))));
-            }
+        let now = now_ms();
+        let limits = settings.limits(now);
+        let id = crate::util::new_id();
+        if db
+            .reserve_budget(&id, owner, &self.host_id, estimate, limits, now)
+            .await?
+        {
+            return Ok(Ok(Some(Reservation {
+                db: db.clone(),
+                id,
+                settled: false,
+            })));
         }
-        *self
-            .reserved
-            .lock()
-            .expect("budget lock")
-            .entry(owner.to_owned())
-            .or_default() += estimate;
-        Ok(Ok(Some(Reservation {
-            budgets: self.clone(),
-            owner: owner.to_owned(),
-            micros: estimate,
+        // Refused: read the figures for the message (they may have moved since, which only
+        // matters to the message).
+        let standing = db.budget_standing(owner, limits, now).await?;
+        Ok(Err(exceeded(settings, limits, standing, estimate).unwrap_or_else(|| {
+            BudgetExceeded(format!(
+                "the budget would be exceeded by runs in progress: this call is estimated at ${:.4}",
+                usd(estimate)
+            ))
         })))
     }
+}
+
+/// The first limit that `estimate` on top of `standing` would break.
+fn exceeded(
+    settings: &BudgetSettings,
+    limits: Limits,
+    standing: Standing,
+    estimate: i64,
+) -> Option<BudgetExceeded> {
+    let checks = [
+        (
+            "daily",
+            settings.daily_limit_usd,
+            limits.daily,
+            standing.spent_today,
+        ),
+        (
+            "monthly",
+            settings.monthly_limit_usd,
+            limits.monthly,
+            standing.spent_this_month,
+        ),
+    ];
+    checks
+        .into_iter()
+        .find_map(|(name, usd_limit, limit, spent)| {
+            let (usd_limit, limit) = (usd_limit?, limit?);
+            (spent + standing.reserved + estimate > limit).then(|| {
+                BudgetExceeded(format!(
+                    "the {name} budget of ${usd_limit:.2} would be exceeded: ${:.4} spent, \
+                 ${:.4} reserved by runs in progress, this call is estimated at ${:.4}",
+                    usd(spent),
+                    usd(standing.reserved),
+                    usd(estimate)
+                ))
+            })
+        })
 }
 
 #[cfg(test)]

@@ -170,9 +170,9 @@ impl AgentHost {
             runtime,
             settings,
             prices,
-            host_id,
             active: Mutex::new(HashMap::new()),
-            budgets: Arc::default(),
+            budgets: Arc::new(Budgets::new(host_id.clone())),
+            host_id,
             history: Default::default(),
             runs_total: Default::default(),
             history_hits: Default::default(),
@@ -203,8 +203,10 @@ impl AgentHost {
         )
     }
 
-    /// Marks this host's runs cut off by a crash; call once at start.
+    /// Marks this host's runs cut off by a crash and drops their budget reservations; call
+    /// once at start.
     pub async fn recover(&self) -> anyhow::Result<u64> {
+        self.db().release_host_reservations(&self.host_id).await?;
         let n = self.db().mark_interrupted_runs(&self.host_id).await?;
         if n > 0 {
             tracing::warn!(
@@ -440,7 +442,7 @@ impl AgentHost {
             let estimate = run::estimate_first_call(self, agent, &text, &price);
             if let Err(e) = self
                 .budgets
-                .reserve(self.db(), &session.owner_id, &settings, estimate)
+                .check(self.db(), &session.owner_id, &settings, estimate)
                 .await?
             {
                 return Err(StartError::Budget(e.0));

@@ -10,7 +10,7 @@ use futures::stream::FuturesUnordered;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::budget::Price;
+use super::budget::{Price, Reservation};
 use super::events::{Event, SessionChannel};
 use super::{AgentHost, RunOutcome, ToolCallRecord};
 use crate::llm::{
@@ -117,6 +117,18 @@ struct Pending {
     message: Option<Message>,
     events: Vec<Arc<Event>>,
     ledger: Option<LedgerRow>,
+    /// Held until the ledger row is written.
+    reservation: Option<Reservation>,
+}
+
+/// A call's reservation once its step write is over: deleted by that write if it was stored,
+/// else (on drop) in the background.
+fn settle(reservation: Option<Reservation>, stored: bool) {
+    if let Some(r) = reservation
+        && stored
+    {
+        r.settle();
+    }
 }
 
 /// Estimated cost of a run's first call, for the refusal before anything starts.
@@ -157,12 +169,12 @@ impl Run {
         };
         let pending = totals.pending.take();
         let mut events = Vec::new();
-        let (message, ledger) = match pending {
+        let (message, ledger, reservation) = match pending {
             Some(p) => {
                 events = p.events;
-                (p.message, p.ledger)
+                (p.message, p.ledger, p.reservation)
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         if let Some(error) = &error {
             events.push(self.channel.reserve(&self.run_id, "error", error.clone()));
@@ -179,16 +191,19 @@ impl Run {
                 }),
             ));
         }
-        self.commit(StepWrite {
-            message: message
-                .as_ref()
-                .map(|m| (Role::Assistant.as_str(), json!(m.content))),
-            events: events.iter().map(|e| e.row()).collect(),
-            ledger,
-            run: Some(self.update(status, error.clone(), &totals, true)),
-            ..self.step()
-        })
-        .await;
+        let stored = self
+            .commit(StepWrite {
+                message: message
+                    .as_ref()
+                    .map(|m| (Role::Assistant.as_str(), json!(m.content))),
+                events: events.iter().map(|e| e.row()).collect(),
+                ledger,
+                releases: reservation.iter().map(|r| r.id().to_owned()).collect(),
+                run: Some(self.update(status, error.clone(), &totals, true)),
+                ..self.step()
+            })
+            .await;
+        settle(reservation, stored);
         // The next run on this session starts from this conversation instead of reading it
         // back, if every write of this run is known to be stored.
         if self.write_failed.load(std::sync::atomic::Ordering::Relaxed) {
@@ -279,18 +294,21 @@ impl Run {
         }
     }
 
-    async fn commit(&self, step: StepWrite<'_>) {
+    /// Stores a step; false if it was not stored.
+    async fn commit(&self, step: StepWrite<'_>) -> bool {
         if !self.started().await {
             self.write_failed
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(run = %self.run_id, "not storing a step: the run's first write failed");
-            return;
+            return false;
         }
         if let Err(e) = self.host.db().commit_step(step).await {
             self.write_failed
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(run = %self.run_id, error = %format!("{e:#}"), "storing a run step failed");
+            return false;
         }
+        true
     }
 
     /// `history` is the conversation so far; it ends holding what the run stored but its
@@ -353,7 +371,6 @@ impl Run {
                 StepEnd::Failed(f, r) => (r, Some(Ok(f))),
             };
             let cost = price.map_or(0, |p| p.cost_micros(&result.usage));
-            drop(reservation);
             totals.usage += result.usage;
             totals.cost_micros += cost;
             let ledger = LedgerRow {
@@ -420,16 +437,20 @@ impl Run {
                     message: (!message.content.is_empty()).then(|| message.clone()),
                     events,
                     ledger,
+                    reservation,
                 });
             } else {
-                self.commit(StepWrite {
-                    message: content.map(|c| (Role::Assistant.as_str(), c)),
-                    events: events.iter().map(|e| e.row()).collect(),
-                    ledger,
-                    run: Some(self.update("running", None, totals, false)),
-                    ..self.step()
-                })
-                .await;
+                let stored = self
+                    .commit(StepWrite {
+                        message: content.map(|c| (Role::Assistant.as_str(), c)),
+                        events: events.iter().map(|e| e.row()).collect(),
+                        ledger,
+                        releases: reservation.iter().map(|r| r.id().to_owned()).collect(),
+                        run: Some(self.update("running", None, totals, false)),
+                        ..self.step()
+                    })
+                    .await;
+                settle(reservation, stored);
                 for e in &events {
                     self.channel.publish(e);
                 }

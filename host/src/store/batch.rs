@@ -51,22 +51,24 @@ fn bind<'q>(
 }
 
 impl Db {
-    /// Runs `statements` as one transaction: all of them take effect, or none.
-    pub(crate) async fn write_all(&self, statements: &[Statement]) -> Result<()> {
+    /// Runs `statements` as one transaction: all of them take effect, or none. Returns the
+    /// rows each statement changed.
+    pub(crate) async fn write_all(&self, statements: &[Statement]) -> Result<Vec<u64>> {
         if let Some(writer) = &self.sqlite_writer {
             return writer.write_all(statements, &self.pool).await;
         }
         let _w = self.write_lock().await;
         let mut tx = self.pool.begin().await?;
+        let mut changed = Vec::with_capacity(statements.len());
         for statement in statements {
             let query = statement
                 .args
                 .iter()
                 .fold(sqlx::query(&statement.sql), bind);
-            query.execute(&mut *tx).await?;
+            changed.push(query.execute(&mut *tx).await?.rows_affected());
         }
         tx.commit().await?;
-        Ok(())
+        Ok(changed)
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub(crate) mod batch;
+pub mod budgets;
 pub mod invites;
 pub mod plugins;
 pub mod runs;

@@ -70,6 +70,8 @@ pub struct StepWrite<'a> {
     pub message: Option<(&'a str, serde_json::Value)>,
     pub events: Vec<EventRow>,
     pub ledger: Option<LedgerRow>,
+    /// Budget reservations of the calls whose cost this write settles (see `budgets.rs`).
+    pub releases: Vec<String>,
     pub run: Option<RunUpdate>,
 }
 
@@ -115,12 +117,12 @@ impl Db {
             ],
         )];
         statements.extend(step_statements(step)?);
-        self.write_all(&statements).await
+        self.write_all(&statements).await.map(drop)
     }
 
     /// Writes one step in one transaction.
     pub async fn commit_step(&self, step: StepWrite<'_>) -> Result<()> {
-        self.write_all(&step_statements(step)?).await
+        self.write_all(&step_statements(step)?).await.map(drop)
     }
 
     /// Marks this host's runs that were still running (cut off by a crash or kill) as
@@ -314,6 +316,11 @@ fn step_statements(step: StepWrite<'_>) -> Result<Vec<Statement>> {
             ],
         ));
     }
+    statements.extend(
+        step.releases
+            .iter()
+            .map(|id| super::budgets::release_statement(id)),
+    );
     if let Some(r) = &step.run {
         statements.push(Statement::new(
             "UPDATE runs SET status = $1, error_json = $2, steps = $3, usage_json = $4, \

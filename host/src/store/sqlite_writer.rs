@@ -71,8 +71,8 @@ impl SqliteWriter {
     }
 
     /// Runs `statements` as one transaction, holding the process's write lock until it is
-    /// over, even if the caller stops waiting for it.
-    pub async fn write_all(&self, statements: &[Statement], pool: &AnyPool) -> Result<()> {
+    /// over, even if the caller stops waiting for it; returns the rows each one changed.
+    pub async fn write_all(&self, statements: &[Statement], pool: &AnyPool) -> Result<Vec<u64>> {
         let lock = self.lock.clone().lock_owned().await;
         let attempt = {
             let mut conn = locked(&self.conn, &self.path);
@@ -103,11 +103,11 @@ impl SqliteWriter {
                 other
             }
         };
-        result.context("writing to SQLite")?;
+        let changed = result.context("writing to SQLite")?;
         if self.commits.fetch_add(1, Ordering::Relaxed) % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1 {
             self.checkpoint(pool);
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// Two passive checkpoints on a pool connection's thread. The first copies the WAL into
@@ -184,12 +184,13 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 
 /// `BEGIN IMMEDIATE` takes the write lock before anything is written, so a busy database
 /// fails the transaction at its first statement.
-fn transaction(conn: &Connection, statements: &[Statement]) -> rusqlite::Result<()> {
+fn transaction(conn: &Connection, statements: &[Statement]) -> rusqlite::Result<Vec<u64>> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let result = statements
         .iter()
-        .try_for_each(|s| execute(conn, s))
-        .and_then(|()| conn.execute_batch("COMMIT"));
+        .map(|s| execute(conn, s))
+        .collect::<rusqlite::Result<Vec<u64>>>()
+        .and_then(|changed| conn.execute_batch("COMMIT").map(|()| changed));
     if result.is_err() && !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
     }
@@ -197,7 +198,7 @@ fn transaction(conn: &Connection, statements: &[Statement]) -> rusqlite::Result<
 }
 
 /// The statement's `$N` are its arguments by number, as sqlx binds them.
-fn execute(conn: &Connection, statement: &Statement) -> rusqlite::Result<()> {
+fn execute(conn: &Connection, statement: &Statement) -> rusqlite::Result<u64> {
     let mut prepared = conn.prepare_cached(&statement.sql)?;
     for index in 1..=prepared.parameter_count() {
         let arg = prepared
@@ -218,6 +219,5 @@ fn execute(conn: &Connection, statement: &Statement) -> rusqlite::Result<()> {
             Arg::OptInt(v) => prepared.raw_bind_parameter(index, v)?,
         }
     }
-    prepared.raw_execute()?;
-    Ok(())
+    Ok(prepared.raw_execute()? as u64)
 }

@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::ToSchema;
 
+use super::batch::Arg;
 use super::sessions::SessionRow;
-use super::{Db, now_ms};
+use super::{Columns, Db, now_ms};
 
 /// Which model an agent talks to, through which provider plugin instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -81,23 +82,62 @@ pub enum AgentWrite {
 
 const AGENT_COLUMNS: &str = "id, owner_id, name, instructions, provider_json, tools_json, skills_json, max_steps, created_at_ms, updated_at_ms";
 
-fn agent_row(row: &sqlx::any::AnyRow) -> Result<AgentRow> {
-    let id: String = row.try_get("id")?;
-    let json = |column: &str| -> Result<String> { Ok(row.try_get(column)?) };
+fn agent_row(row: &impl Columns) -> Result<AgentRow> {
+    let id = row.text("id")?;
     Ok(AgentRow {
-        provider: serde_json::from_str(&json("provider_json")?)
+        provider: serde_json::from_str(&row.text("provider_json")?)
             .with_context(|| format!("provider of agent {id}"))?,
-        tools: serde_json::from_str(&json("tools_json")?)
+        tools: serde_json::from_str(&row.text("tools_json")?)
             .with_context(|| format!("tools of agent {id}"))?,
-        skills: serde_json::from_str(&json("skills_json")?)
+        skills: serde_json::from_str(&row.text("skills_json")?)
             .with_context(|| format!("skills of agent {id}"))?,
-        owner_id: row.try_get("owner_id")?,
-        name: row.try_get("name")?,
-        instructions: row.try_get("instructions")?,
-        max_steps: row.try_get("max_steps")?,
-        created_at_ms: row.try_get("created_at_ms")?,
-        updated_at_ms: row.try_get("updated_at_ms")?,
+        owner_id: row.text("owner_id")?,
+        name: row.text("name")?,
+        instructions: row.text("instructions")?,
+        max_steps: row.int("max_steps")?,
+        created_at_ms: row.int("created_at_ms")?,
+        updated_at_ms: row.int("updated_at_ms")?,
         id,
+    })
+}
+
+/// [`Db::run_context`]'s query: `$1` the session, `$2` its owner.
+static RUN_CONTEXT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let agent_columns: Vec<String> = AGENT_COLUMNS
+        .split(", ")
+        .map(|c| format!("a.{c}"))
+        .collect();
+    format!(
+        "SELECT s.id AS s_id, s.agent_id AS s_agent_id, s.title AS s_title, \
+         s.created_at_ms AS s_created_at_ms, s.updated_at_ms AS s_updated_at_ms, {}, \
+         (SELECT settings_json FROM user_settings WHERE user_id = $2) AS settings_json, \
+         (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = s.id) AS last_seq \
+         FROM chat_sessions s LEFT JOIN agents a ON a.id = s.agent_id AND a.owner_id = $2 \
+         WHERE s.id = $1 AND s.owner_id = $2",
+        agent_columns.join(", ")
+    )
+});
+
+fn run_context_row(row: &impl Columns, owner_id: &str) -> Result<RunContext> {
+    Ok(RunContext {
+        session: SessionRow {
+            id: row.text("s_id")?,
+            owner_id: owner_id.to_owned(),
+            agent_id: row.opt_text("s_agent_id")?,
+            title: row.text("s_title")?,
+            created_at_ms: row.int("s_created_at_ms")?,
+            updated_at_ms: row.int("s_updated_at_ms")?,
+        },
+        agent: match row.opt_text("id")? {
+            Some(_) => Some(agent_row(row)?),
+            None => None,
+        },
+        settings: match row.opt_text("settings_json")? {
+            Some(text) => serde_json::from_str(&text)
+                .with_context(|| format!("settings of user {owner_id}"))?,
+            None => serde_json::json!({}),
+        },
+        last_seq: row.int("last_seq")?,
     })
 }
 
@@ -167,45 +207,25 @@ impl Db {
         owner_id: &str,
         session_id: &str,
     ) -> Result<Option<RunContext>> {
-        let agent_columns: Vec<String> = AGENT_COLUMNS
-            .split(", ")
-            .map(|c| format!("a.{c}"))
-            .collect();
-        let row = sqlx::query(&format!(
-            "SELECT s.id AS s_id, s.agent_id AS s_agent_id, s.title AS s_title, \
-             s.created_at_ms AS s_created_at_ms, s.updated_at_ms AS s_updated_at_ms, {}, \
-             (SELECT settings_json FROM user_settings WHERE user_id = $2) AS settings_json, \
-             (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = s.id) AS last_seq \
-             FROM chat_sessions s LEFT JOIN agents a ON a.id = s.agent_id AND a.owner_id = $2 \
-             WHERE s.id = $1 AND s.owner_id = $2",
-            agent_columns.join(", ")
-        ))
-        .bind(session_id)
-        .bind(owner_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let agent_id: Option<String> = row.try_get("id")?;
-        let settings: Option<String> = row.try_get("settings_json")?;
-        Ok(Some(RunContext {
-            session: SessionRow {
-                id: row.try_get("s_id")?,
-                owner_id: owner_id.to_owned(),
-                agent_id: row.try_get("s_agent_id")?,
-                title: row.try_get("s_title")?,
-                created_at_ms: row.try_get("s_created_at_ms")?,
-                updated_at_ms: row.try_get("s_updated_at_ms")?,
-            },
-            agent: agent_id.map(|_| agent_row(&row)).transpose()?,
-            settings: match settings {
-                Some(text) => serde_json::from_str(&text)
-                    .with_context(|| format!("settings of user {owner_id}"))?,
-                None => serde_json::json!({}),
-            },
-            last_seq: row.try_get("last_seq")?,
-        }))
+        // Every run starts with this read; on a SQLite file it is served in place when the
+        // writer's connection is free (see `sqlite_writer.rs`).
+        if let Some(writer) = &self.sqlite_writer {
+            let args = [
+                Arg::Text(session_id.to_owned()),
+                Arg::Text(owner_id.to_owned()),
+            ];
+            if let Some(read) = writer.try_read(&RUN_CONTEXT_SQL, &args, |row| {
+                run_context_row(row, owner_id)
+            }) {
+                return read;
+            }
+        }
+        let row = sqlx::query(&RUN_CONTEXT_SQL)
+            .bind(session_id)
+            .bind(owner_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| run_context_row(&row, owner_id)).transpose()
     }
 
     /// Whether `id` is one of the owner's agents.

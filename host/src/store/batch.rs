@@ -179,6 +179,14 @@ mod tests {
         // Only runs if the write did not take the runtime's one thread.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         assert!(!write.is_finished(), "the write must wait for the lock");
+        // Reads do not wait for it: the waiting write holds the writer's connection, so they
+        // go through the pool.
+        let writer = db.sqlite_writer.as_ref().unwrap();
+        let in_place = writer.try_read("SELECT COUNT(*) AS n FROM t", &[], |row| {
+            super::super::Columns::int(row, "n")
+        });
+        assert!(in_place.is_none(), "the writer's connection is taken");
+        assert_eq!(count(&db).await, 0);
         sqlx::query("COMMIT").execute(&mut *other).await.unwrap();
         write.await.unwrap().unwrap();
         assert_eq!(count(&db).await, 3);
@@ -198,8 +206,15 @@ mod tests {
         sqlx::query("COMMIT").execute(&mut *other).await.unwrap();
         db.write_all(&[insert(5, Some("e"))]).await.unwrap();
         assert_eq!(count(&db).await, 6);
-        let writer = db.sqlite_writer.as_ref().unwrap();
         assert_eq!(writer.moved_to_blocking_pool(), 2);
+        let in_place = writer.try_read("SELECT COUNT(*) AS n FROM t", &[], |row| {
+            super::super::Columns::int(row, "n")
+        });
+        assert_eq!(
+            in_place.unwrap().unwrap(),
+            Some(6),
+            "free again: read in place"
+        );
     }
 
     /// The writer never checkpoints in place; the checkpoints it starts elsewhere keep the

@@ -160,6 +160,38 @@ fn redact_url(url: &str) -> String {
     }
 }
 
+/// A result row read by column name: one of sqlx's, or of the SQLite writer's connection
+/// (`sqlite_writer.rs`), so one decoder serves both.
+pub(crate) trait Columns {
+    fn text(&self, name: &str) -> Result<String>;
+    fn opt_text(&self, name: &str) -> Result<Option<String>>;
+    fn int(&self, name: &str) -> Result<i64>;
+}
+
+impl Columns for sqlx::any::AnyRow {
+    fn text(&self, name: &str) -> Result<String> {
+        Ok(sqlx::Row::try_get(self, name)?)
+    }
+    fn opt_text(&self, name: &str) -> Result<Option<String>> {
+        Ok(sqlx::Row::try_get(self, name)?)
+    }
+    fn int(&self, name: &str) -> Result<i64> {
+        Ok(sqlx::Row::try_get(self, name)?)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, name: &str) -> Result<String> {
+        Ok(self.get(name)?)
+    }
+    fn opt_text(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.get(name)?)
+    }
+    fn int(&self, name: &str) -> Result<i64> {
+        Ok(self.get(name)?)
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

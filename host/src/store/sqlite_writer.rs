@@ -110,6 +110,30 @@ impl SqliteWriter {
         Ok(changed)
     }
 
+    /// Runs a one-statement read on this connection in place, when the connection is free
+    /// at once: its pages are the ones the agent loop just wrote, and a pool read would be a
+    /// hand-off to another thread. `None` when it is not free (a write waiting for another
+    /// writer holds it) or SQLite is busy, and the caller reads through the pool instead.
+    pub fn try_read<T>(
+        &self,
+        sql: &str,
+        args: &[Arg],
+        decode: impl FnOnce(&rusqlite::Row<'_>) -> Result<T>,
+    ) -> Option<Result<Option<T>>> {
+        let conn = self.conn.try_lock().ok()?;
+        let read = || -> rusqlite::Result<Option<Result<T>>> {
+            let mut prepared = conn.prepare_cached(sql)?;
+            bind(&mut prepared, sql, args)?;
+            let mut rows = prepared.raw_query();
+            Ok(rows.next()?.map(decode))
+        };
+        match read() {
+            Ok(row) => Some(row.transpose()),
+            Err(e) if is_busy(&e) => None,
+            Err(e) => Some(Err(anyhow::Error::new(e).context("reading from SQLite"))),
+        }
+    }
+
     /// Two passive checkpoints on a pool connection's thread. The first copies the WAL into
     /// the database while writes go on. The WAL file only starts over from its beginning when
     /// a write finds every frame of it copied, which writes arriving during that checkpoint
@@ -197,19 +221,27 @@ fn transaction(conn: &Connection, statements: &[Statement]) -> rusqlite::Result<
     result
 }
 
-/// The statement's `$N` are its arguments by number, as sqlx binds them.
 fn execute(conn: &Connection, statement: &Statement) -> rusqlite::Result<u64> {
     let mut prepared = conn.prepare_cached(&statement.sql)?;
+    bind(&mut prepared, &statement.sql, &statement.args)?;
+    Ok(prepared.raw_execute()? as u64)
+}
+
+/// The statement's `$N` are its arguments by number, as sqlx binds them.
+fn bind(
+    prepared: &mut rusqlite::CachedStatement<'_>,
+    sql: &str,
+    args: &[Arg],
+) -> rusqlite::Result<()> {
     for index in 1..=prepared.parameter_count() {
         let arg = prepared
             .parameter_name(index)
             .and_then(|name| name.strip_prefix('$'))
             .and_then(|n| n.parse::<usize>().ok())
-            .and_then(|n| statement.args.get(n.checked_sub(1)?))
+            .and_then(|n| args.get(n.checked_sub(1)?))
             .ok_or_else(|| {
                 rusqlite::Error::InvalidParameterName(format!(
-                    "parameter {index} of `{}` has no argument",
-                    statement.sql
+                    "parameter {index} of `{sql}` has no argument"
                 ))
             })?;
         match arg {
@@ -219,5 +251,5 @@ fn execute(conn: &Connection, statement: &Statement) -> rusqlite::Result<u64> {
             Arg::OptInt(v) => prepared.raw_bind_parameter(index, v)?,
         }
     }
-    Ok(prepared.raw_execute()? as u64)
+    Ok(())
 }

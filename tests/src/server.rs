@@ -45,8 +45,10 @@ impl TestServer {
         TestServer::serve(db, dir, backend, schema).await
     }
 
-    /// Another host sharing this one's PostgreSQL database and data directory (so its master
-    /// key), as several hosts behind a load balancer run; it has its own host id.
+    /// Another host sharing this one's PostgreSQL database, as several hosts behind a load
+    /// balancer run. It uses this one's data directory for the same master key (in production
+    /// each host has a directory of its own, and its host id there, and the key from the
+    /// environment); its host id is its own.
     pub async fn second_host(&self) -> TestServer {
         assert_eq!(
             self.backend,

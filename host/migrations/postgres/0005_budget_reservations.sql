@@ -11,3 +11,7 @@ CREATE TABLE budget_reservations (
     expires_at_ms BIGINT NOT NULL
 );
 CREATE INDEX budget_reservations_owner ON budget_reservations(owner_id, expires_at_ms);
+-- The limit check sums a user's ledger for the day and the month on every provider call; with
+-- the cost in the index that sum reads the index alone.
+CREATE INDEX usage_ledger_owner_time_cost ON usage_ledger(owner_id, created_at_ms, cost_micros);
+DROP INDEX usage_ledger_owner_time;

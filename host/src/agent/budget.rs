@@ -159,39 +159,16 @@ pub struct Budgets {
     host_id: String,
 }
 
-/// A call's reservation. The write of its call's step deletes it (the step's `releases`);
-/// one dropped before that was written (the write failed) is deleted in the background, and
-/// failing that expires.
+/// A call's reservation. The write of its call's step deletes it (the step's `releases`). One
+/// whose write failed, or whose run ended some other way, stays in the database until it
+/// expires: the call may have cost money the ledger does not show.
 pub struct Reservation {
-    db: Db,
     id: String,
-    settled: bool,
 }
 
 impl Reservation {
     pub fn id(&self) -> &str {
         &self.id
-    }
-
-    /// Its deletion was written with its call's step.
-    pub fn settle(mut self) {
-        self.settled = true;
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if self.settled {
-            return;
-        }
-        let (db, id) = (self.db.clone(), std::mem::take(&mut self.id));
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(e) = db.release_reservation(&id).await {
-                    tracing::warn!(error = %format!("{e:#}"), "releasing a budget reservation failed; it will expire");
-                }
-            });
-        }
     }
 }
 
@@ -257,11 +234,7 @@ impl Budgets {
             .reserve_budget(&id, owner, &self.host_id, estimate, limits, now)
             .await?
         {
-            return Ok(Ok(Some(Reservation {
-                db: db.clone(),
-                id,
-                settled: false,
-            })));
+            return Ok(Ok(Some(Reservation { id })));
         }
         // Refused: read the figures for the message (they may have moved since, which only
         // matters to the message).

@@ -206,7 +206,9 @@ impl AgentHost {
     /// Marks this host's runs cut off by a crash and drops their budget reservations; call
     /// once at start.
     pub async fn recover(&self) -> anyhow::Result<u64> {
-        self.db().release_host_reservations(&self.host_id).await?;
+        self.db()
+            .release_host_reservations(&self.host_id, now_ms())
+            .await?;
         let n = self.db().mark_interrupted_runs(&self.host_id).await?;
         if n > 0 {
             tracing::warn!(

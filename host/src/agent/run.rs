@@ -121,16 +121,6 @@ struct Pending {
     reservation: Option<Reservation>,
 }
 
-/// A call's reservation once its step write is over: deleted by that write if it was stored,
-/// else (on drop) in the background.
-fn settle(reservation: Option<Reservation>, stored: bool) {
-    if let Some(r) = reservation
-        && stored
-    {
-        r.settle();
-    }
-}
-
 /// Estimated cost of a run's first call, for the refusal before anything starts.
 pub(super) fn estimate_first_call(
     host: &AgentHost,
@@ -191,19 +181,17 @@ impl Run {
                 }),
             ));
         }
-        let stored = self
-            .commit(StepWrite {
-                message: message
-                    .as_ref()
-                    .map(|m| (Role::Assistant.as_str(), json!(m.content))),
-                events: events.iter().map(|e| e.row()).collect(),
-                ledger,
-                releases: reservation.iter().map(|r| r.id().to_owned()).collect(),
-                run: Some(self.update(status, error.clone(), &totals, true)),
-                ..self.step()
-            })
-            .await;
-        settle(reservation, stored);
+        self.commit(StepWrite {
+            message: message
+                .as_ref()
+                .map(|m| (Role::Assistant.as_str(), json!(m.content))),
+            events: events.iter().map(|e| e.row()).collect(),
+            ledger,
+            releases: reservation.iter().map(|r| r.id().to_owned()).collect(),
+            run: Some(self.update(status, error.clone(), &totals, true)),
+            ..self.step()
+        })
+        .await;
         // The next run on this session starts from this conversation instead of reading it
         // back, if every write of this run is known to be stored.
         if self.write_failed.load(std::sync::atomic::Ordering::Relaxed) {
@@ -294,21 +282,18 @@ impl Run {
         }
     }
 
-    /// Stores a step; false if it was not stored.
-    async fn commit(&self, step: StepWrite<'_>) -> bool {
+    async fn commit(&self, step: StepWrite<'_>) {
         if !self.started().await {
             self.write_failed
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(run = %self.run_id, "not storing a step: the run's first write failed");
-            return false;
+            return;
         }
         if let Err(e) = self.host.db().commit_step(step).await {
             self.write_failed
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(run = %self.run_id, error = %format!("{e:#}"), "storing a run step failed");
-            return false;
         }
-        true
     }
 
     /// `history` is the conversation so far; it ends holding what the run stored but its
@@ -440,17 +425,15 @@ impl Run {
                     reservation,
                 });
             } else {
-                let stored = self
-                    .commit(StepWrite {
-                        message: content.map(|c| (Role::Assistant.as_str(), c)),
-                        events: events.iter().map(|e| e.row()).collect(),
-                        ledger,
-                        releases: reservation.iter().map(|r| r.id().to_owned()).collect(),
-                        run: Some(self.update("running", None, totals, false)),
-                        ..self.step()
-                    })
-                    .await;
-                settle(reservation, stored);
+                self.commit(StepWrite {
+                    message: content.map(|c| (Role::Assistant.as_str(), c)),
+                    events: events.iter().map(|e| e.row()).collect(),
+                    ledger,
+                    releases: reservation.iter().map(|r| r.id().to_owned()).collect(),
+                    run: Some(self.update("running", None, totals, false)),
+                    ..self.step()
+                })
+                .await;
                 for e in &events {
                     self.channel.publish(e);
                 }

@@ -54,8 +54,18 @@ impl Db {
     /// Runs `statements` as one transaction: all of them take effect, or none. Returns the
     /// rows each statement changed.
     pub(crate) async fn write_all(&self, statements: &[Statement]) -> Result<Vec<u64>> {
+        self.write_all_placed(statements, true).await
+    }
+
+    /// [`Db::write_all`] for a transaction whose reads grow with the data (they would hold
+    /// up the async runtime's thread if run in place on SQLite).
+    pub(crate) async fn write_all_off_runtime(&self, statements: &[Statement]) -> Result<Vec<u64>> {
+        self.write_all_placed(statements, false).await
+    }
+
+    async fn write_all_placed(&self, statements: &[Statement], in_place: bool) -> Result<Vec<u64>> {
         if let Some(writer) = &self.sqlite_writer {
-            return writer.write_all(statements, &self.pool).await;
+            return writer.write_all(statements, &self.pool, in_place).await;
         }
         let _w = self.write_lock().await;
         let mut tx = self.pool.begin().await?;

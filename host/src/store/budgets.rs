@@ -5,8 +5,9 @@
 //! concurrent reservations of the same owner cannot interleave with: on SQLite because write
 //! transactions are serialised, on PostgreSQL by a transaction-scoped advisory lock on the
 //! owner. A reservation is deleted in the same transaction as its call's ledger row
-//! ([`release_statement`] in the step's write), so a call's cost is never counted twice
-//! nor missed.
+//! ([`release_statement`] in the step's write), so a call's cost is not counted twice, nor
+//! missed in between. If that write fails, the reservation stays until it expires, standing
+//! in for the cost the ledger lacks.
 
 use anyhow::Result;
 use sqlx::Row;
@@ -57,8 +58,14 @@ impl Db {
         limits: Limits,
         now_ms: i64,
     ) -> Result<bool> {
-        let mut statements = Vec::with_capacity(2);
+        let mut statements = Vec::with_capacity(3);
         if self.backend == Backend::Postgres {
+            // Each statement must see what the lock's previous holder committed: a snapshot
+            // taken per statement, whatever the server's default isolation.
+            statements.push(Statement::new(
+                "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                vec![],
+            ));
             // Held until the transaction ends; other hosts reserving for the same owner wait.
             // (Counted, because sqlx cannot read the function's `void`.)
             statements.push(Statement::new(
@@ -90,7 +97,8 @@ impl Db {
                 Arg::Int(now_ms),
             ],
         ));
-        let changed = self.write_all(&statements).await?;
+        // Its sums read a month of the owner's ledger: not in place on the runtime's thread.
+        let changed = self.write_all_off_runtime(&statements).await?;
         Ok(changed.last() == Some(&1))
     }
 
@@ -123,17 +131,13 @@ impl Db {
         })
     }
 
-    /// Deletes a reservation whose call ended without a ledger write (a failed write).
-    pub async fn release_reservation(&self, id: &str) -> Result<()> {
-        self.write_all(&[release_statement(id)]).await.map(drop)
-    }
-
-    /// Deletes `host_id`'s reservations, left by its last process; call once at start.
-    pub async fn release_host_reservations(&self, host_id: &str) -> Result<u64> {
+    /// Deletes `host_id`'s reservations, left by its last process, and everyone's expired
+    /// ones (a host that never came back); call once at start.
+    pub async fn release_host_reservations(&self, host_id: &str, now_ms: i64) -> Result<u64> {
         let changed = self
             .write_all(&[Statement::new(
-                "DELETE FROM budget_reservations WHERE host_id = $1",
-                vec![Arg::Text(host_id.to_owned())],
+                "DELETE FROM budget_reservations WHERE host_id = $1 OR expires_at_ms <= $2",
+                vec![Arg::Text(host_id.to_owned()), Arg::Int(now_ms)],
             )])
             .await?;
         Ok(changed.iter().sum())

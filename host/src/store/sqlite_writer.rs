@@ -72,33 +72,31 @@ impl SqliteWriter {
 
     /// Runs `statements` as one transaction, holding the process's write lock until it is
     /// over, even if the caller stops waiting for it; returns the rows each one changed.
-    pub async fn write_all(&self, statements: &[Statement], pool: &AnyPool) -> Result<Vec<u64>> {
+    /// `in_place: false` runs it on the blocking pool whatever happens: for a transaction
+    /// whose reads can grow long.
+    pub async fn write_all(
+        &self,
+        statements: &[Statement],
+        pool: &AnyPool,
+        in_place: bool,
+    ) -> Result<Vec<u64>> {
         let lock = self.lock.clone().lock_owned().await;
-        let attempt = {
+        let attempt = if !in_place {
+            None
+        } else {
             let mut conn = locked(&self.conn, &self.path);
             conn.busy_timeout(Duration::ZERO)?;
             let attempt = transaction(&conn, statements);
             repair(&mut conn, &self.path);
-            attempt
+            Some(attempt)
         };
         let result = match attempt {
-            Err(e) if is_busy(&e) => {
+            Some(Err(e)) if is_busy(&e) => {
                 self.moved.fetch_add(1, Ordering::Relaxed);
-                let conn = self.conn.clone();
-                let statements = statements.to_vec();
-                let path = self.path.clone();
-                tokio::task::spawn_blocking(move || {
-                    let _lock = lock;
-                    let mut conn = locked(&conn, &path);
-                    conn.busy_timeout(BUSY_TIMEOUT)?;
-                    let result = transaction(&conn, &statements);
-                    repair(&mut conn, &path);
-                    result
-                })
-                .await
-                .context("the write's blocking task ended")?
+                self.on_blocking_pool(statements, lock).await?
             }
-            other => {
+            None => self.on_blocking_pool(statements, lock).await?,
+            Some(other) => {
                 drop(lock);
                 other
             }
@@ -108,6 +106,30 @@ impl SqliteWriter {
             self.checkpoint(pool);
         }
         Ok(changed)
+    }
+
+    /// The transaction on the blocking pool, where it may wait [`BUSY_TIMEOUT`] for another
+    /// writer; `lock` goes with it.
+    async fn on_blocking_pool(
+        &self,
+        statements: &[Statement],
+        lock: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<rusqlite::Result<Vec<u64>>> {
+        let conn = self.conn.clone();
+        let statements = statements.to_vec();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let _lock = lock;
+            let mut conn = locked(&conn, &path);
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            let result = transaction(&conn, &statements);
+            repair(&mut conn, &path);
+            // Reads in place must never wait.
+            conn.busy_timeout(Duration::ZERO)?;
+            Ok(result)
+        })
+        .await
+        .context("the write's blocking task ended")?
     }
 
     /// Runs a one-statement read on this connection in place, when the connection is free
@@ -122,6 +144,7 @@ impl SqliteWriter {
     ) -> Option<Result<Option<T>>> {
         let conn = self.conn.try_lock().ok()?;
         let read = || -> rusqlite::Result<Option<Result<T>>> {
+            conn.busy_timeout(Duration::ZERO)?;
             let mut prepared = conn.prepare_cached(sql)?;
             bind(&mut prepared, sql, args)?;
             let mut rows = prepared.raw_query();
@@ -147,14 +170,15 @@ impl SqliteWriter {
         let busy = self.checkpointing.clone();
         let lock = self.lock.clone();
         tokio::spawn(async move {
-            let passive = || sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool);
-            let result = match passive().await {
-                Ok(_) => {
-                    let _lock = lock.lock().await;
-                    passive().await
-                }
-                Err(e) => Err(e),
-            };
+            let passive = "PRAGMA wal_checkpoint(PASSIVE)";
+            let result = async {
+                let mut conn = pool.acquire().await?;
+                sqlx::query(passive).execute(&mut *conn).await?;
+                // The connection first: the lock is not held while waiting for one.
+                let _lock = lock.lock().await;
+                sqlx::query(passive).execute(&mut *conn).await
+            }
+            .await;
             if let Err(e) = result {
                 tracing::warn!(error = %e, "WAL checkpoint failed");
             }

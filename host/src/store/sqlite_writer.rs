@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
-use sqlx::AnyPool;
+use sqlx::{AnyPool, Row};
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::batch::{Arg, Statement};
@@ -36,6 +36,9 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Commits between passive checkpoints. A step writes a handful of pages, so this keeps the
 /// WAL near SQLite's own default of checkpointing at 1,000 pages.
 const CHECKPOINT_EVERY: u64 = 200;
+/// WAL frames (pages) past which a checkpoint makes sure the WAL starts over: 8 MiB of
+/// 4 KiB pages, twice SQLite's own autocheckpoint size.
+const WAL_RESTART_FRAMES: i64 = 2_048;
 /// Prepared statements kept: the agent loop uses about ten distinct ones.
 const STATEMENT_CACHE: usize = 64;
 
@@ -157,11 +160,14 @@ impl SqliteWriter {
         }
     }
 
-    /// Two passive checkpoints on a pool connection's thread. The first copies the WAL into
-    /// the database while writes go on. The WAL file only starts over from its beginning when
-    /// a write finds every frame of it copied, which writes arriving during that checkpoint
-    /// prevent; so the second copies those few frames while the write lock is held, and the
-    /// next write starts the WAL over.
+    /// A passive checkpoint on a pool connection's thread: it copies the WAL into the
+    /// database while writes go on. The WAL file only starts over from its beginning when a
+    /// write finds every frame of it copied, which writes arriving during a checkpoint
+    /// prevent; under steady load it would keep growing. So once it holds more than
+    /// [`WAL_RESTART_FRAMES`], a second checkpoint copies the last few frames while the write
+    /// lock is held, and the next write starts the WAL over. That one holds up writes while
+    /// it syncs the database file (about 10 ms on a VM's disk), so it runs only then, not
+    /// after every checkpoint.
     fn checkpoint(&self, pool: &AnyPool) {
         if self.checkpointing.swap(true, Ordering::AcqRel) {
             return;
@@ -173,10 +179,17 @@ impl SqliteWriter {
             let passive = "PRAGMA wal_checkpoint(PASSIVE)";
             let result = async {
                 let mut conn = pool.acquire().await?;
-                sqlx::query(passive).execute(&mut *conn).await?;
-                // The connection first: the lock is not held while waiting for one.
-                let _lock = lock.lock().await;
-                sqlx::query(passive).execute(&mut *conn).await
+                // (busy, frames in the WAL, frames copied)
+                let frames: i64 = sqlx::query(passive)
+                    .fetch_one(&mut *conn)
+                    .await?
+                    .try_get(1)?;
+                if frames > WAL_RESTART_FRAMES {
+                    // The connection first: the lock is not held while waiting for one.
+                    let _lock = lock.lock().await;
+                    sqlx::query(passive).execute(&mut *conn).await?;
+                }
+                Ok::<_, sqlx::Error>(())
             }
             .await;
             if let Err(e) = result {

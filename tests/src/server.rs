@@ -113,6 +113,25 @@ impl TestServer {
         }
     }
 
+    /// The `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        let resp = self.http.get(self.url("/metrics")).send().await.unwrap();
+        resp.text().await.unwrap()
+    }
+
+    /// The value of one series on the `/metrics` page, e.g. `kelp_runs_total` or
+    /// `kelp_run_history_total{source="memory"}`; panics if the page has none.
+    pub async fn metric(&self, series: &str) -> u64 {
+        let metrics = self.metrics().await;
+        let prefix = format!("{series} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+            .parse()
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -10,6 +10,57 @@ use kelp_tests::vendor::{FakeVendor, Flavor, Reply};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// Starts a run whose one provider call answers slowly, on `session` of `host`, and returns
+/// once the call is under way (its budget reservation taken).
+async fn start_a_slow_call(
+    host: &TestServer,
+    token: &str,
+    session: &str,
+    vendor: &FakeVendor,
+    delay_ms: u64,
+) {
+    vendor.push(Reply::Slow {
+        text: "a slow and costly answer".into(),
+        delay: std::time::Duration::from_millis(delay_ms),
+    });
+    let (status, _) = host
+        .send(
+            "POST",
+            &format!("/api/sessions/{session}/messages"),
+            Some(token),
+            Some(json!({"text": "first"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    for _ in 0..100 {
+        if vendor.request_count() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(vendor.request_count(), 1, "the first call is under way");
+}
+
+/// Sends a message on `session` of `host` and checks it is refused for what is reserved.
+async fn refused_for_reservations(host: &TestServer, token: &str, session: &str) {
+    let (status, body) = host
+        .send(
+            "POST",
+            &format!("/api/sessions/{session}/messages"),
+            Some(token),
+            Some(json!({"text": "second"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reserved"),
+        "{body}"
+    );
+}
+
 both_backends!(
     budgets_refuse_before_the_provider_is_called,
     |s: TestServer| async move {
@@ -70,43 +121,9 @@ both_backends!(
             )
             .await;
         assert_eq!(status, StatusCode::OK);
-        vendor.push(Reply::Slow {
-            text: "a slow and costly answer".into(),
-            delay: std::time::Duration::from_millis(150),
-        });
-        let (status, _) = s
-            .send(
-                "POST",
-                &format!("/api/sessions/{}/messages", a.session_id),
-                Some(&a.admin),
-                Some(json!({"text": "first"})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED);
-        // Wait until the first run's call is under way (its reservation is taken).
-        for _ in 0..100 {
-            if vendor.request_count() == 1 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        start_a_slow_call(&s, &a.admin, &a.session_id, &vendor, 150).await;
         let other = new_session(&s, &a.admin, &a.agent_id).await;
-        let (status, body) = s
-            .send(
-                "POST",
-                &format!("/api/sessions/{other}/messages"),
-                Some(&a.admin),
-                Some(json!({"text": "second"})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("reserved"),
-            "{body}"
-        );
+        refused_for_reservations(&s, &a.admin, &other).await;
         assert_eq!(vendor.request_count(), 1);
 
         // The first run finishes; its real cost is on the ledger and in the cost reports.
@@ -280,10 +297,6 @@ async fn budgets_hold_across_hosts_sharing_a_database() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    vendor.push(Reply::Slow {
-        text: "a slow and costly answer".into(),
-        delay: std::time::Duration::from_millis(300),
-    });
     let reservations = || async {
         let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM budget_reservations")
             .fetch_one(&s.state.db().pool)
@@ -291,41 +304,10 @@ async fn budgets_hold_across_hosts_sharing_a_database() {
             .unwrap();
         row.0
     };
-    let (status, _) = s
-        .send(
-            "POST",
-            &format!("/api/sessions/{}/messages", a.session_id),
-            Some(&a.admin),
-            Some(json!({"text": "first"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    for _ in 0..100 {
-        if vendor.request_count() == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(vendor.request_count(), 1, "the first call is under way");
+    start_a_slow_call(&s, &a.admin, &a.session_id, &vendor, 300).await;
     assert_eq!(reservations().await, 1);
-
     let elsewhere = new_session(&other_host, &a.admin, &a.agent_id).await;
-    let (status, body) = other_host
-        .send(
-            "POST",
-            &format!("/api/sessions/{elsewhere}/messages"),
-            Some(&a.admin),
-            Some(json!({"text": "second"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("reserved"),
-        "{body}"
-    );
+    refused_for_reservations(&other_host, &a.admin, &elsewhere).await;
     assert_eq!(vendor.request_count(), 1);
 
     let done = kelp_tests::agent::events(&s, &a.admin, &a.session_id, Some("0"))

@@ -400,16 +400,7 @@ async fn a_run_waits_out_another_sqlite_writer() {
         .execute(&mut other)
         .await
         .unwrap();
-    let waited = || async {
-        let metrics = s.http.get(s.url("/metrics")).send().await.unwrap();
-        let metrics = metrics.text().await.unwrap();
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("kelp_sqlite_writes_waited_total "))
-            .unwrap_or_else(|| panic!("no kelp_sqlite_writes_waited_total in {metrics}"))
-            .parse::<u64>()
-            .unwrap()
-    };
+    let waited = || s.metric("kelp_sqlite_writes_waited_total");
     assert_eq!(waited().await, 0);
     let release = async {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -442,25 +433,11 @@ both_backends!(
         vendor.push(Reply::text("43."));
         vendor.push(Reply::text("Noted."));
         let history_sources = || async {
-            let metrics = s
-                .http
-                .get(s.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let count = |source: &str| -> u64 {
-                let line = format!("kelp_run_history_total{{source=\"{source}\"}} ");
-                metrics
-                    .lines()
-                    .find_map(|l| l.strip_prefix(line.as_str()))
-                    .unwrap_or_else(|| panic!("no {line} in {metrics}"))
-                    .parse()
-                    .unwrap()
-            };
-            (count("memory"), count("database"))
+            let count = |source: &str| format!("kelp_run_history_total{{source=\"{source}\"}}");
+            (
+                s.metric(&count("memory")).await,
+                s.metric(&count("database")).await,
+            )
         };
         for text in ["6 times 7?", "Plus one?"] {
             let (_, out) = ask_and_wait(&s, &a.admin, &a.session_id, text).await;

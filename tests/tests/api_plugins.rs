@@ -89,15 +89,7 @@ both_backends!(
         assert_eq!(tools["total"], 2);
 
         // Metrics count the calls and requests.
-        let metrics = s
-            .http
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = s.metrics().await;
         assert!(
             metrics.contains("kelp_plugin_calls_total{outcome=\"ok\"} 1"),
             "{metrics}"

@@ -10,6 +10,14 @@ use kelp_tests::vendor::{FakeVendor, Flavor, Reply};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// Sets the user's budget (`PUT /api/settings/budget`).
+async fn set_budget(s: &TestServer, token: &str, budget: Value) {
+    let (status, body) = s
+        .send("PUT", "/api/settings/budget", Some(token), Some(budget))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 /// Starts a run whose one provider call answers slowly, on `session` of `host`, and returns
 /// once the call is under way (its budget reservation taken).
 async fn start_a_slow_call(
@@ -83,15 +91,12 @@ both_backends!(
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
         // A limit below one call's estimate: refused with 402, and the vendor never called.
-        let (status, _) = s
-        .send(
-            "PUT",
-            "/api/settings/budget",
-            Some(&a.admin),
-            Some(json!({"daily_limit_usd": 0.000001, "monthly_limit_usd": null, "alert_thresholds": [0.5]})),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK);
+        let budget = json!({
+            "daily_limit_usd": 0.000001,
+            "monthly_limit_usd": null,
+            "alert_thresholds": [0.5]
+        });
+        set_budget(&s, &a.admin, budget).await;
         let (status, body) = s
             .send(
                 "POST",
@@ -112,15 +117,12 @@ both_backends!(
 
         // Room for one call's estimate (max_tokens 100 at $10/M ≈ $0.001) but not two: while one
         // run holds its reservation, a concurrent run in another session is refused.
-        let (status, _) = s
-            .send(
-                "PUT",
-                "/api/settings/budget",
-                Some(&a.admin),
-                Some(json!({"daily_limit_usd": 0.0015, "alert_thresholds": [0.1]})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK);
+        set_budget(
+            &s,
+            &a.admin,
+            json!({"daily_limit_usd": 0.0015, "alert_thresholds": [0.1]}),
+        )
+        .await;
         start_a_slow_call(&s, &a.admin, &a.session_id, &vendor, 150).await;
         let other = new_session(&s, &a.admin, &a.agent_id).await;
         refused_for_reservations(&s, &a.admin, &other).await;
@@ -178,15 +180,7 @@ both_backends!(
         assert_eq!(theirs["calls"], 0);
 
         // A limit of exactly what was spent leaves no room for another call.
-        let (status, _) = s
-            .send(
-                "PUT",
-                "/api/settings/budget",
-                Some(&a.admin),
-                Some(json!({"daily_limit_usd": spent})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK);
+        set_budget(&s, &a.admin, json!({"daily_limit_usd": spent})).await;
         let (status, _) = s
             .send(
                 "POST",
@@ -288,15 +282,7 @@ async fn budgets_hold_across_hosts_sharing_a_database() {
     let a = setup(&s, &vendor, "gpt-4o").await;
     let other_host = s.second_host().await;
     // Room for one call's estimate (max_tokens 100 at $10/M ≈ $0.001) but not two.
-    let (status, _) = s
-        .send(
-            "PUT",
-            "/api/settings/budget",
-            Some(&a.admin),
-            Some(json!({"daily_limit_usd": 0.0015})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    set_budget(&s, &a.admin, json!({"daily_limit_usd": 0.0015})).await;
     let reservations = || async {
         let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM budget_reservations")
             .fetch_one(&s.state.db().pool)
@@ -816,15 +802,7 @@ async fn a_later_step_that_would_break_the_budget_ends_the_run() {
     let a = setup(&s, &vendor, "gpt-4o").await;
     // Room for the first call's estimate (max_tokens 100 at $10/M plus a short prompt, about
     // $0.0011) but not for what it costs plus the second call's estimate.
-    let (status, _) = s
-        .send(
-            "PUT",
-            "/api/settings/budget",
-            Some(&a.admin),
-            Some(json!({"daily_limit_usd": 0.0015})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    set_budget(&s, &a.admin, json!({"daily_limit_usd": 0.0015})).await;
     vendor.push(Reply::tool_call("calc", r#"{"expression": "1 + 1"}"#));
     vendor.push(Reply::text("never sent"));
     let (status, out) = ask_and_wait(&s, &a.admin, &a.session_id, "one plus one").await;

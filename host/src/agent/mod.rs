@@ -24,6 +24,7 @@ use utoipa::ToSchema;
 use crate::llm::{Message, Part, Role, Usage};
 use crate::plugins::PluginRuntime;
 use crate::store::agents::AgentRow;
+use crate::store::claims::{Claim, ClaimRequest};
 use crate::store::runs::RunRow;
 use crate::store::sessions::SessionRow;
 use crate::store::{Db, now_ms};
@@ -54,6 +55,15 @@ pub struct AgentSettings {
     pub estimated_output_tokens: u32,
     /// Prices in USD per million tokens, by model id; extends and overrides the built-in table.
     pub prices: BTreeMap<String, Price>,
+    /// Runs one user may have in progress at once, counted across every host sharing the
+    /// database. Each run holds a provider stream, so without a bound one user with many
+    /// sessions (or many `/v1` requests) could take every stream the host can run.
+    pub max_runs_per_user: u32,
+    /// Seconds a host's claim on a session's run holds without being renewed (the host
+    /// renews it every third of this). A host that dies keeps its sessions busy this long at
+    /// most; an abort or a delete that reaches another host stops the run within a third of
+    /// it.
+    pub session_lease_s: u64,
 }
 
 impl Default for AgentSettings {
@@ -68,6 +78,8 @@ impl Default for AgentSettings {
             default_context_window: 32_768,
             estimated_output_tokens: 1024,
             prices: BTreeMap::new(),
+            max_runs_per_user: 8,
+            session_lease_s: 30,
         }
     }
 }
@@ -108,6 +120,10 @@ pub enum StartError {
     NoAgent,
     #[error("no such session")]
     NotFound,
+    #[error(
+        "you have {0} runs in progress, the most allowed at once; wait for one to finish or abort one"
+    )]
+    TooManyRuns(u32),
     #[error("{0}")]
     Budget(String),
     #[error(transparent)]
@@ -116,27 +132,57 @@ pub enum StartError {
 
 struct ActiveRun {
     run_id: String,
+    owner_id: String,
     cancel: CancellationToken,
+    done: watch::Receiver<Option<Arc<RunOutcome>>>,
 }
 
-struct ReleaseSession {
+/// A session's claim by one run: this host's mark and the database's (`store/claims.rs`).
+/// Dropping it releases both, so a request whose client went away mid-start, a start that
+/// failed, or a run that panicked never leaves the session busy.
+pub(crate) struct SessionClaim {
     host: Arc<AgentHost>,
     session_id: String,
     run_id: String,
+    /// The database may hold the claim and no write has released it yet.
+    stored: std::sync::atomic::AtomicBool,
 }
 
-impl Drop for ReleaseSession {
-    fn drop(&mut self) {
-        // By run id: the session may already run the next message.
-        self.host.release_active(&self.session_id, &self.run_id);
-        self.host.hub.release(&self.session_id);
+impl SessionClaim {
+    /// The run's last write released the database's claim.
+    pub(crate) fn released_in_db(&self) {
+        self.stored
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
-/// A session's messages up to its message number `last_seq`.
+impl Drop for SessionClaim {
+    fn drop(&mut self) {
+        // By run id: the session may already run the next message.
+        self.host.release_active(&self.session_id, &self.run_id);
+        if !self.stored.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let db = self.host.db().clone();
+        let (session_id, run_id) = (self.session_id.clone(), self.run_id.clone());
+        runtime.spawn(async move {
+            // If this fails too, the lease lapses on its own.
+            if let Err(e) = db.release_claim(&session_id, &run_id).await {
+                tracing::warn!(session = %session_id, run = %run_id, error = %format!("{e:#}"), "releasing a session's claim failed");
+            }
+        });
+    }
+}
+
+/// A session's messages up to its message number `last_seq`, and the number its next event
+/// takes.
 struct Conversation {
     messages: Arc<Vec<Message>>,
     last_seq: i64,
+    next_event: i64,
 }
 
 /// A started run.
@@ -203,13 +249,13 @@ impl AgentHost {
         )
     }
 
-    /// Marks this host's runs cut off by a crash and drops their budget reservations; call
-    /// once at start.
+    /// Marks this host's runs cut off by a crash as interrupted and frees their sessions;
+    /// call once at start. Their budget reservations stay until they expire: the calls they
+    /// covered may have cost money the ledger never heard of.
     pub async fn recover(&self) -> anyhow::Result<u64> {
-        self.db()
-            .release_host_reservations(&self.host_id, now_ms())
-            .await?;
+        self.db().delete_expired_reservations(now_ms()).await?;
         let n = self.db().mark_interrupted_runs(&self.host_id).await?;
+        self.db().release_host_claims(&self.host_id).await?;
         if n > 0 {
             tracing::warn!(
                 runs = n,
@@ -234,13 +280,10 @@ impl AgentHost {
         self.hub.channel(self.db(), session_id).await
     }
 
-    /// The id of the session's run in progress, if any.
-    pub fn active_run(&self, session_id: &str) -> Option<String> {
-        self.active
-            .lock()
-            .expect("active lock")
-            .get(session_id)
-            .map(|a| a.run_id.clone())
+    /// Event channels open on this host: one per session that has a run in progress here or
+    /// a subscriber.
+    pub fn open_channels(&self) -> usize {
+        self.hub.len()
     }
 
     /// Marks the session free once `run_id` is over (before its last event goes out, so a
@@ -252,20 +295,77 @@ impl AgentHost {
         }
     }
 
-    /// Asks the session's run to stop at its next await point; false if none is running.
-    pub fn abort(&self, session_id: &str) -> bool {
-        match self.active.lock().expect("active lock").get(session_id) {
-            Some(run) => {
-                run.cancel.cancel();
-                true
-            }
-            None => false,
+    /// Asks the owner's session's run to stop at its next await point: at once if this host
+    /// runs it, else through the database, where the host running it sees the request when it
+    /// next renews its claim. The run's id, or `None` if the session has no run in progress.
+    pub async fn abort(&self, owner_id: &str, session_id: &str) -> anyhow::Result<Option<String>> {
+        if let Some(run_id) = self.abort_local(session_id, |r| r.owner_id == owner_id) {
+            return Ok(Some(run_id));
         }
+        self.db()
+            .request_abort(owner_id, session_id, now_ms())
+            .await
     }
 
-    /// Stores the user's message and starts a run on it. One run per session at a time: a
-    /// second message while one is active is refused (`Busy`), not queued — a queued message
-    /// would be answered against a conversation its sender has not seen yet.
+    fn abort_local(&self, session_id: &str, mine: impl Fn(&ActiveRun) -> bool) -> Option<String> {
+        let active = self.active.lock().expect("active lock");
+        let run = active.get(session_id).filter(|r| mine(r))?;
+        run.cancel.cancel();
+        Some(run.run_id.clone())
+    }
+
+    /// Stops the session's run before the session is deleted: aborts it and, if it runs on
+    /// this host, waits (a bounded time) for it to store its end, so no step of it is written
+    /// against a deleted session and its costs reach the ledger. A run on another host is
+    /// asked to stop through the database; its costs are kept however its writes end.
+    pub async fn stop_session(&self, owner_id: &str, session_id: &str) -> anyhow::Result<()> {
+        let done = {
+            let active = self.active.lock().expect("active lock");
+            active
+                .get(session_id)
+                .filter(|r| r.owner_id == owner_id)
+                .map(|r| {
+                    r.cancel.cancel();
+                    r.done.clone()
+                })
+        };
+        match done {
+            Some(done) => wait_for_end(done).await,
+            None => {
+                self.db()
+                    .request_abort(owner_id, session_id, now_ms())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`AgentHost::stop_session`] for every run of a user about to be deleted.
+    pub async fn stop_user(&self, owner_id: &str) -> anyhow::Result<()> {
+        let local: Vec<_> = {
+            let active = self.active.lock().expect("active lock");
+            active
+                .values()
+                .filter(|r| r.owner_id == owner_id)
+                .map(|r| {
+                    r.cancel.cancel();
+                    r.done.clone()
+                })
+                .collect()
+        };
+        futures::future::join_all(local.into_iter().map(wait_for_end)).await;
+        for (session_id, _) in self.db().running_sessions(owner_id, now_ms()).await? {
+            self.db()
+                .request_abort(owner_id, &session_id, now_ms())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Stores the user's message and starts a run on it. One run per session at a time, on
+    /// every host sharing the database: a second message while one is active is refused
+    /// (`Busy`), not queued — a queued message would be answered against a conversation its
+    /// sender has not seen yet.
     pub async fn start(
         self: &Arc<Self>,
         owner_id: &str,
@@ -284,7 +384,9 @@ impl AgentHost {
                         session_id.to_owned(),
                         ActiveRun {
                             run_id: run_id.clone(),
+                            owner_id: owner_id.to_owned(),
                             cancel: cancel.clone(),
+                            done: done_rx.clone(),
                         },
                     );
                     None
@@ -298,69 +400,92 @@ impl AgentHost {
                 None => Err(StartError::NotFound),
             };
         }
-        // After the session is ours: the history then holds the previous run's last message.
-        let prepared = self.prepare(owner_id, session_id).await;
-        let begun = match prepared {
-            Ok((session, agent, settings, history)) => self
-                .begin(&session, &agent, &run_id, text, settings)
-                .await
-                .map(|b| (session, agent, history, b)),
-            Err(e) => Err(e),
+        // From here on the claim's guard frees the session whichever way this ends. It
+        // counts as stored before the write is issued: if this request is dropped during the
+        // write, the release it spawns is a no-op unless the claim was made.
+        let claim = SessionClaim {
+            host: self.clone(),
+            session_id: session_id.to_owned(),
+            run_id: run_id.clone(),
+            stored: true.into(),
         };
-        match begun {
-            Ok((session, agent, history, (channel, budget, pending, stored))) => {
-                self.runs_total
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let host = self.clone();
-                let session_id = session.id.clone();
-                let owner_id = session.owner_id.clone();
-                let run = run::Run {
-                    host: host.clone(),
-                    run_id: run_id.clone(),
-                    session_id: session_id.clone(),
-                    owner_id,
-                    agent,
-                    channel,
-                    cancel,
-                    budget,
-                    start: Mutex::new(Some(pending)),
-                    history: Mutex::new(Some(history.messages)),
-                    base_seq: history.last_seq,
-                    write_failed: Default::default(),
-                    start_write: Mutex::new(None),
-                };
-                tokio::spawn(async move {
-                    // Frees the session even if the run panicked, so it never stays busy.
-                    let release = ReleaseSession {
-                        host: host.clone(),
-                        session_id: session_id.clone(),
-                        run_id: run.run_id.clone(),
-                    };
-                    let outcome = Arc::new(run.execute().await);
-                    // Free before telling waiters: one that sends the next message at once
-                    // must not find the session still busy.
-                    drop(release);
-                    let _ = done_tx.send(Some(outcome));
-                });
-                // Answered once the message is stored (so an acknowledged message survives a
-                // crash), while the run's provider call is already under way.
-                match stored.await {
-                    Ok(Ok(())) => Ok(StartedRun {
-                        run_id,
-                        done: done_rx,
-                    }),
-                    Ok(Err(e)) => Err(StartError::Internal(anyhow::anyhow!(
-                        "storing the message failed: {e}"
-                    ))),
-                    Err(_) => Err(StartError::Internal(anyhow::anyhow!(
-                        "the run ended before its message was stored"
-                    ))),
-                }
+        let now = now_ms();
+        let claimed = self
+            .db()
+            .claim_session(&ClaimRequest {
+                owner_id,
+                session_id,
+                run_id: &run_id,
+                host_id: &self.host_id,
+                max_runs: self.settings.max_runs_per_user.max(1),
+                now_ms: now,
+                lease_until_ms: now + self.lease_ms(),
+            })
+            .await?;
+        match claimed {
+            Claim::Claimed => {}
+            Claim::Busy(other) => {
+                claim.released_in_db();
+                return Err(StartError::Busy(other));
             }
-            Err(e) => {
-                self.active.lock().expect("active lock").remove(session_id);
-                Err(e)
+            Claim::TooManyRuns(n) => {
+                claim.released_in_db();
+                return Err(StartError::TooManyRuns(n));
             }
+            Claim::NotFound => {
+                claim.released_in_db();
+                return Err(StartError::NotFound);
+            }
+        }
+        // After the session is ours: the history then holds the previous run's last message.
+        let (session, agent, settings, history) = self.prepare(owner_id, session_id).await?;
+        let (channel, budget, pending, stored) = self
+            .begin(
+                &session,
+                &agent,
+                &run_id,
+                text,
+                settings,
+                history.next_event,
+            )
+            .await?;
+        self.runs_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let host = self.clone();
+        let run = run::Run {
+            host: host.clone(),
+            run_id: run_id.clone(),
+            session_id: session.id.clone(),
+            owner_id: session.owner_id.clone(),
+            agent,
+            channel,
+            cancel,
+            budget,
+            start: Mutex::new(Some(pending)),
+            history: Mutex::new(Some(history.messages)),
+            base_seq: history.last_seq,
+            write_failed: Default::default(),
+            start_write: Mutex::new(None),
+            claim,
+        };
+        tokio::spawn(async move {
+            // The run owns the claim: it is released when the run ends, even by a panic.
+            let outcome = Arc::new(run.execute().await);
+            let _ = done_tx.send(Some(outcome));
+        });
+        // Answered once the message is stored (so an acknowledged message survives a crash),
+        // while the run's provider call is already under way.
+        match stored.await {
+            Ok(Ok(())) => Ok(StartedRun {
+                run_id,
+                done: done_rx,
+            }),
+            Ok(Err(e)) => Err(StartError::Internal(anyhow::anyhow!(
+                "storing the message failed: {e}"
+            ))),
+            Err(_) => Err(StartError::Internal(anyhow::anyhow!(
+                "the run ended before its message was stored"
+            ))),
         }
     }
 
@@ -381,6 +506,7 @@ impl AgentHost {
         let conversation = Conversation {
             messages: self.history(session_id, ctx.last_seq).await?,
             last_seq: ctx.last_seq,
+            next_event: ctx.last_event_seq + 1,
         };
         Ok((
             ctx.session,
@@ -429,6 +555,7 @@ impl AgentHost {
         run_id: &str,
         text: String,
         settings: BudgetSettings,
+        next_event: i64,
     ) -> Result<
         (
             Arc<SessionChannel>,
@@ -450,8 +577,8 @@ impl AgentHost {
                 return Err(StartError::Budget(e.0));
             }
         }
-        let channel = self.channel(&session.id).await?;
-        channel.begin_run(run_id);
+        let channel = self.hub.channel_at(&session.id, next_event);
+        channel.begin_run(run_id, next_event);
         let start = channel.emit(
             run_id,
             "run-start",
@@ -488,11 +615,33 @@ impl AgentHost {
         &self.settings
     }
 
+    /// How long a claim on a session holds without renewal, in milliseconds.
+    pub(crate) fn lease_ms(&self) -> i64 {
+        (self.settings.session_lease_s.max(3) * 1000) as i64
+    }
+
     pub(crate) fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.settings.stream_idle_timeout_s.max(1))
     }
 
     pub(crate) fn workspace(&self, session_id: &str) -> Option<PathBuf> {
         self.runtime.session_workspace(session_id).ok()
+    }
+}
+
+/// How long deleting a session waits for its run to store its end before going ahead.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until a run's outcome is out (or its task is gone), at most [`STOP_WAIT`].
+async fn wait_for_end(mut done: watch::Receiver<Option<Arc<RunOutcome>>>) {
+    let ended = async {
+        while done.borrow_and_update().is_none() {
+            if done.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(STOP_WAIT, ended).await.is_err() {
+        tracing::warn!("a stopped run did not end in time; going ahead without it");
     }
 }

@@ -47,6 +47,9 @@ pub(super) struct Run {
     pub start: std::sync::Mutex<Option<PendingStart>>,
     /// That write; every later commit waits for it.
     pub start_write: std::sync::Mutex<Option<tokio::task::JoinHandle<bool>>>,
+    /// The session's claim, released when the run ends (its last write clears the
+    /// database's).
+    pub claim: super::SessionClaim,
 }
 
 /// The first write of a run, issued by its task next to the first provider call.
@@ -93,6 +96,9 @@ struct StepResult {
     finish: Option<FinishReason>,
     /// Anything reached the client: a retry now would duplicate it.
     delivered: bool,
+    /// The vendor accepted the request (a 2xx), so the call may cost money even if its
+    /// stream never reported usage.
+    answered: bool,
 }
 
 enum StepEnd {
@@ -133,19 +139,34 @@ pub(super) fn estimate_first_call(
 }
 
 fn estimate(host: &AgentHost, agent: &AgentRow, input_tokens: u64, price: &Price) -> i64 {
+    price.cost_micros(&estimated_usage(host, agent, input_tokens))
+}
+
+/// What a call is assumed to use before it reports usage: the prompt's estimated tokens,
+/// and `max_tokens` (or `estimated_output_tokens`) of output.
+fn estimated_usage(host: &AgentHost, agent: &AgentRow, input_tokens: u64) -> Usage {
     let output = agent
         .provider
         .max_tokens
         .unwrap_or(host.settings().estimated_output_tokens);
-    price.cost_micros(&Usage {
+    Usage {
         input_tokens,
         output_tokens: u64::from(output),
         ..Usage::default()
-    })
+    }
 }
 
 impl Run {
     pub async fn execute(self) -> RunOutcome {
+        // Keeps the session's claim alive while the run lasts, and stops the run if the claim
+        // is lost or an abort reached another host.
+        let _lease = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(renew_claim(
+            self.host.db().clone(),
+            self.host.lease_ms(),
+            self.session_id.clone(),
+            self.run_id.clone(),
+            self.cancel.clone(),
+        )));
         let mut totals = Totals::default();
         let mut history = repair_tool_pairs(self.take_history());
         let base_len = history.len();
@@ -181,17 +202,21 @@ impl Run {
                 }),
             ));
         }
-        self.commit(StepWrite {
-            message: message
-                .as_ref()
-                .map(|m| (Role::Assistant.as_str(), json!(m.content))),
-            events: events.iter().map(|e| e.row()).collect(),
-            ledger,
-            releases: reservation.iter().map(|r| r.id().to_owned()).collect(),
-            run: Some(self.update(status, error.clone(), &totals, true)),
-            ..self.step()
-        })
-        .await;
+        let stored = self
+            .commit(StepWrite {
+                message: message
+                    .as_ref()
+                    .map(|m| (Role::Assistant.as_str(), json!(m.content))),
+                events: events.iter().map(|e| e.row()).collect(),
+                ledger,
+                releases: reservation.iter().map(|r| r.id().to_owned()).collect(),
+                run: Some(self.update(status, error.clone(), &totals, true)),
+                ..self.step()
+            })
+            .await;
+        if stored {
+            self.claim.released_in_db();
+        }
         // The next run on this session starts from this conversation instead of reading it
         // back, if every write of this run is known to be stored.
         if self.write_failed.load(std::sync::atomic::Ordering::Relaxed) {
@@ -282,18 +307,41 @@ impl Run {
         }
     }
 
-    async fn commit(&self, step: StepWrite<'_>) {
+    /// Stores a step; false if it could not be. A step that fails (its session was deleted
+    /// meanwhile, say) still puts its call's cost on the ledger, which does not depend on the
+    /// session: spending stays on the books whatever happens to the conversation.
+    async fn commit(&self, step: StepWrite<'_>) -> bool {
+        let failed = |what: &str, e: Option<&anyhow::Error>| {
+            self.write_failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            match e {
+                Some(e) => {
+                    tracing::error!(run = %self.run_id, error = %format!("{e:#}"), "storing {what} failed")
+                }
+                None => {
+                    tracing::error!(run = %self.run_id, "not storing {what}: the run's first write failed")
+                }
+            }
+        };
+        let costs = StepWrite {
+            ledger: step.ledger.clone(),
+            releases: step.releases.clone(),
+            ..self.step()
+        };
         if !self.started().await {
-            self.write_failed
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            tracing::error!(run = %self.run_id, "not storing a step: the run's first write failed");
-            return;
+            failed("a run step", None);
+        } else {
+            match self.host.db().commit_step(step).await {
+                Ok(()) => return true,
+                Err(e) => failed("a run step", Some(&e)),
+            }
         }
-        if let Err(e) = self.host.db().commit_step(step).await {
-            self.write_failed
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            tracing::error!(run = %self.run_id, error = %format!("{e:#}"), "storing a run step failed");
+        if costs.ledger.is_some()
+            && let Err(e) = self.host.db().commit_step(costs).await
+        {
+            failed("a call's cost", Some(&e));
         }
+        false
     }
 
     /// `history` is the conversation so far; it ends holding what the run stored but its
@@ -355,7 +403,16 @@ impl Run {
                 StepEnd::Aborted(r) => (r, Some(Err("aborted"))),
                 StepEnd::Failed(f, r) => (r, Some(Ok(f))),
             };
-            let cost = price.map_or(0, |p| p.cost_micros(&result.usage));
+            // A call the vendor accepted but whose stream ended without usage (aborted, broken
+            // off, or a server that never reports it) is settled at its estimate: it may well
+            // have cost that much, and counting it as free would let budgets be outrun.
+            let estimated = result.answered && result.usage == Usage::default();
+            let billed = if estimated {
+                estimated_usage(&self.host, &self.agent, input_tokens)
+            } else {
+                result.usage
+            };
+            let cost = price.map_or(0, |p| p.cost_micros(&billed));
             totals.usage += result.usage;
             totals.cost_micros += cost;
             let ledger = LedgerRow {
@@ -364,12 +421,13 @@ impl Run {
                 session_id: self.session_id.clone(),
                 provider: self.agent.provider.plugin.clone(),
                 model: self.agent.provider.model.clone(),
-                input_tokens: result.usage.input_tokens as i64,
-                output_tokens: result.usage.output_tokens as i64,
-                cache_read_tokens: result.usage.cache_read_tokens as i64,
-                cache_write_tokens: result.usage.cache_write_tokens as i64,
+                input_tokens: billed.input_tokens as i64,
+                output_tokens: billed.output_tokens as i64,
+                cache_read_tokens: billed.cache_read_tokens as i64,
+                cache_write_tokens: billed.cache_write_tokens as i64,
                 cost_micros: cost,
                 created_at_ms: now_ms(),
+                estimated,
             };
             // What the model said is kept whatever happens next: an abort or a broken stream
             // keeps the partial answer.
@@ -411,7 +469,7 @@ impl Run {
                 events.push(self.step_finish(step, &result, cost));
             }
             let content = (!message.content.is_empty()).then(|| json!(message.content));
-            let ledger = (result.usage != Usage::default() || cost > 0).then_some(ledger);
+            let ledger = (billed != Usage::default() || cost > 0).then_some(ledger);
             if last {
                 // Stored with the run's end: one transaction instead of two for the common
                 // one-step answer.
@@ -547,29 +605,38 @@ impl Run {
         let runtime = self.host.runtime();
         let settings = self.host.settings();
         let mut attempt = 0u32;
+        // An attempt the vendor accepted may have cost money, even if a retry followed.
+        let mut answered = false;
         loop {
-            let mut partial = StepResult::default();
+            let mut partial = StepResult {
+                answered,
+                ..StepResult::default()
+            };
             let started = tokio::select! {
                 _ = self.cancel.cancelled() => return StepEnd::Aborted(partial),
                 s = runtime.start_provider(&self.agent.provider.plugin, request, self.host.idle_timeout()) => s,
             };
             let failure = match started {
                 Err(f) => f,
-                Ok(mut stream) => loop {
-                    let next = tokio::select! {
-                        _ = self.cancel.cancelled() => return StepEnd::Aborted(partial),
-                        n = stream.next() => n,
-                    };
-                    match next {
-                        Ok(Some(events)) => {
-                            for event in events {
-                                self.apply(step, &mut partial, event);
+                Ok(mut stream) => {
+                    answered = true;
+                    partial.answered = true;
+                    loop {
+                        let next = tokio::select! {
+                            _ = self.cancel.cancelled() => return StepEnd::Aborted(partial),
+                            n = stream.next() => n,
+                        };
+                        match next {
+                            Ok(Some(events)) => {
+                                for event in events {
+                                    self.apply(step, &mut partial, event);
+                                }
                             }
+                            Ok(None) => return StepEnd::Done(partial),
+                            Err(f) => break f,
                         }
-                        Ok(None) => return StepEnd::Done(partial),
-                        Err(f) => break f,
                     }
-                },
+                }
             };
             let wait = retry_wait(&failure, attempt, settings);
             match wait {
@@ -628,7 +695,12 @@ impl Run {
         calls: &[(String, String, String)],
         totals: &mut Totals,
     ) -> (Vec<Part>, bool) {
-        let workspace = self.host.workspace(&self.session_id);
+        // Not for a run already stopped: its session may be being deleted, workspace and all.
+        let workspace = if self.cancel.is_cancelled() {
+            None
+        } else {
+            self.host.workspace(&self.session_id)
+        };
         let mut pending: FuturesUnordered<_> = calls
             .iter()
             .enumerate()
@@ -851,6 +923,45 @@ impl Run {
                     .and_then(|m| m.context_window)
             })
             .unwrap_or(self.host.settings().default_context_window)
+    }
+}
+
+/// Renews the run's claim on its session every third of its lease, for as long as the task
+/// lives (the run holds it). Stops the run when an abort arrived through another host, or
+/// when the claim is gone: the session was deleted, or the lease lapsed and the session moved
+/// on without this run.
+async fn renew_claim(
+    db: crate::store::Db,
+    lease_ms: i64,
+    session_id: String,
+    run_id: String,
+    cancel: CancellationToken,
+) {
+    let every = Duration::from_millis((lease_ms / 3) as u64);
+    loop {
+        tokio::time::sleep(every).await;
+        match db
+            .renew_claim(&session_id, &run_id, now_ms() + lease_ms)
+            .await
+        {
+            Ok(Some(false)) => {}
+            Ok(Some(true)) => {
+                if !cancel.is_cancelled() {
+                    tracing::info!(run = %run_id, "aborting the run: asked through another host");
+                    cancel.cancel();
+                }
+            }
+            Ok(None) => {
+                tracing::warn!(run = %run_id, session = %session_id, "stopping the run: its session was deleted or taken over");
+                cancel.cancel();
+                return;
+            }
+            // The lease has room for two more renewals; a database that stays away that long
+            // loses the claim, and the next renewal says so.
+            Err(e) => {
+                tracing::warn!(run = %run_id, error = %format!("{e:#}"), "renewing a session's claim failed")
+            }
+        }
     }
 }
 

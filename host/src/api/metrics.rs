@@ -148,6 +148,12 @@ pub async fn render(State(state): State<AppState>) -> Response {
     out.push_str("# TYPE kelp_run_history_total counter\n");
     let _ = writeln!(out, "kelp_run_history_total{{source=\"memory\"}} {kept}");
     let _ = writeln!(out, "kelp_run_history_total{{source=\"database\"}} {read}");
+    out.push_str(
+        "# HELP kelp_event_channels Session event channels open: sessions with a run in \
+         progress on this host or a subscriber.\n",
+    );
+    out.push_str("# TYPE kelp_event_channels gauge\n");
+    let _ = writeln!(out, "kelp_event_channels {}", state.agent.open_channels());
     if let Some(waited) = state.agent.db().sqlite_writes_waited() {
         out.push_str(
             "# HELP kelp_sqlite_writes_waited_total Agent-loop writes that found SQLite's write \

@@ -61,7 +61,8 @@ fn content_text(content: &Value) -> String {
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", request_body = ChatCompletionRequest,
     responses((status = 200, description = "a chat.completion, or a text/event-stream of chat.completion.chunk"),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 402, body = ErrorEnvelope),
-        (status = 404, body = ErrorEnvelope)),
+        (status = 404, body = ErrorEnvelope),
+        (status = 429, body = ErrorEnvelope, description = "you have `max_runs_per_user` runs in progress")),
     security(("bearer" = [])))]
 pub async fn chat_completions(
     State(state): State<AppState>,
@@ -100,14 +101,11 @@ pub async fn chat_completions(
     };
     let (_, prompt) = history.remove(last);
     let session = new_session(&state, &user, &agent.id, &title_of(&prompt)).await?;
-    for (role, text) in &history {
-        let content = serde_json::to_value(vec![Part::Text { text: text.clone() }])
-            .map_err(ApiError::internal)?;
-        state
-            .db()
-            .append_message(&session.id, role.as_str(), &content)
-            .await?;
-    }
+    let history: Vec<(&str, Value)> = history
+        .into_iter()
+        .map(|(role, text)| (role.as_str(), json!([Part::Text { text }])))
+        .collect();
+    state.db().insert_history(&session.id, &history).await?;
     let model = agent.name.clone();
     let created = crate::store::now_ms() / 1000;
     if !body.stream {
@@ -147,7 +145,7 @@ pub async fn chat_completions(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let channel = state.agent.channel(&session.id).await?;
-    let sub = channel.subscribe(state.db(), None).await?;
+    let sub = channel.subscribe(None);
     let started = state
         .agent
         .start(user.id(), &session.id, prompt)

@@ -110,6 +110,11 @@ pub(super) fn start_error(e: StartError) -> ApiError {
         StartError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "run_active", e.to_string()),
         StartError::NoAgent => ApiError::new(StatusCode::CONFLICT, "no_agent", e.to_string()),
         StartError::NotFound => ApiError::not_found("session"),
+        StartError::TooManyRuns(_) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_runs",
+            e.to_string(),
+        ),
         StartError::Budget(m) => ApiError::new(StatusCode::PAYMENT_REQUIRED, "budget_exceeded", m),
         StartError::Internal(e) => ApiError::from(e),
     }
@@ -160,7 +165,8 @@ pub(super) async fn wait_outcome(mut started: StartedRun) -> Result<Arc<RunOutco
     params(("id" = String, Path), WaitQuery), request_body = NewMessage,
     responses((status = 202, body = RunStarted), (status = 200, body = RunOutcome, description = "with ?wait=true"),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 402, body = ErrorEnvelope),
-        (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)),
+        (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
+        (status = 429, body = ErrorEnvelope, description = "you have `max_runs_per_user` runs in progress")),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn post_message(
     State(state): State<AppState>,
@@ -224,7 +230,7 @@ pub async fn events(
     let session = session_of(&state, &user, &id).await?;
     let channel = state.agent.channel(&session.id).await?;
     let after = last_event_id(&headers, query.last_event_id);
-    let sub = channel.subscribe(state.db(), after).await?;
+    let sub = channel.subscribe(after);
     let stream = follow(state.db().clone(), channel, sub, None).map(|e| Ok(sse(&e)));
     Ok(sse_response(stream))
 }
@@ -249,18 +255,59 @@ pub(super) fn sse_response(
     response
 }
 
+/// Stored events read per query while replaying: a client far behind is caught up page by
+/// page, never with its whole gap in memory.
+const REPLAY_PAGE: i64 = 256;
+
 struct Follow {
     db: Db,
     channel: Arc<SessionChannel>,
     sub: Subscription,
+    page: std::vec::IntoIter<Arc<Event>>,
     backlog: std::vec::IntoIter<Arc<Event>>,
     run: Option<String>,
     done: bool,
 }
 
-/// The events of a subscription: its backlog, then live ones (skipping any the backlog had),
-/// resynchronising from storage if the subscriber fell behind. With `run`, only that run's
-/// events, ending after its terminal one.
+impl Follow {
+    /// The next stored event still to replay, reading the next page when one is used up.
+    async fn next_stored(&mut self) -> anyhow::Result<Option<Arc<Event>>> {
+        loop {
+            if let Some(e) = self.page.next() {
+                return Ok(Some(e));
+            }
+            let Some((after, before)) = self.sub.stored else {
+                return Ok(None);
+            };
+            let rows = self
+                .db
+                .events_after(self.channel.session_id(), after, REPLAY_PAGE)
+                .await?;
+            let full = rows.len() as i64 == REPLAY_PAGE;
+            let page: Vec<Arc<Event>> = rows
+                .into_iter()
+                .filter(|r| r.seq < before)
+                .map(|r| {
+                    Arc::new(Event {
+                        seq: r.seq,
+                        run_id: r.run_id,
+                        kind: r.kind,
+                        data: r.data,
+                    })
+                })
+                .collect();
+            self.sub.stored = match page.last() {
+                Some(last) if full && last.seq + 1 < before => Some((last.seq, before)),
+                _ => None,
+            };
+            self.page = page.into_iter();
+        }
+    }
+}
+
+/// The events of a subscription: the stored events it must replay, its backlog, then live
+/// ones (skipping any already covered), resynchronising from storage if the subscriber fell
+/// behind. With `run`, only that run's events, ending after its terminal one.
 pub(super) fn follow(
     db: Db,
     channel: Arc<SessionChannel>,
@@ -272,6 +319,7 @@ pub(super) fn follow(
         db,
         channel,
         sub,
+        page: Vec::new().into_iter(),
         backlog,
         run,
         done: false,
@@ -281,7 +329,14 @@ pub(super) fn follow(
             if s.done {
                 return None;
             }
-            let event = match s.backlog.next() {
+            let stored = match s.next_stored().await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "replaying stored events failed");
+                    return None;
+                }
+            };
+            let event = match stored.or_else(|| s.backlog.next()) {
                 Some(e) => e,
                 None => match s.sub.live.recv().await {
                     Ok(e) if e.seq <= s.sub.last_seq => continue,
@@ -290,18 +345,10 @@ pub(super) fn follow(
                         e
                     }
                     Err(RecvError::Lagged(_)) => {
-                        let last = s.sub.last_seq;
-                        match s.channel.subscribe(&s.db, Some(last)).await {
-                            Ok(mut fresh) => {
-                                s.backlog = std::mem::take(&mut fresh.backlog).into_iter();
-                                s.sub = fresh;
-                                continue;
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %format!("{e:#}"), "event resync failed");
-                                return None;
-                            }
-                        }
+                        let mut fresh = s.channel.subscribe(Some(s.sub.last_seq));
+                        s.backlog = std::mem::take(&mut fresh.backlog).into_iter();
+                        s.sub = fresh;
+                        continue;
                     }
                     Err(RecvError::Closed) => return None,
                 },
@@ -330,15 +377,15 @@ pub async fn abort(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let session = session_of(&state, &user, &id).await?;
-    let run_id = state.agent.active_run(&session.id);
-    if state.agent.abort(&session.id) {
-        Ok((StatusCode::ACCEPTED, axum::Json(json!({"run_id": run_id}))).into_response())
-    } else {
-        Err(ApiError::new(
+    match state.agent.abort(user.id(), &session.id).await? {
+        Some(run_id) => {
+            Ok((StatusCode::ACCEPTED, axum::Json(json!({"run_id": run_id}))).into_response())
+        }
+        None => Err(ApiError::new(
             StatusCode::CONFLICT,
             "no_active_run",
             "the session has no run in progress",
-        ))
+        )),
     }
 }
 
@@ -359,7 +406,8 @@ pub struct Ask {
 #[utoipa::path(post, path = "/api/ask", tag = "runs", request_body = Ask,
     responses((status = 200, content_type = "text/event-stream", description = "the run's events"),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 402, body = ErrorEnvelope),
-        (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)),
+        (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
+        (status = 429, body = ErrorEnvelope, description = "you have `max_runs_per_user` runs in progress")),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn ask(
     State(state): State<AppState>,
@@ -376,7 +424,7 @@ pub async fn ask(
     };
     let channel = state.agent.channel(&session.id).await?;
     // Subscribed before the run starts, so its first event cannot be missed.
-    let sub = channel.subscribe(state.db(), None).await?;
+    let sub = channel.subscribe(None);
     let started = state
         .agent
         .start(user.id(), &session.id, body.text)
@@ -537,7 +585,7 @@ async fn subscribe_ws(
 ) -> Result<tokio::task::JoinHandle<()>, ApiError> {
     let session = session_of(state, user, session_id).await?;
     let channel = state.agent.channel(&session.id).await?;
-    let sub = channel.subscribe(state.db(), last_event_id).await?;
+    let sub = channel.subscribe(last_event_id);
     let mut events = follow(state.db().clone(), channel, sub, None);
     let session_id = session.id;
     Ok(tokio::spawn(async move {

@@ -228,7 +228,8 @@ pub async fn update(
     }
 }
 
-/// Deletes a session, its messages and its workspace directory.
+/// Deletes a session, its messages and its workspace directory. A run in progress is
+/// aborted first; what it spent stays on the usage ledger.
 #[utoipa::path(delete, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
     security(("bearer" = []), ("cookie" = [])))]
@@ -237,6 +238,7 @@ pub async fn delete(
     user: CurrentUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    state.agent.stop_session(user.id(), &id).await?;
     if !state.db().delete_session(user.id(), &id).await? {
         return Err(ApiError::not_found("session"));
     }

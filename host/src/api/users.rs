@@ -280,6 +280,12 @@ pub async fn delete_user(
     admin: AdminUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    // The user's runs stop before their rows go, so none keeps calling a provider on behalf
+    // of a deleted account. (Deleting oneself is refused below, and the acting admin is
+    // always another active admin, so "last admin" cannot refuse this delete.)
+    if id != admin.0.id {
+        state.agent.stop_user(&id).await?;
+    }
     // Read before the rows cascade away; the directories go only if the delete happened.
     let sessions = state.db().session_ids(&id).await?;
     account_change(state.db().delete_user(&admin.0.id, &id).await?)?;

@@ -70,6 +70,8 @@ pub struct RunContext {
     pub settings: serde_json::Value,
     /// The session's highest message number (0 if it has none).
     pub last_seq: i64,
+    /// The session's highest stored event number (0 if it has none).
+    pub last_event_seq: i64,
 }
 
 /// Outcome of a write that can collide with another agent's name.
@@ -111,7 +113,8 @@ static RUN_CONTEXT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
         "SELECT s.id AS s_id, s.agent_id AS s_agent_id, s.title AS s_title, \
          s.created_at_ms AS s_created_at_ms, s.updated_at_ms AS s_updated_at_ms, {}, \
          (SELECT settings_json FROM user_settings WHERE user_id = $2) AS settings_json, \
-         (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = s.id) AS last_seq \
+         (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = s.id) AS last_seq, \
+         (SELECT COALESCE(MAX(seq), 0) FROM session_events WHERE session_id = s.id) AS last_event_seq \
          FROM chat_sessions s LEFT JOIN agents a ON a.id = s.agent_id AND a.owner_id = $2 \
          WHERE s.id = $1 AND s.owner_id = $2",
         agent_columns.join(", ")
@@ -138,6 +141,7 @@ fn run_context_row(row: &impl Columns, owner_id: &str) -> Result<RunContext> {
             None => serde_json::json!({}),
         },
         last_seq: row.int("last_seq")?,
+        last_event_seq: row.int("last_event_seq")?,
     })
 }
 

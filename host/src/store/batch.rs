@@ -38,6 +38,24 @@ impl Statement {
     }
 }
 
+/// `($1, $2, …), (…), …`: the numbered placeholders of a multi-row `VALUES` for `rows` rows
+/// of `columns` arguments each.
+pub(crate) fn value_rows(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * columns + column + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 fn bind<'q>(
     query: Query<'q, Any, AnyArguments<'q>>,
     arg: &Arg,

@@ -7,7 +7,7 @@
 //! owner. A reservation is deleted in the same transaction as its call's ledger row
 //! ([`release_statement`] in the step's write), so a call's cost is not counted twice, nor
 //! missed in between. If that write fails, the reservation stays until it expires, standing
-//! in for the cost the ledger lacks.
+//! in for the cost the ledger lacks; so does a host's reservation when the host stops mid-call.
 
 use anyhow::Result;
 use sqlx::Row;
@@ -15,8 +15,8 @@ use sqlx::Row;
 use super::batch::{Arg, Statement};
 use super::{Backend, Db};
 
-/// A host that dies leaves its reservations behind; they stop counting after this long (the
-/// host deletes them itself if it restarts first). Longer than any provider call runs.
+/// A host that dies leaves its reservations behind; they stop counting after this long.
+/// Longer than any provider call runs.
 pub const RESERVATION_TTL_MS: i64 = 30 * 60 * 1000;
 
 /// What one owner may spend: limits in micro-dollars (`None` for no limit) over the periods
@@ -131,13 +131,14 @@ impl Db {
         })
     }
 
-    /// Deletes `host_id`'s reservations, left by its last process, and everyone's expired
-    /// ones (a host that never came back); call once at start.
-    pub async fn release_host_reservations(&self, host_id: &str, now_ms: i64) -> Result<u64> {
+    /// Deletes expired reservations (left by calls whose settling write failed, or by hosts
+    /// that stopped mid-call); call once at start. Unexpired ones stay, even a restarting
+    /// host's own: the calls they cover may have cost money the ledger never heard of.
+    pub async fn delete_expired_reservations(&self, now_ms: i64) -> Result<u64> {
         let changed = self
             .write_all(&[Statement::new(
-                "DELETE FROM budget_reservations WHERE host_id = $1 OR expires_at_ms <= $2",
-                vec![Arg::Text(host_id.to_owned()), Arg::Int(now_ms)],
+                "DELETE FROM budget_reservations WHERE expires_at_ms <= $1",
+                vec![Arg::Int(now_ms)],
             )])
             .await?;
         Ok(changed.iter().sum())

@@ -7,7 +7,7 @@
 use anyhow::Result;
 use sqlx::Row;
 
-use super::batch::{Arg, Statement};
+use super::batch::{Arg, Statement, value_rows};
 use super::{Db, now_ms};
 
 /// A run as stored.
@@ -48,6 +48,8 @@ pub struct LedgerRow {
     pub cache_write_tokens: i64,
     pub cost_micros: i64,
     pub created_at_ms: i64,
+    /// The call reported no usage (aborted, broken off): tokens and cost are its estimate.
+    pub estimated: bool,
 }
 
 /// The run's counters after a step, or its end.
@@ -212,7 +214,7 @@ impl Db {
     pub async fn ledger_since(&self, owner_id: &str, since_ms: i64) -> Result<Vec<LedgerRow>> {
         let rows = sqlx::query(
             "SELECT owner_id, run_id, session_id, provider, model, input_tokens, output_tokens, \
-             cache_read_tokens, cache_write_tokens, cost_micros, created_at_ms FROM usage_ledger \
+             cache_read_tokens, cache_write_tokens, cost_micros, created_at_ms, estimated FROM usage_ledger \
              WHERE owner_id = $1 AND created_at_ms >= $2 ORDER BY created_at_ms",
         )
         .bind(owner_id)
@@ -233,6 +235,7 @@ impl Db {
                     cache_write_tokens: r.try_get("cache_write_tokens")?,
                     cost_micros: r.try_get("cost_micros")?,
                     created_at_ms: r.try_get("created_at_ms")?,
+                    estimated: r.try_get::<i64, _>("estimated")? != 0,
                 })
             })
             .collect()
@@ -266,24 +269,12 @@ fn step_statements(step: StepWrite<'_>) -> Result<Vec<Statement>> {
     }
     if !step.events.is_empty() {
         // One statement for all of a step's events.
-        let mut sql = String::from(
-            "INSERT INTO session_events (session_id, seq, run_id, kind, data_json, created_at_ms) VALUES ",
+        let sql = format!(
+            "INSERT INTO session_events (session_id, seq, run_id, kind, data_json, created_at_ms) VALUES {}",
+            value_rows(step.events.len(), 6)
         );
         let mut args = Vec::with_capacity(step.events.len() * 6);
-        for (i, event) in step.events.iter().enumerate() {
-            let n = i * 6;
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${})",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5,
-                n + 6
-            ));
+        for event in &step.events {
             args.extend([
                 session(),
                 Arg::Int(event.seq),
@@ -299,7 +290,7 @@ fn step_statements(step: StepWrite<'_>) -> Result<Vec<Statement>> {
         statements.push(Statement::new(
             "INSERT INTO usage_ledger (id, owner_id, run_id, session_id, provider, model, \
              input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_micros, \
-             created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             created_at_ms, estimated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             vec![
                 Arg::Text(crate::util::new_id()),
                 Arg::Text(l.owner_id.clone()),
@@ -313,6 +304,7 @@ fn step_statements(step: StepWrite<'_>) -> Result<Vec<Statement>> {
                 Arg::Int(l.cache_write_tokens),
                 Arg::Int(l.cost_micros),
                 Arg::Int(l.created_at_ms),
+                Arg::Int(i64::from(l.estimated)),
             ],
         ));
     }
@@ -335,6 +327,13 @@ fn step_statements(step: StepWrite<'_>) -> Result<Vec<Statement>> {
                 Arg::Text(step.run_id.to_owned()),
             ],
         ));
+        if r.finished {
+            // The session is free the moment the run's end is stored.
+            statements.push(super::claims::release_statement(
+                step.session_id,
+                step.run_id,
+            ));
+        }
     }
     Ok(statements)
 }

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use sqlx::Row;
 
+use super::batch::{Arg, Statement, value_rows};
 use super::{Db, now_ms};
 
 /// A chat session as stored.
@@ -316,6 +317,39 @@ impl Db {
         .await?;
         tx.commit().await?;
         Ok(Some(row))
+    }
+
+    /// Stores `messages` (role, content) as the first messages of a session made for them
+    /// (`/v1`'s history), in one transaction of a few statements, off the async runtime's
+    /// threads: a request body of a megabyte can hold tens of thousands of them.
+    pub async fn insert_history(
+        &self,
+        session_id: &str,
+        messages: &[(&str, serde_json::Value)],
+    ) -> Result<()> {
+        // Six arguments a row, well within both databases' limits on bound arguments.
+        const ROWS: usize = 500;
+        let now = now_ms();
+        let mut statements = Vec::with_capacity(messages.len().div_ceil(ROWS));
+        for (chunk_index, chunk) in messages.chunks(ROWS).enumerate() {
+            let sql = format!(
+                "INSERT INTO messages (id, session_id, seq, role, content_json, created_at_ms) VALUES {}",
+                value_rows(chunk.len(), 6)
+            );
+            let mut args = Vec::with_capacity(chunk.len() * 6);
+            for (i, (role, content)) in chunk.iter().enumerate() {
+                args.extend([
+                    Arg::Text(crate::util::new_id()),
+                    Arg::Text(session_id.to_owned()),
+                    Arg::Int((chunk_index * ROWS + i + 1) as i64),
+                    Arg::Text((*role).to_owned()),
+                    Arg::Text(serde_json::to_string(content)?),
+                    Arg::Int(now),
+                ]);
+            }
+            statements.push(Statement::new(sql, args));
+        }
+        self.write_all_off_runtime(&statements).await.map(drop)
     }
 
     /// The session's last `limit` messages, oldest first (the agent loop's history: one query,

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::components as c;
 use crate::server::TestServer;
-use crate::vendor::{FakeVendor, Flavor};
+use crate::vendor::{FakeVendor, Flavor, Reply};
 use crate::{manifest, pack};
 
 /// What [`setup`] made.
@@ -122,6 +122,75 @@ pub async fn ask_and_wait(
     tokio::time::timeout(std::time::Duration::from_secs(60), fut)
         .await
         .expect("the run ended within 60 s (no hang)")
+}
+
+/// Starts a run whose one provider call answers slowly (`text`'s words one per `delay_ms`),
+/// on `session` of `host`, and returns once the call reached the vendor (its budget
+/// reservation taken). Returns the run's id.
+pub async fn start_slow_call(
+    host: &TestServer,
+    token: &str,
+    session: &str,
+    vendor: &FakeVendor,
+    delay_ms: u64,
+) -> String {
+    start_slow_run(
+        host,
+        token,
+        session,
+        vendor,
+        "a slow and costly answer",
+        delay_ms,
+    )
+    .await
+}
+
+/// [`start_slow_call`] with a text of the caller's.
+pub async fn start_slow_run(
+    host: &TestServer,
+    token: &str,
+    session: &str,
+    vendor: &FakeVendor,
+    text: &str,
+    delay_ms: u64,
+) -> String {
+    let before = vendor.request_count();
+    vendor.push(Reply::Slow {
+        text: text.into(),
+        delay: std::time::Duration::from_millis(delay_ms),
+    });
+    let (status, body) = host
+        .send(
+            "POST",
+            &format!("/api/sessions/{session}/messages"),
+            Some(token),
+            Some(json!({"text": "first"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    eventually("the slow call reached the vendor", || async {
+        vendor.request_count() > before
+    })
+    .await;
+    body["run_id"].as_str().unwrap().to_owned()
+}
+
+/// Waits until `check` holds, polling; panics naming `what` after 20 s. For state that
+/// settles after a response was sent (a run's end, a freed slot): the bound catches a hang,
+/// it does not time anything.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within 20 s: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// One SSE event as a client sees it.

@@ -1,6 +1,7 @@
 //! A real Kelp HTTP server on a loopback port, on a fresh SQLite file or a fresh PostgreSQL
 //! schema, for API tests that must pass on both databases.
 
+use kelp::agent::AgentSettings;
 use kelp::api::AppState;
 use kelp::plugins::{PluginRuntime, RuntimeSettings};
 use kelp::store::Db;
@@ -20,6 +21,13 @@ pub fn postgres_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
+/// What a test server runs with: `kelp serve`'s `[agent]` and `[plugins]` settings.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub agent: AgentSettings,
+    pub plugins: RuntimeSettings,
+}
+
 /// A running server. Dropping it stops the server and drops its PostgreSQL schema.
 pub struct TestServer {
     pub base: String,
@@ -34,6 +42,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
+        TestServer::start_with(backend, Settings::default()).await
+    }
+
+    /// [`TestServer::start`] with settings of the test's own.
+    pub async fn start_with(backend: Backend, settings: Settings) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let (db, schema) = match backend {
             Backend::Sqlite => (Db::open_sqlite_in(dir.path()).await.unwrap(), None),
@@ -42,7 +55,7 @@ impl TestServer {
                 (Db::connect(&schema.url()).await.unwrap(), Some(schema))
             }
         };
-        TestServer::serve(db, dir, backend, schema).await
+        TestServer::serve(db, dir, backend, schema, settings).await
     }
 
     /// Another host sharing this one's PostgreSQL database, as several hosts behind a load
@@ -50,6 +63,11 @@ impl TestServer {
     /// each host has a directory of its own, and its host id there, and the key from the
     /// environment); its host id is its own.
     pub async fn second_host(&self) -> TestServer {
+        self.second_host_with(Settings::default()).await
+    }
+
+    /// [`TestServer::second_host`] with settings of its own.
+    pub async fn second_host_with(&self, settings: Settings) -> TestServer {
         assert_eq!(
             self.backend,
             Backend::Postgres,
@@ -58,7 +76,8 @@ impl TestServer {
         let db = self.another_db().await;
         // Its `dir` is an empty directory of its own; its data directory is the first host's.
         let own = tempfile::tempdir().unwrap();
-        let mut second = TestServer::serve_in(db, self.dir.path(), own, self.backend, None).await;
+        let mut second =
+            TestServer::serve_in(db, self.dir.path(), own, self.backend, None, settings).await;
         second.http = self.http.clone();
         second
     }
@@ -77,9 +96,10 @@ impl TestServer {
         dir: tempfile::TempDir,
         backend: Backend,
         schema: Option<crate::PgSchema>,
+        settings: Settings,
     ) -> TestServer {
         let data = dir.path().to_owned();
-        TestServer::serve_in(db, &data, dir, backend, schema).await
+        TestServer::serve_in(db, &data, dir, backend, schema, settings).await
     }
 
     async fn serve_in(
@@ -88,9 +108,10 @@ impl TestServer {
         dir: tempfile::TempDir,
         backend: Backend,
         schema: Option<crate::PgSchema>,
+        settings: Settings,
     ) -> TestServer {
-        let runtime = PluginRuntime::new(RuntimeSettings::default(), data, db).unwrap();
-        let state = AppState::new(runtime);
+        let runtime = PluginRuntime::new(settings.plugins, data, db).unwrap();
+        let state = AppState::with_agent(runtime, settings.agent, kelp::util::new_id());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

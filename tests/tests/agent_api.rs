@@ -3,7 +3,7 @@
 
 use futures::{SinkExt, StreamExt};
 use kelp::store::budgets::Limits;
-use kelp_tests::agent::{SseReader, ask_and_wait, new_session, setup};
+use kelp_tests::agent::{SseReader, ask_and_wait, new_session, setup, start_slow_call};
 use kelp_tests::both_backends;
 use kelp_tests::server::{Backend, TestServer};
 use kelp_tests::vendor::{FakeVendor, Flavor, Reply};
@@ -16,37 +16,6 @@ async fn set_budget(s: &TestServer, token: &str, budget: Value) {
         .send("PUT", "/api/settings/budget", Some(token), Some(budget))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-}
-
-/// Starts a run whose one provider call answers slowly, on `session` of `host`, and returns
-/// once the call is under way (its budget reservation taken).
-async fn start_a_slow_call(
-    host: &TestServer,
-    token: &str,
-    session: &str,
-    vendor: &FakeVendor,
-    delay_ms: u64,
-) {
-    vendor.push(Reply::Slow {
-        text: "a slow and costly answer".into(),
-        delay: std::time::Duration::from_millis(delay_ms),
-    });
-    let (status, _) = host
-        .send(
-            "POST",
-            &format!("/api/sessions/{session}/messages"),
-            Some(token),
-            Some(json!({"text": "first"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    for _ in 0..100 {
-        if vendor.request_count() == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(vendor.request_count(), 1, "the first call is under way");
 }
 
 /// Sends a message on `session` of `host` and checks it is refused for what is reserved.
@@ -123,7 +92,7 @@ both_backends!(
             json!({"daily_limit_usd": 0.0015, "alert_thresholds": [0.1]}),
         )
         .await;
-        start_a_slow_call(&s, &a.admin, &a.session_id, &vendor, 150).await;
+        start_slow_call(&s, &a.admin, &a.session_id, &vendor, 150).await;
         let other = new_session(&s, &a.admin, &a.agent_id).await;
         refused_for_reservations(&s, &a.admin, &other).await;
         assert_eq!(vendor.request_count(), 1);
@@ -285,7 +254,7 @@ async fn budgets_hold_across_hosts_sharing_a_database() {
             .unwrap();
         row.0
     };
-    start_a_slow_call(&s, &a.admin, &a.session_id, &vendor, 300).await;
+    start_slow_call(&s, &a.admin, &a.session_id, &vendor, 300).await;
     assert_eq!(reservations().await, 1);
     let elsewhere = new_session(&other_host, &a.admin, &a.agent_id).await;
     refused_for_reservations(&other_host, &a.admin, &elsewhere).await;

@@ -269,6 +269,17 @@ impl AgentHost {
         self.prices.get(model).copied()
     }
 
+    /// What a user should know about running `model`: said in the agent's view.
+    pub fn model_warnings(&self, model: &str) -> Vec<String> {
+        if self.price(model).is_some() {
+            return Vec::new();
+        }
+        vec![format!(
+            "model `{model}` has no price: its calls are recorded as costing nothing and no \
+             budget limit applies to them (an operator can add it under [agent.prices])"
+        )]
+    }
+
     pub async fn budget_settings(&self, owner: &str) -> anyhow::Result<BudgetSettings> {
         Ok(BudgetSettings::from_settings(
             &self.db().user_settings(owner).await?,
@@ -278,6 +289,11 @@ impl AgentHost {
     /// The session's event channel.
     pub async fn channel(&self, session_id: &str) -> anyhow::Result<Arc<SessionChannel>> {
         self.hub.channel(self.db(), session_id).await
+    }
+
+    /// Whether this host has any run in progress.
+    pub fn has_runs(&self) -> bool {
+        !self.active.lock().expect("active lock").is_empty()
     }
 
     /// Event channels open on this host: one per session that has a run in progress here or

@@ -39,6 +39,19 @@ pub struct Agent {
     pub max_steps: i64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// What may surprise you about this agent, e.g. a model without a price (its calls are
+    /// recorded as free, and no budget limits them).
+    pub warnings: Vec<String>,
+}
+
+impl Agent {
+    fn of(state: &AppState, row: AgentRow) -> Agent {
+        let warnings = state.agent.model_warnings(&row.provider.model);
+        Agent {
+            warnings,
+            ..Agent::from(row)
+        }
+    }
 }
 
 impl From<AgentRow> for Agent {
@@ -53,6 +66,7 @@ impl From<AgentRow> for Agent {
             max_steps: row.max_steps,
             created_at_ms: row.created_at_ms,
             updated_at_ms: row.updated_at_ms,
+            warnings: Vec::new(),
         }
     }
 }
@@ -185,9 +199,9 @@ fn validate_max_steps(max_steps: i64) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn written(outcome: AgentWrite, name: Option<&str>) -> Result<Agent, ApiError> {
+fn written(state: &AppState, outcome: AgentWrite, name: Option<&str>) -> Result<Agent, ApiError> {
     match outcome {
-        AgentWrite::Done(row) => Ok((*row).into()),
+        AgentWrite::Done(row) => Ok(Agent::of(state, *row)),
         AgentWrite::NameTaken => Err(ApiError::conflict(format!(
             "you already have an agent named `{}`",
             name.unwrap_or_default()
@@ -209,9 +223,10 @@ pub async fn list(
         .db()
         .list_agents(user.id(), page.limit(), page.offset())
         .await?;
-    Ok(axum::Json(
-        page.page(items.into_iter().map(Agent::from).collect(), total),
-    ))
+    Ok(axum::Json(page.page(
+        items.into_iter().map(|a| Agent::of(&state, a)).collect(),
+        total,
+    )))
 }
 
 /// Creates an agent.
@@ -247,7 +262,7 @@ pub async fn create(
         .await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(written(outcome, Some(&body.name))?),
+        axum::Json(written(&state, outcome, Some(&body.name))?),
     ))
 }
 
@@ -265,7 +280,7 @@ pub async fn get_one(
         .get_agent(user.id(), &id)
         .await?
         .ok_or_else(|| ApiError::not_found("agent"))?;
-    Ok(axum::Json(row.into()))
+    Ok(axum::Json(Agent::of(&state, row)))
 }
 
 /// Changes the given fields of an agent.
@@ -313,7 +328,7 @@ pub async fn update(
             },
         )
         .await?;
-    Ok(axum::Json(written(outcome, body.name.as_deref())?))
+    Ok(axum::Json(written(&state, outcome, body.name.as_deref())?))
 }
 
 /// Deletes an agent. Its sessions stay, without an agent, until given another.

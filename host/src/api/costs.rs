@@ -34,6 +34,9 @@ pub struct Totals {
     pub output_tokens: i64,
     /// Provider calls.
     pub calls: i64,
+    /// Of those, calls whose stream ended without reporting usage (aborted, broken off):
+    /// counted at their estimated tokens and cost.
+    pub estimated_calls: i64,
 }
 
 impl Totals {
@@ -42,6 +45,7 @@ impl Totals {
         self.input_tokens += row.input_tokens;
         self.output_tokens += row.output_tokens;
         self.calls += 1;
+        self.estimated_calls += i64::from(row.estimated);
     }
 }
 
@@ -62,6 +66,9 @@ pub struct Today {
     pub monthly_limit_usd: Option<f64>,
     /// Alert thresholds reached, as `{"limit": "daily"|"monthly", "threshold": 0.8}`.
     pub alerts: Vec<serde_json::Value>,
+    /// Models used this month that have no price: their calls count as free here and no
+    /// budget limits them.
+    pub unpriced_models: Vec<String>,
 }
 
 /// Today's cost, tokens and calls, this month's cost, and the limits.
@@ -77,7 +84,11 @@ pub async fn today(
     let rows = state.db().ledger_since(user.id(), month_start).await?;
     let mut totals = Totals::default();
     let mut month = 0i64;
+    let mut unpriced = std::collections::BTreeSet::new();
     for row in &rows {
+        if state.agent.price(&row.model).is_none() {
+            unpriced.insert(row.model.clone());
+        }
         month += row.cost_micros;
         if row.created_at_ms >= day_start {
             totals.add(row);
@@ -106,6 +117,7 @@ pub async fn today(
         daily_limit_usd: budget.daily_limit_usd,
         monthly_limit_usd: budget.monthly_limit_usd,
         alerts,
+        unpriced_models: unpriced.into_iter().collect(),
     }))
 }
 
@@ -167,6 +179,8 @@ pub struct BreakdownQuery {
 pub struct ModelCost {
     pub provider: String,
     pub model: String,
+    /// Whether the price table has the model; without a price its calls count as free.
+    pub priced: bool,
     #[serde(flatten)]
     pub totals: Totals,
 }
@@ -210,6 +224,7 @@ pub async fn breakdown(
     let mut by_model: Vec<ModelCost> = by
         .into_iter()
         .map(|((provider, model), totals)| ModelCost {
+            priced: state.agent.price(&model).is_some(),
             provider,
             model,
             totals,

@@ -172,7 +172,14 @@ impl PluginRuntime {
         let pre = instance.provider_pre.as_ref().expect("checked above");
         let ctx = instance.ctx.clone();
         let internal = |e: anyhow::Error| plugin_failure(format!("provider `{id}`: {e:#}"));
-        // The pool slot stays taken for the stream's life: the decoder lives in it.
+        // The pool slot stays taken for the stream's life: the decoder lives in it. A stream
+        // first needs one of the fewer stream permits, so streams never take every slot.
+        let stream_permit = self
+            .stream_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| internal(e.into()))?;
         let permit = self
             .permits
             .clone()
@@ -234,7 +241,7 @@ impl PluginRuntime {
             retry_after: retry_after(&headers),
             saw_finish: false,
             held: None,
-            _permit: permit,
+            _permits: (stream_permit, permit),
         };
         if !(200..300).contains(&status) {
             return Err(stream.read_error().await);
@@ -308,7 +315,8 @@ pub struct ProviderStream {
     saw_finish: bool,
     /// The end of the body or an error, found while gathering chunks, for the next call.
     held: Option<Option<Result<Bytes, OutboundError>>>,
-    _permit: OwnedSemaphorePermit,
+    /// A stream permit and the pool slot the decoder lives in.
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
 impl ProviderStream {

@@ -125,6 +125,9 @@ pub struct PluginRuntime {
     cache: CompileCache,
     settings: RuntimeSettings,
     pub(super) permits: Arc<Semaphore>,
+    /// Taken by a provider stream before a pool slot, and held as long: fewer permits than
+    /// the pool has slots, so streams that last minutes leave slots for short tool calls.
+    pub(super) stream_permits: Arc<Semaphore>,
     db: Db,
     secret_box: SecretBox,
     resolver: Arc<dyn Resolve>,
@@ -178,15 +181,16 @@ impl PluginRuntime {
             &data_dir.join("cache.key"),
         )?;
         let secret_box = SecretBox::from_env_or_file(&data_dir.join("master.key"))?;
-        let permits = Arc::new(Semaphore::new(
-            settings.max_concurrent_plugin_calls.max(1) as usize
-        ));
+        let slots = settings.max_concurrent_plugin_calls.max(1) as usize;
+        let permits = Arc::new(Semaphore::new(slots));
+        let stream_permits = Arc::new(Semaphore::new(stream_slots(slots)));
         Ok(Arc::new(PluginRuntime {
             engine,
             linker,
             cache,
             settings,
             permits,
+            stream_permits,
             db,
             secret_box,
             resolver,
@@ -1039,6 +1043,15 @@ fn validate_config(manifest: &Manifest, config: &serde_json::Value) -> Result<()
             .map_err(|e| anyhow!("{}: {e}", manifest.name))?;
     }
     Ok(())
+}
+
+/// Pool slots provider streams may hold at once out of `slots`: all but a quarter (at least
+/// one), which stays for tool calls. With a single slot there is nothing to share.
+pub(super) fn stream_slots(slots: usize) -> usize {
+    if slots < 2 {
+        return slots;
+    }
+    slots - (slots / 4).max(1)
 }
 
 fn secret_context(instance_id: &str, name: &str) -> String {

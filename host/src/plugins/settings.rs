@@ -81,7 +81,9 @@ impl CallLimits {
 pub struct RuntimeSettings {
     /// How many plugin calls may run at once. The pooling allocator's slots are derived from
     /// this one number, and callers beyond it wait in a queue instead of failing: the pool's
-    /// own defaults would refuse the ~334th concurrent call outright.
+    /// own defaults would refuse the ~334th concurrent call outright. Provider streams, which
+    /// hold a slot for as long as a model answers, may take all but a quarter of them, so
+    /// tool calls always find room.
     pub max_concurrent_plugin_calls: u32,
     /// Epoch tick in milliseconds: how often a running guest yields to the async runtime and
     /// its time budget is checked. 10 ms keeps other tasks' latency low at negligible cost.

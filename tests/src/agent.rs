@@ -215,8 +215,10 @@ impl SseReader {
         }
     }
 
-    /// The next event (comments skipped); `None` at the end of the stream. Panics after 60 s.
+    /// The next event (comments skipped); `None` at the end of the stream. Panics after 60 s
+    /// (keep-alive comments do not count: they would keep a stream without events going).
     pub async fn next(&mut self) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();
@@ -243,7 +245,7 @@ impl SseReader {
                 event.data = serde_json::from_str(&data).unwrap_or(Value::String(data));
                 return Some(event);
             }
-            let chunk = tokio::time::timeout(std::time::Duration::from_secs(60), self.resp.chunk())
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
                 .await
                 .expect("an SSE event within 60 s")
                 .expect("SSE body");

@@ -347,9 +347,18 @@ async fn today(s: &TestServer, token: &str) -> Value {
     today
 }
 
+/// Settings whose session lease is too long for its renewal to be what stops a run within a
+/// test: the delete itself must.
+fn long_lease() -> Settings {
+    let mut settings = Settings::default();
+    settings.agent.session_lease_s = 600;
+    settings
+}
+
 both_backends!(
     deleting_a_session_stops_its_run_and_keeps_its_cost,
     |s: TestServer| async move {
+        let s = TestServer::start_with(s.backend, long_lease()).await;
         let vendor = FakeVendor::start(Flavor::OpenAi).await;
         let a = setup(&s, &vendor, "gpt-4o").await;
         start_slow_run(&s, &a.admin, &a.session_id, &vendor, &long_answer(), 100).await;
@@ -385,6 +394,7 @@ both_backends!(
 both_backends!(
     deleting_a_user_stops_their_runs,
     |s: TestServer| async move {
+        let s = TestServer::start_with(s.backend, long_lease()).await;
         let vendor = FakeVendor::start(Flavor::OpenAi).await;
         let a = setup(&s, &vendor, "gpt-4o").await;
         let bob = s.user("bob").await;

@@ -169,7 +169,26 @@ fn main() {
         flate2::read::GzDecoder::new(&package[..])
             .read_to_end(&mut tar)
             .unwrap();
-        for (mode, payload) in [(0u8, &package), (1, &tar), (2, &package), (3, &tar)] {
+        let mut entries = Vec::new();
+        for entry in tar::Archive::new(&tar[..]).entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path_bytes().into_owned();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            entries.push(b'0');
+            entries.push(u8::try_from(path.len()).unwrap());
+            entries.extend_from_slice(&path);
+            entries.extend_from_slice(&u16::try_from(data.len()).unwrap().to_le_bytes());
+            entries.extend_from_slice(&data);
+        }
+        for (mode, payload) in [
+            (0u8, &package),
+            (1, &tar),
+            (2, &package),
+            (3, &tar),
+            (4, &entries),
+            (6, &entries),
+        ] {
             let mut seed = vec![mode];
             seed.extend_from_slice(payload);
             write("package_reader", &format!("{name}-mode{mode}"), &seed);

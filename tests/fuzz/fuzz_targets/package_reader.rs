@@ -2,10 +2,12 @@
 //! caps, what it accepts is what the archive holds, and an accepted package packs again into
 //! one that reads back the same.
 //!
-//! Layout of the fuzzer's bytes: one mode byte, then the payload. Bit 0 of the mode: the
-//! payload is the archive itself, or a tar stream that is gzip'd here (so that the fuzzer
-//! reaches the tar and file checks without forging gzip checksums). Bit 1: the default
-//! limits, or limits small enough for the fuzzer to reach each one.
+//! Layout of the fuzzer's bytes: one mode byte, then the payload. Bits 0 and 2 of the mode say
+//! what the payload is: the archive itself (0); a tar stream, gzip'd here so that the fuzzer
+//! reaches the tar checks without forging gzip checksums (1); or entries, written here as tar
+//! headers with valid checksums so that it varies names, types, sizes and contents freely (4,
+//! see [`tar_of_entries`]). Bit 1: the default limits, or limits small enough for the fuzzer
+//! to reach each one.
 
 #![no_main]
 
@@ -30,16 +32,52 @@ const SMALL: PackageLimits = PackageLimits {
 /// `\0asm` and the component-model layer/version.
 const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+/// A tar stream of the entries in `payload`, each `[type, name length, name…, size (u16 LE),
+/// data…]`: the type byte as tar's (below `b'0'` a regular file), the name's bytes unchecked,
+/// the size declared as given even where fewer bytes remain.
+fn tar_of_entries(mut payload: &[u8]) -> Vec<u8> {
+    let mut tar = Vec::new();
+    while let [kind, name_len, rest @ ..] = payload {
+        let name_len = usize::from(*name_len % 101).min(rest.len());
+        let (name, rest) = rest.split_at(name_len);
+        let Some((size, rest)) = rest.split_first_chunk::<2>() else {
+            break;
+        };
+        let size = usize::from(u16::from_le_bytes(*size));
+        let (data, rest) = rest.split_at(size.min(rest.len()));
+        payload = rest;
+
+        let mut header = tar::Header::new_ustar();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        let kind = if *kind < b'0' { b'0' } else { *kind };
+        header.set_entry_type(tar::EntryType::new(kind));
+        header.set_size(size as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.extend_from_slice(header.as_bytes());
+        tar.extend_from_slice(data);
+        tar.resize(tar.len().next_multiple_of(512), 0);
+    }
+    tar.resize(tar.len() + 1024, 0);
+    tar
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, payload)) = data.split_first() else {
         return;
     };
-    let archive = if mode & 1 == 0 {
-        payload.to_vec()
+    let archive = if mode & 4 != 0 {
+        gzip(&tar_of_entries(payload))
+    } else if mode & 1 != 0 {
+        gzip(payload)
     } else {
-        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
-        gz.write_all(payload).unwrap();
-        gz.finish().unwrap()
+        payload.to_vec()
     };
     let limits = if mode & 2 == 0 {
         PackageLimits::default()

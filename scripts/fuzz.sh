@@ -17,6 +17,11 @@ cd "$(dirname "$0")/.."
 
 seconds="${1:-60}"
 shift || true
+# libFuzzer reads a time of 0 as "forever".
+if ! [[ $seconds =~ ^[0-9]+$ ]] || [[ $seconds -lt 1 ]]; then
+  echo "usage: scripts/fuzz.sh [seconds-per-target >= 1] [target...]" >&2
+  exit 2
+fi
 CARGO_FUZZ_VERSION=0.13.2
 
 # The same cache as scripts/test.sh, in a subdirectory: cargo-fuzz's RUSTFLAGS would otherwise
@@ -74,4 +79,6 @@ done
 
 echo "== fuzz results (${seconds}s per target)"
 printf '%s\n' "${summary[@]}"
-! printf '%s\n' "${summary[@]}" | grep -q FAILED
+failed_count="$(printf '%s\n' "${summary[@]}" | grep -c FAILED || true)"
+echo "fuzz: $((${#summary[@]} - failed_count)) passed, $failed_count failed"
+[[ $failed_count -eq 0 ]]

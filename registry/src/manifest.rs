@@ -372,7 +372,7 @@ impl Manifest {
 
         let config_schema = match raw.config {
             None => None,
-            Some(value @ toml::Value::Table(_)) => Some(toml_to_json(value)),
+            Some(value @ toml::Value::Table(_)) => Some(toml_to_json(value, "config")?),
             Some(_) => {
                 return Err(ManifestError::invalid(
                     "config",
@@ -404,20 +404,39 @@ fn parse_semver(field: &str, s: &str) -> Result<semver::Version, ManifestError> 
 }
 
 /// TOML datetimes have no JSON counterpart; serde would turn them into a private wrapper
-/// object, so they become RFC 3339 strings here.
-fn toml_to_json(value: toml::Value) -> serde_json::Value {
+/// object, so they become RFC 3339 strings here. `nan` and `inf` have none either, and a
+/// schema that means one cannot be written in JSON: refused, naming the key.
+fn toml_to_json(value: toml::Value, field: &str) -> Result<serde_json::Value, ManifestError> {
     use serde_json::Value as J;
-    match value {
+    Ok(match value {
         toml::Value::String(s) => J::String(s),
         toml::Value::Integer(i) => J::from(i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
+        toml::Value::Float(f) => match serde_json::Number::from_f64(f) {
+            Some(n) => J::Number(n),
+            None => {
+                return Err(ManifestError::invalid(
+                    field,
+                    format!("`{f}` has no JSON value; use a finite number"),
+                ));
+            }
+        },
         toml::Value::Boolean(b) => J::Bool(b),
         toml::Value::Datetime(d) => J::String(d.to_string()),
-        toml::Value::Array(a) => J::Array(a.into_iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => {
-            J::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
-        }
-    }
+        toml::Value::Array(a) => J::Array(
+            a.into_iter()
+                .enumerate()
+                .map(|(i, v)| toml_to_json(v, &format!("{field}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        toml::Value::Table(t) => J::Object(
+            t.into_iter()
+                .map(|(k, v)| {
+                    let value = toml_to_json(v, &format!("{field}.{k}"))?;
+                    Ok((k, value))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    })
 }
 
 fn validate_capabilities(
@@ -1134,6 +1153,26 @@ output-bytes = 1048576
         assert_eq!(invalid_field(&text), "limits.memory-mb");
         let err = Manifest::parse(&variant("memory-mb = 64", "memory-mb = -1")).unwrap_err();
         assert!(err.to_string().contains("memory-mb"), "{err}");
+    }
+
+    /// Found by the `manifest` fuzz target: `nan` was accepted and became `null` in the
+    /// schema, so the manifest described something its own text never said.
+    #[test]
+    fn config_refuses_numbers_json_cannot_hold() {
+        for (value, field) in [
+            ("nan", "config.properties.base_url.maximum"),
+            ("-inf", "config.properties.base_url.maximum"),
+            ("[1.0, +inf]", "config.properties.base_url.maximum[1]"),
+        ] {
+            let text = variant(
+                "format = \"uri\"",
+                &format!("format = \"uri\"\nmaximum = {value}"),
+            );
+            assert_eq!(invalid_field(&text), field, "{value}");
+        }
+        let text = variant("format = \"uri\"", "format = \"uri\"\nmaximum = 1.5");
+        let schema = Manifest::parse(&text).unwrap().config_schema.unwrap();
+        assert_eq!(schema["properties"]["base_url"]["maximum"], 1.5);
     }
 
     #[test]

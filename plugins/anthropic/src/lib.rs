@@ -1,6 +1,8 @@
 //! `kelp/anthropic`: the Anthropic Messages API, streamed.
 
-mod decoder;
+// Public only for the fuzz targets in tests/fuzz, which feed it untrusted bytes natively.
+#[doc(hidden)]
+pub mod decoder;
 mod error;
 mod request;
 

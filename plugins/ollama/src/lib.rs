@@ -1,7 +1,9 @@
 //! `kelp/ollama`: a local Ollama server through its native `/api/chat`, streamed as NDJSON,
 //! with tool calls.
 
-mod decoder;
+// Public only for the fuzz targets in tests/fuzz, which feed it untrusted bytes natively.
+#[doc(hidden)]
+pub mod decoder;
 mod request;
 
 use kelp_sdk::http::Request;

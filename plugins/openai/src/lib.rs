@@ -2,7 +2,9 @@
 //! other servers (OpenRouter, vLLM, llama.cpp, LM Studio, …), so one instance per `base_url`
 //! covers them too.
 
-mod decoder;
+// Public only for the fuzz targets in tests/fuzz, which feed it untrusted bytes natively.
+#[doc(hidden)]
+pub mod decoder;
 mod error;
 mod request;
 

@@ -398,6 +398,94 @@ impl Redactor {
         }
         out
     }
+
+    /// A redactor for a body that arrives in pieces: see [`StreamRedactor`].
+    pub fn stream(&self) -> StreamRedactor {
+        StreamRedactor {
+            redactor: self.clone(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Every occurrence of every needle in `bytes`, as `(start, end)`.
+    fn occurrences(&self, bytes: &[u8]) -> Vec<(usize, usize)> {
+        self.needles
+            .iter()
+            .flat_map(|(needle, _)| {
+                memchr::memmem::find_iter(bytes, needle.as_bytes())
+                    .map(move |at| (at, at + needle.len()))
+            })
+            .collect()
+    }
+}
+
+/// Redacts a body that arrives in chunks, so that a secret split across two chunks is still
+/// replaced: a redactor run on each chunk alone sees neither half as the secret, while the
+/// reader downstream (a provider's decoder keeps its state across calls) joins them again.
+///
+/// Only the bytes that could be the start of a secret are held back — a suffix of what
+/// arrived that is a prefix of some secret — so a stream whose events end in a newline is
+/// passed on at once, and nothing is held for longer than the longest secret.
+#[derive(Debug, Clone)]
+pub struct StreamRedactor {
+    redactor: Redactor,
+    /// Arrived bytes not yet passed on: a possible partial secret at the end of the body so far.
+    pending: Vec<u8>,
+}
+
+impl StreamRedactor {
+    /// Takes the next chunk; returns what may be passed on now, redacted.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.pending.extend_from_slice(chunk);
+        let cut = self.safe_cut();
+        let rest = self.pending.split_off(cut);
+        let ready = std::mem::replace(&mut self.pending, rest);
+        self.redactor.redact_bytes(ready)
+    }
+
+    /// The end of the body: whatever was held back, redacted (a partial secret stays as is —
+    /// it is not the secret).
+    pub fn finish(&mut self) -> Vec<u8> {
+        self.redactor
+            .redact_bytes(std::mem::take(&mut self.pending))
+    }
+
+    /// Where the pending bytes can be cut so that everything before the cut can be redacted
+    /// on its own: no secret crosses the cut, and nothing after it could complete one later
+    /// unless it is held back.
+    fn safe_cut(&self) -> usize {
+        let bytes = &self.pending;
+        let longest = self
+            .redactor
+            .needles
+            .iter()
+            .map(|(n, _)| n.len())
+            .max()
+            .unwrap_or(0);
+        // The earliest position from which the rest is a proper prefix of some secret. Earlier
+        // positions leave at least `longest` bytes, so a secret starting there is complete.
+        let mut cut = (bytes.len().saturating_sub(longest.saturating_sub(1))..bytes.len())
+            .find(|at| {
+                let tail = &bytes[*at..];
+                self.redactor
+                    .needles
+                    .iter()
+                    .any(|(n, _)| n.len() > tail.len() && n.as_bytes().starts_with(tail))
+            })
+            .unwrap_or(bytes.len());
+        // A complete secret that crosses the cut is held back whole (a secret that overlaps
+        // itself, `abab` in `ababab`, can need this more than once).
+        let occurrences = self.redactor.occurrences(bytes);
+        while let Some(start) = occurrences
+            .iter()
+            .filter(|(start, end)| *start < cut && *end > cut)
+            .map(|(start, _)| *start)
+            .min()
+        {
+            cut = start;
+        }
+        cut
+    }
 }
 
 #[cfg(test)]
@@ -434,6 +522,39 @@ mod tests {
             b"[REDACTED:K][REDACTED:K] mid s3cr3\xff [REDACTED:K]".to_vec()
         );
         assert_eq!(r.redact_bytes(b"clean".to_vec()), b"clean".to_vec());
+    }
+
+    #[test]
+    fn stream_redactor_catches_a_secret_split_anywhere() {
+        let r = Redactor::new(&[
+            secret("K", SecretPosition::Query("k".into()), "sk-abc/123"),
+            secret("P", SecretPosition::Query("k".into()), "abab"),
+        ]);
+        let text = b"data: {\"text\": \"your key is sk-abc/123 and sk-abc%2F123\"}\n\nsk-ab ababab abababab";
+        let whole = r.redact_bytes(text.to_vec());
+        for a in 0..=text.len() {
+            for b in a..=text.len() {
+                let mut stream = r.stream();
+                let mut out = stream.push(&text[..a]);
+                out.extend(stream.push(&text[a..b]));
+                out.extend(stream.push(&text[b..]));
+                out.extend(stream.finish());
+                assert_eq!(out, whole, "split at {a} and {b}");
+            }
+        }
+        assert!(!contains(&whole, b"sk-abc/123"));
+        assert!(!contains(&whole, b"abab"));
+    }
+
+    #[test]
+    fn stream_redactor_holds_back_only_a_possible_secret() {
+        let r = Redactor::new(&[secret("K", SecretPosition::Query("k".into()), "sk-abc")]);
+        let mut stream = r.stream();
+        assert_eq!(stream.push(b"data: 1\n\n"), b"data: 1\n\n");
+        assert_eq!(stream.push(b"key sk-a"), b"key ");
+        assert_eq!(stream.push(b"bc!"), b"[REDACTED:K]!");
+        assert_eq!(stream.push(b"sk"), b"");
+        assert_eq!(stream.finish(), b"sk");
     }
 
     #[test]

@@ -402,6 +402,90 @@ async fn g_a_secret_goes_only_to_its_bound_position() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h_a_secret_goes_only_to_its_bound_port_and_never_in_the_clear_to_an_https_binding() {
+    let site = site().await;
+    let port = site.addr.port();
+    let secret = "sk-live-0123456789abcdef";
+    let grant = format!("http-private:api.test:{port}");
+
+    // The manifest binds the key to `api.test` without a port: the service on the default
+    // port, not whatever listens on another port of that machine.
+    let host = Host::with(settings(), names(site.addr)).await;
+    host.install(
+        &manifest(c::COMPONENT_HOSTILE_MANIFEST),
+        c::COMPONENT_HOSTILE_WASM,
+        &[&grant],
+        json!({}),
+    )
+    .await
+    .unwrap();
+    host.runtime
+        .set_secret("hostile", "API_KEY", secret)
+        .await
+        .unwrap();
+    http_call(
+        &host,
+        &format!("http://api.test:{port}/other-port"),
+        json!({}),
+    )
+    .await
+    .unwrap();
+
+    // Bound through `{config.base_url}` to an https URL: plain http to the same host and port
+    // is refused, even though the address is approved as private.
+    let bound_to_config = manifest(c::COMPONENT_HOSTILE_MANIFEST)
+        .replace(r#"host = "api.test""#, r#"host = "{config.base_url}""#)
+        + "\n[config]\ntype = \"object\"\nproperties = { base_url = { type = \"string\" } }\n";
+    let tls = Host::with(settings(), names(site.addr)).await;
+    tls.install(
+        &bound_to_config,
+        c::COMPONENT_HOSTILE_WASM,
+        &[&grant],
+        json!({"base_url": format!("https://api.test:{port}/v1")}),
+    )
+    .await
+    .unwrap();
+    tls.runtime
+        .set_secret("hostile", "API_KEY", secret)
+        .await
+        .unwrap();
+    let err = http_call(&tls, &format!("http://api.test:{port}/plain"), json!({}))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("sent only over https"), "{err}");
+    assert!(!err.to_string().contains(secret), "{err}");
+
+    // The local model server's case: an http base URL on an address approved as private.
+    let local = Host::with(settings(), names(site.addr)).await;
+    local
+        .install(
+            &bound_to_config,
+            c::COMPONENT_HOSTILE_WASM,
+            &[&grant],
+            json!({"base_url": format!("http://api.test:{port}/v1")}),
+        )
+        .await
+        .unwrap();
+    local
+        .runtime
+        .set_secret("hostile", "API_KEY", secret)
+        .await
+        .unwrap();
+    http_call(&local, &format!("http://api.test:{port}/local"), json!({}))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        site.seen.lock().unwrap().clone(),
+        vec![
+            ("/other-port".to_owned(), None),
+            ("/local".to_owned(), Some(secret.to_owned())),
+        ],
+        "the key went only to the local server it is bound to"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn i_huge_output_is_refused() {
     let host = hostile_host(&[]).await;
     let err = misbehave(&host, "huge_output", json!({"bytes": 3 * 1024 * 1024}))

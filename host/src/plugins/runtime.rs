@@ -619,6 +619,10 @@ impl PluginRuntime {
                 binding.position,
                 kelp_registry::manifest::SecretPosition::UrlPathPrefix(_)
             );
+            let require_https = binding
+                .host
+                .as_deref()
+                .is_some_and(|h| super::grants::config_ref_requires_https(h, config));
             let host = match &binding.host {
                 // The prefix itself names the host.
                 Some(_) if is_prefix => None,
@@ -636,6 +640,7 @@ impl PluginRuntime {
                 name,
                 host,
                 position: binding.position.clone().into(),
+                require_https,
                 value,
             });
         }

@@ -601,6 +601,50 @@ async fn a_host_import_that_never_returns_hits_the_wall_clock_limit() {
     );
 }
 
+/// A guest that sleeps through WASI's clocks is not computing, but the wait is its own choice,
+/// not the host's: it counts against the budget, so a sleeper gives its call slot back at its
+/// budget, not at the wall-clock limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m_sleeping_is_stopped_at_the_budget_while_other_calls_flow() {
+    let mut s = settings();
+    s.max_concurrent_plugin_calls = 2;
+    s.limits.wall_timeout_ms = 15_000;
+    let host = Host::with_settings(s).await;
+    host.install(
+        &manifest(c::COMPONENT_HOSTILE_MANIFEST),
+        c::COMPONENT_HOSTILE_WASM,
+        &[],
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let call = |tool: &'static str, input: serde_json::Value| {
+        let rt = host.runtime.clone();
+        tokio::spawn(async move {
+            rt.call_tool("hostile", tool, &input.to_string(), "u1", None)
+                .await
+        })
+    };
+    // As many sleepers as there are call slots; the normal calls queue behind them.
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| call("sleep", json!({"ms": 600_000})))
+        .collect();
+    let echoes: Vec<_> = (0..4).map(|n| call("echo", json!({"n": n}))).collect();
+    for sleeper in sleepers {
+        let err = sleeper.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, CallError::TimeBudget { budget_ms: 400, .. }),
+            "{err}"
+        );
+    }
+    for (n, echo) in echoes.into_iter().enumerate() {
+        assert_eq!(echo.await.unwrap().unwrap(), json!({"n": n}).to_string());
+    }
+    // A short sleep within the budget is fine.
+    let slept = call("sleep", json!({"ms": 50})).await.unwrap();
+    assert_eq!(slept.unwrap(), "slept");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l_calls_beyond_capacity_queue_instead_of_failing() {
     let site = site().await;

@@ -19,7 +19,7 @@ use wasmtime::component::ResourceAny;
 
 use super::runtime::{PluginRuntime, classify};
 use super::since_v0_1_0::{ProviderPlugin, ProviderPluginPre, types};
-use super::state::CallState;
+use super::state::{CallState, within_budget};
 use super::{InstanceContext, PluginKind};
 use crate::llm::{ChatRequest, FailureKind, ModelInfo, ProviderFailure, StreamEvent};
 use crate::net::{OutboundError, OutboundRequest, StreamRedactor};
@@ -40,13 +40,17 @@ impl PluginRuntime {
     ) -> Result<Vec<ModelInfo>> {
         let _permit = self.permits.acquire().await?;
         let mut store = self.new_store(ctx, "install", None)?;
-        let listed = tokio::time::timeout(ctx.limits.wall_timeout(), async {
-            let bindings = pre.instantiate_async(&mut store).await?;
-            bindings
-                .kelp_plugin_provider()
-                .call_models(&mut store)
-                .await
-        })
+        let clock = store.data().clock.clone();
+        let listed = tokio::time::timeout(
+            ctx.limits.wall_timeout(),
+            within_budget(clock, async {
+                let bindings = pre.instantiate_async(&mut store).await?;
+                bindings
+                    .kelp_plugin_provider()
+                    .call_models(&mut store)
+                    .await
+            }),
+        )
         .await
         .map_err(|_| anyhow!("{}: listing its models timed out", ctx.plugin))?
         .map_err(|e| {
@@ -261,7 +265,8 @@ async fn guest_call<T>(
     call: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<T>,
 ) -> Result<T, ProviderFailure> {
     store.data_mut().restart_clock();
-    let outcome = tokio::time::timeout(wall, call(store)).await;
+    let clock = store.data().clock.clone();
+    let outcome = tokio::time::timeout(wall, within_budget(clock, call(store))).await;
     store.data().log.finish();
     match outcome {
         Err(_) => Err(plugin_failure(format!(

@@ -18,7 +18,7 @@ use super::contract::ContractUse;
 use super::grants::{Approval, GrantSet};
 use super::settings::RuntimeSettings;
 use super::since_v0_1_0::{ProviderPluginPre, ToolPlugin, ToolPluginPre};
-use super::state::CallState;
+use super::state::{CallState, within_budget};
 use super::{InstanceContext, ToolFailure, ToolSpec};
 use crate::net::{self, OutboundClient, OutboundPolicy, Redactor, Resolve};
 use crate::secrets::SecretBox;
@@ -521,9 +521,10 @@ impl PluginRuntime {
                 // is not the plugin's time.
                 let _permit = self.permits.acquire().await?;
                 let mut store = self.new_store(&loaded.ctx, "install", None)?;
+                let clock = store.data().clock.clone();
                 tokio::time::timeout(
                     loaded.ctx.limits.wall_timeout(),
-                    pre.instantiate_async(&mut store),
+                    within_budget(clock, pre.instantiate_async(&mut store)),
                 )
                 .await
                 .map_err(|_| anyhow!("{}: instantiation timed out", manifest.name))?
@@ -540,10 +541,14 @@ impl PluginRuntime {
     ) -> Result<Vec<ToolSpec>> {
         let _permit = self.permits.acquire().await?;
         let mut store = self.new_store(ctx, "install", None)?;
-        let listed = tokio::time::timeout(ctx.limits.wall_timeout(), async {
-            let bindings = pre.instantiate_async(&mut store).await?;
-            bindings.kelp_plugin_tool().call_list(&mut store).await
-        })
+        let clock = store.data().clock.clone();
+        let listed = tokio::time::timeout(
+            ctx.limits.wall_timeout(),
+            within_budget(clock, async {
+                let bindings = pre.instantiate_async(&mut store).await?;
+                bindings.kelp_plugin_tool().call_list(&mut store).await
+            }),
+        )
         .await
         .map_err(|_| anyhow!("{}: listing its tools timed out", ctx.plugin))?
         .map_err(|e| {
@@ -759,13 +764,17 @@ impl PluginRuntime {
             .await
             .map_err(|e| internal(e.into()))?;
         let mut store = self.new_store(ctx, owner, workspace).map_err(internal)?;
-        let outcome = tokio::time::timeout(ctx.limits.wall_timeout(), async {
-            let bindings = pre.instantiate_async(&mut store).await?;
-            bindings
-                .kelp_plugin_tool()
-                .call_call(&mut store, tool, input)
-                .await
-        })
+        let clock = store.data().clock.clone();
+        let outcome = tokio::time::timeout(
+            ctx.limits.wall_timeout(),
+            within_budget(clock, async {
+                let bindings = pre.instantiate_async(&mut store).await?;
+                bindings
+                    .kelp_plugin_tool()
+                    .call_call(&mut store, tool, input)
+                    .await
+            }),
+        )
         .await;
         store.data().log.finish();
         let output = match outcome {

@@ -38,6 +38,10 @@ const TOOLS: &[(&str, &str)] = &[
     ),
     ("kv_set_then_trap", "kv set {key} to {value}, then panic"),
     ("config", "Return the instance config value of {key}"),
+    (
+        "sleep",
+        "std::thread::sleep for {ms} milliseconds (WASI's monotonic clock), then return",
+    ),
 ];
 
 fn str_arg<'a>(input: &'a Value, name: &str) -> Result<&'a str, ToolError> {
@@ -205,6 +209,13 @@ impl Tool for Hostile {
             "config" => {
                 let value: Option<Value> = kelp_sdk::config(str_arg(&input, "key")?);
                 Ok(value.unwrap_or(Value::Null).into())
+            }
+            "sleep" => {
+                let ms = input["ms"]
+                    .as_u64()
+                    .ok_or_else(|| ToolError::invalid("`ms` (integer) is required"))?;
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok("slept".into())
             }
             other => Err(ToolError::unknown_tool(other)),
         }

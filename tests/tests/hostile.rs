@@ -677,3 +677,120 @@ async fn l_calls_beyond_capacity_queue_instead_of_failing() {
         call.await.unwrap().expect("a queued call must succeed");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_a_huge_error_message_is_bounded_like_output() {
+    let host = hostile_host(&[]).await;
+    let err = misbehave(&host, "huge_error", json!({"bytes": 3 * 1024 * 1024}))
+        .await
+        .unwrap_err();
+    let shown: String = err.to_string().chars().take(200).collect();
+    assert!(
+        matches!(err, CallError::OutputTooLarge { limit: 1048576, .. }),
+        "{shown}"
+    );
+    // An error message under the cap reaches the caller as the tool's error.
+    let err = host
+        .runtime
+        .call_tool("hostile", "huge_error", r#"{"bytes": 1000}"#, "u1", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::Tool(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn o_tool_input_is_checked_against_its_whole_schema() {
+    let host = hostile_host(&[]).await;
+    let call = |input: serde_json::Value| {
+        let rt = host.runtime.clone();
+        async move {
+            rt.call_tool("hostile", "strict", &input.to_string(), "u1", None)
+                .await
+        }
+    };
+    let ok = json!({"id": "report-7", "kind": "file", "size": "10k"});
+    assert_eq!(call(ok.clone()).await.unwrap(), ok.to_string());
+    for (bad, message) in [
+        (
+            json!({"id": "Report 7"}),
+            "input.id must match the pattern ^[a-z][a-z0-9-]*$",
+        ),
+        (
+            json!({"id": "a", "kind": "dir"}),
+            "input.kind must be \"file\"",
+        ),
+        (
+            json!({"id": "a", "size": "big"}),
+            "input.size matches none of the allowed forms",
+        ),
+        (
+            json!({"id": "a", "extra": 1}),
+            "input.extra is not a known field",
+        ),
+    ] {
+        let err = call(bad.clone()).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("invalid input: {message}"),
+            "{bad}"
+        );
+    }
+}
+
+/// A tool whose input schema does not compile is refused at install, naming the tool; one
+/// already installed (by an older host, or through the database) fails to load with that
+/// error as its load error, and is not served.
+async fn schema_that_does_not_compile(host: &Host) {
+    let err = host
+        .install(
+            &manifest(c::COMPONENT_HOSTILE_MANIFEST),
+            c::COMPONENT_HOSTILE_WASM,
+            &[],
+            json!({"bad_schema": true}),
+        )
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("tool `broken` has an input schema that is not a valid JSON Schema"),
+        "{text}"
+    );
+    assert!(host.runtime.tools().is_empty(), "nothing was installed");
+
+    host.install(
+        &manifest(c::COMPONENT_HOSTILE_MANIFEST),
+        c::COMPONENT_HOSTILE_WASM,
+        &[],
+        json!({}),
+    )
+    .await
+    .unwrap();
+    host.runtime
+        .db()
+        .update_instance("hostile", r#"{"bad_schema": true}"#, "{}")
+        .await
+        .unwrap();
+    let err = host.runtime.load_instance("hostile").await.unwrap_err();
+    assert!(format!("{err:#}").contains("tool `broken`"), "{err:#}");
+    let shown = host.runtime.load_error("hostile").unwrap();
+    assert!(shown.contains("tool `broken`"), "{shown}");
+    let call = host
+        .runtime
+        .call_tool("hostile", "echo", "{}", "u1", None)
+        .await;
+    assert!(
+        matches!(call, Err(CallError::UnknownInstance(_))),
+        "{call:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p_a_schema_that_does_not_compile_is_refused_on_sqlite() {
+    schema_that_does_not_compile(&Host::with_settings(settings()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p_a_schema_that_does_not_compile_is_refused_on_postgres() {
+    let (host, _schema) = Host::on_postgres(settings()).await;
+    schema_that_does_not_compile(&host).await;
+}

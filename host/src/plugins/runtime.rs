@@ -21,6 +21,7 @@ use super::since_v0_1_0::{ProviderPluginPre, ToolPlugin, ToolPluginPre};
 use super::state::{CallState, within_budget};
 use super::{InstanceContext, ToolFailure, ToolSpec};
 use crate::net::{self, OutboundClient, OutboundPolicy, Redactor, Resolve};
+use crate::schema::Schema;
 use crate::secrets::SecretBox;
 use crate::store::plugins::{InstanceRow, PluginRow};
 use crate::store::{Db, now_ms};
@@ -63,6 +64,7 @@ pub enum CallError {
     MemoryFault { instance: String },
     #[error("plugin `{instance}` crashed: {detail} (its log has the panic message, if any)")]
     Crashed { instance: String, detail: String },
+    /// The output, or the message of an error the tool returned, was over the limit.
     #[error("plugin `{instance}` returned {size} bytes of output, over the limit of {limit} bytes")]
     OutputTooLarge {
         instance: String,
@@ -110,8 +112,8 @@ pub(super) struct LoadedInstance {
     pub(super) kind: PluginKind,
     pub(super) enabled: bool,
     tools: Vec<ToolSpec>,
-    /// Each tool's input schema, parsed once at load (same order as `tools`).
-    schemas: Vec<serde_json::Value>,
+    /// Each tool's input schema, compiled once at load (same order as `tools`).
+    schemas: Vec<Schema>,
     tool_pre: Option<ToolPluginPre<CallState>>,
     pub(super) provider_pre: Option<ProviderPluginPre<CallState>>,
     /// What a provider's `models()` listed at load.
@@ -434,6 +436,9 @@ impl PluginRuntime {
         row: &InstanceRow,
         secret_overrides: &[(String, String)],
     ) -> Result<LoadedInstance> {
+        // A `[config]` schema that does not compile is a load error too, not only at the next
+        // config change.
+        config_schema(manifest)?;
         let config: serde_json::Value =
             serde_json::from_str(&row.config_json).context("instance config")?;
         let config = with_config_defaults(manifest, config);
@@ -499,12 +504,8 @@ impl PluginRuntime {
                 let tool_pre = ToolPluginPre::new(pre)
                     .map_err(anyhow::Error::from)
                     .with_context(|| format!("{}: not a tool component", manifest.name))?;
-                let tools = self.list_tools(&loaded.ctx, &tool_pre).await?;
-                // list_tools already checked that every schema parses.
-                loaded.schemas = tools
-                    .iter()
-                    .map(|t| serde_json::from_str(&t.input_schema).unwrap_or_default())
-                    .collect();
+                let (tools, schemas) = self.list_tools(&loaded.ctx, &tool_pre).await?;
+                loaded.schemas = schemas;
                 loaded.tools = tools;
                 loaded.tool_pre = Some(tool_pre);
             }
@@ -534,11 +535,12 @@ impl PluginRuntime {
         Ok(loaded)
     }
 
+    /// The tools a component lists, sorted by name, each with its compiled input schema.
     async fn list_tools(
         &self,
         ctx: &Arc<InstanceContext>,
         pre: &ToolPluginPre<CallState>,
-    ) -> Result<Vec<ToolSpec>> {
+    ) -> Result<(Vec<ToolSpec>, Vec<Schema>)> {
         let _permit = self.permits.acquire().await?;
         let mut store = self.new_store(ctx, "install", None)?;
         let clock = store.data().clock.clone();
@@ -588,7 +590,23 @@ impl PluginRuntime {
         if tools.len() != count {
             bail!("{}: two tools share a name", ctx.plugin);
         }
-        Ok(tools)
+        // Compiled once here, at install and at every load: a schema the host cannot enforce
+        // whole is refused rather than enforced in part.
+        let schemas = tools
+            .iter()
+            .map(|tool| {
+                let schema: serde_json::Value =
+                    serde_json::from_str(&tool.input_schema).unwrap_or_default();
+                Schema::compile(&schema).map_err(|e| {
+                    anyhow!(
+                        "{}: tool `{}` has an input schema that is not a valid JSON Schema: {e}",
+                        ctx.plugin,
+                        tool.name
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((tools, schemas))
     }
 
     async fn bound_secrets(
@@ -749,7 +767,8 @@ impl PluginRuntime {
             .map_err(|e| CallError::InvalidInput(format!("input is not JSON: {e}")))?;
         // Checked here, before any instance is made: a model's malformed call costs nothing
         // and gets a message naming the field to fix.
-        crate::schema::validate(&instance.schemas[index], &value, "input")
+        instance.schemas[index]
+            .validate(&value, "input")
             .map_err(CallError::InvalidInput)?;
         let ctx = &instance.ctx;
         let internal = |e: anyhow::Error| CallError::Internal {
@@ -785,7 +804,23 @@ impl PluginRuntime {
                 });
             }
             Ok(Err(trap)) => return Err(classify(trap, ctx)),
-            Ok(Ok(Err(failure))) => return Err(CallError::Tool(failure.into())),
+            Ok(Ok(Err(failure))) => {
+                let failure = ToolFailure::from(failure);
+                let size = match &failure {
+                    ToolFailure::InvalidInput(m)
+                    | ToolFailure::Denied(m)
+                    | ToolFailure::Failed(m) => m.len(),
+                };
+                // An error message is output too: it goes to the model and the transcript.
+                if size as u64 > ctx.limits.output_bytes {
+                    return Err(CallError::OutputTooLarge {
+                        instance: instance_id.to_owned(),
+                        size,
+                        limit: ctx.limits.output_bytes,
+                    });
+                }
+                return Err(CallError::Tool(failure));
+            }
             Ok(Ok(Ok(output))) => output,
         };
         if output.len() as u64 > ctx.limits.output_bytes {
@@ -1047,12 +1082,29 @@ fn validate_config(manifest: &Manifest, config: &serde_json::Value) -> Result<()
     if !config.is_object() {
         bail!("config must be a JSON object");
     }
-    if let Some(schema) = &manifest.config_schema {
+    if let Some(schema) = config_schema(manifest)? {
         let config = with_config_defaults(manifest, config.clone());
-        crate::schema::validate(schema, &config, "config")
+        schema
+            .validate(&config, "config")
             .map_err(|e| anyhow!("{}: {e}", manifest.name))?;
     }
     Ok(())
+}
+
+/// The manifest's `[config]` schema, compiled.
+fn config_schema(manifest: &Manifest) -> Result<Option<Schema>> {
+    manifest
+        .config_schema
+        .as_ref()
+        .map(|schema| {
+            Schema::compile(schema).map_err(|e| {
+                anyhow!(
+                    "{}: the [config] schema is not a valid JSON Schema: {e}",
+                    manifest.name
+                )
+            })
+        })
+        .transpose()
 }
 
 fn secret_context(instance_id: &str, name: &str) -> String {

@@ -1,93 +1,168 @@
-//! A small JSON Schema validator for the subset Kelp's own schemas use (plugin instance
-//! config, user settings): `type`, `properties`, `required`, `additionalProperties: false`,
-//! `enum`, `minimum`/`maximum`, `minLength`/`maxLength`, `items`. Keywords outside the subset
-//! are ignored, so a schema using them validates less, never wrongly refuses.
+//! JSON Schema validation of tool inputs, plugin instance configuration and user settings,
+//! through the `jsonschema` crate: every keyword of the schema's draft (2020-12 unless it says
+//! otherwise with `$schema`) is enforced — `pattern`, `oneOf`, `anyOf`, local `$ref`s,
+//! `const`, `format` and the rest — so a third-party tool gets exactly the input its schema
+//! describes.
+//!
+//! A schema is compiled once, when the plugin (or the process) loads, and a schema that does
+//! not compile is refused. Compiling never reaches the network or the file system: a `$ref` to
+//! anything outside the schema fails to compile. `pattern`s run on the `regex` engine, which
+//! matches in linear time, so a hostile schema cannot make each call backtrack for seconds on
+//! the async workers; a pattern that needs backtracking (look-around, back-references) does
+//! not compile.
 
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::{PatternOptions, ValidationError, Validator};
 use serde_json::Value;
 
-/// Checks `value` against `schema`; the error names the offending path (`config.base_url`).
-pub fn validate(schema: &Value, value: &Value, path: &str) -> Result<(), String> {
-    let Some(schema) = schema.as_object() else {
-        return Ok(());
-    };
-    if let Some(expected) = schema.get("type") {
-        let types: Vec<&str> = match expected {
-            Value::String(t) => vec![t.as_str()],
-            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
-            _ => vec![],
-        };
-        if !types.is_empty() && !types.iter().any(|t| has_type(value, t)) {
-            return Err(format!("{path} must be of type {}", types.join(" or ")));
-        }
-    }
-    if let Some(Value::Array(allowed)) = schema.get("enum")
-        && !allowed.contains(value)
-    {
-        let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-        return Err(format!("{path} must be one of {}", list.join(", ")));
-    }
-    if let Some(n) = value.as_f64() {
-        if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
-            && n < min
-        {
-            return Err(format!("{path} must be at least {min}"));
-        }
-        if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
-            && n > max
-        {
-            return Err(format!("{path} must be at most {max}"));
-        }
-    }
-    if let Some(s) = value.as_str() {
-        let len = s.chars().count() as u64;
-        if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
-            && len < min
-        {
-            return Err(format!("{path} must be at least {min} characters"));
-        }
-        if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
-            && len > max
-        {
-            return Err(format!("{path} must be at most {max} characters"));
-        }
-    }
-    if let (Some(items), Some(list)) = (schema.get("items"), value.as_array()) {
-        for (i, item) in list.iter().enumerate() {
-            validate(items, item, &format!("{path}[{i}]"))?;
-        }
-    }
-    if let Some(object) = value.as_object() {
-        let properties = schema.get("properties").and_then(Value::as_object);
-        if let Some(Value::Array(required)) = schema.get("required") {
-            for key in required.iter().filter_map(Value::as_str) {
-                if !object.contains_key(key) {
-                    return Err(format!("{path}.{key} is required"));
-                }
-            }
-        }
-        for (key, item) in object {
-            match properties.and_then(|p| p.get(key)) {
-                Some(sub) => validate(sub, item, &format!("{path}.{key}"))?,
-                None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
-                    return Err(format!("{path}.{key} is not a known field"));
-                }
-                None => {}
-            }
-        }
-    }
-    Ok(())
+/// Longest message a validation error gives: a message may quote the offending value, and a
+/// model's input can be large.
+const MAX_MESSAGE: usize = 300;
+
+/// A compiled schema.
+pub struct Schema {
+    validator: Validator,
 }
 
-fn has_type(value: &Value, t: &str) -> bool {
-    match t {
-        "object" => value.is_object(),
-        "array" => value.is_array(),
-        "string" => value.is_string(),
-        "boolean" => value.is_boolean(),
-        "null" => value.is_null(),
-        "number" => value.is_number(),
-        "integer" => value.as_i64().is_some() || value.as_u64().is_some(),
-        _ => true,
+impl std::fmt::Debug for Schema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Schema").finish_non_exhaustive()
+    }
+}
+
+impl Schema {
+    /// Compiles `schema`; the error says what is wrong with it (and where).
+    pub fn compile(schema: &Value) -> Result<Schema, String> {
+        let validator = jsonschema::options()
+            .offline()
+            .should_validate_formats(true)
+            .with_pattern_options(PatternOptions::regex())
+            .build(schema)
+            .map_err(|e| {
+                let at = e.schema_path().as_str();
+                let text = bounded(e.masked().to_string());
+                if at.is_empty() {
+                    text
+                } else {
+                    format!("{text} (at {at})")
+                }
+            })?;
+        Ok(Schema { validator })
+    }
+
+    /// Checks `value`; the error names the offending field from `root` (`config.base_url`,
+    /// `input.items[2]`) and says why, in words.
+    pub fn validate(&self, value: &Value, root: &str) -> Result<(), String> {
+        match self.validator.validate(value) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(bounded(describe(&e, value, root))),
+        }
+    }
+}
+
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut at = MAX_MESSAGE;
+        while !message.is_char_boundary(at) {
+            at -= 1;
+        }
+        message.truncate(at);
+        message.push('…');
+    }
+    message
+}
+
+/// `root` followed by the error's instance location, written as a reader would:
+/// `config.tags[0]` rather than `/tags/0`.
+fn field_path(error: &ValidationError<'_>, value: &Value, root: &str) -> String {
+    let mut path = root.to_owned();
+    let mut current = Some(value);
+    let pointer = error.instance_path().as_str();
+    for raw in pointer.split('/').skip(1) {
+        let segment = raw.replace("~1", "/").replace("~0", "~");
+        match current {
+            Some(Value::Array(items)) => {
+                current = segment.parse::<usize>().ok().and_then(|i| items.get(i));
+                path.push_str(&format!("[{segment}]"));
+            }
+            other => {
+                current = other.and_then(|v| v.get(&segment));
+                path.push('.');
+                path.push_str(&segment);
+            }
+        }
+    }
+    path
+}
+
+fn describe(error: &ValidationError<'_>, value: &Value, root: &str) -> String {
+    let path = field_path(error, value, root);
+    let list = |values: &Value| match values {
+        Value::Array(items) => items
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    };
+    match error.kind() {
+        ValidationErrorKind::Type { kind } => {
+            let types = match kind {
+                TypeKind::Single(t) => t.to_string(),
+                TypeKind::Multiple(set) => set
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            };
+            format!("{path} must be of type {types}")
+        }
+        ValidationErrorKind::Enum { options } => format!("{path} must be one of {}", list(options)),
+        ValidationErrorKind::Constant { expected_value } => {
+            format!("{path} must be {expected_value}")
+        }
+        ValidationErrorKind::Minimum { limit } => format!("{path} must be at least {limit}"),
+        ValidationErrorKind::Maximum { limit } => format!("{path} must be at most {limit}"),
+        ValidationErrorKind::ExclusiveMinimum { limit } => {
+            format!("{path} must be greater than {limit}")
+        }
+        ValidationErrorKind::ExclusiveMaximum { limit } => {
+            format!("{path} must be less than {limit}")
+        }
+        ValidationErrorKind::MinLength { limit } => {
+            format!("{path} must be at least {limit} characters")
+        }
+        ValidationErrorKind::MaxLength { limit } => {
+            format!("{path} must be at most {limit} characters")
+        }
+        ValidationErrorKind::MinItems { limit } => {
+            format!("{path} must have at least {limit} items")
+        }
+        ValidationErrorKind::MaxItems { limit } => {
+            format!("{path} must have at most {limit} items")
+        }
+        ValidationErrorKind::Required { property } => match property.as_str() {
+            Some(name) => format!("{path}.{name} is required"),
+            None => format!("{path}.{property} is required"),
+        },
+        ValidationErrorKind::AdditionalProperties { unexpected }
+        | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+            format!("{path}.{} is not a known field", unexpected.join(", "))
+        }
+        ValidationErrorKind::Pattern { pattern } => {
+            format!("{path} must match the pattern {pattern}")
+        }
+        ValidationErrorKind::Format { format } => format!("{path} must be a valid {format}"),
+        ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. } => {
+            format!("{path} matches none of the allowed forms")
+        }
+        ValidationErrorKind::OneOfMultipleValid { .. } => {
+            format!("{path} matches more than one of the forms of which exactly one is allowed")
+        }
+        ValidationErrorKind::Not { .. } => format!("{path} has a form that is not allowed"),
+        ValidationErrorKind::FalseSchema => format!("{path} is not allowed"),
+        // The library's own words, without the value (which a model may have made large).
+        _ => format!("{path}: {}", error.masked()),
     }
 }
 
@@ -96,8 +171,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn check(schema: &Value, value: &Value) -> Result<(), String> {
+        Schema::compile(schema).unwrap().validate(value, "config")
+    }
+
     #[test]
-    fn validates_the_subset_and_names_the_path() {
+    fn names_the_path_and_the_reason() {
         let schema = json!({
             "type": "object",
             "additionalProperties": false,
@@ -110,7 +189,7 @@ mod tests {
             }
         });
         let ok = json!({"base_url": "http://x", "mode": "a", "n": 3, "tags": ["t"]});
-        assert_eq!(validate(&schema, &ok, "config"), Ok(()));
+        assert_eq!(check(&schema, &ok), Ok(()));
         for (bad, message) in [
             (json!({}), "config.base_url is required"),
             (
@@ -139,11 +218,65 @@ mod tests {
             ),
             (json!([]), "config must be of type object"),
         ] {
-            assert_eq!(
-                validate(&schema, &bad, "config"),
-                Err(message.to_owned()),
-                "{bad}"
-            );
+            assert_eq!(check(&schema, &bad), Err(message.to_owned()), "{bad}");
         }
+    }
+
+    #[test]
+    fn enforces_the_keywords_a_hand_written_subset_ignored() {
+        let schema = json!({
+            "type": "object",
+            "$defs": {"id": {"type": "string", "pattern": "^[a-z]+$"}},
+            "properties": {
+                "id": {"$ref": "#/$defs/id"},
+                "kind": {"const": "file"},
+                "when": {"type": "string", "format": "date"},
+                "either": {"oneOf": [{"type": "string"}, {"type": "integer"}]}
+            }
+        });
+        assert_eq!(
+            check(&schema, &json!({"id": "abc", "kind": "file"})),
+            Ok(())
+        );
+        for (bad, message) in [
+            (
+                json!({"id": "ABC"}),
+                "config.id must match the pattern ^[a-z]+$",
+            ),
+            (json!({"kind": "dir"}), "config.kind must be \"file\""),
+            (
+                json!({"when": "yesterday"}),
+                "config.when must be a valid date",
+            ),
+            (
+                json!({"either": true}),
+                "config.either matches none of the allowed forms",
+            ),
+        ] {
+            assert_eq!(check(&schema, &bad), Err(message.to_owned()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refuses_a_schema_that_does_not_compile_and_never_fetches() {
+        for schema in [
+            json!({"type": "strin"}),
+            json!({"$ref": "https://example.com/schema.json"}),
+            json!({"$ref": "file:///etc/passwd"}),
+            json!({"type": "string", "pattern": "(?<=a)b"}),
+            json!({"minLength": -1}),
+        ] {
+            assert!(Schema::compile(&schema).is_err(), "{schema}");
+        }
+    }
+
+    #[test]
+    fn messages_are_bounded() {
+        let schema = json!({"type": "object", "additionalProperties": false});
+        let unexpected: serde_json::Map<String, Value> = (0..100)
+            .map(|n| (format!("{n}{}", "x".repeat(100)), json!(1)))
+            .collect();
+        let message = check(&schema, &Value::Object(unexpected)).unwrap_err();
+        assert!(message.len() <= MAX_MESSAGE + 3, "{}", message.len());
     }
 }

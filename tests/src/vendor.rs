@@ -104,6 +104,12 @@ pub enum Reply {
     /// `overloaded_error`, Ollama an `{"error": "..."}` line. The string is the message.
     /// Non-streamed: the HTTP error the vendor would answer instead (500, 529, 500).
     MidStreamError(String),
+    /// A careless vendor or proxy that quotes the credential it received (`authorization:
+    /// Bearer …`, `x-api-key`): a streamed text answer `You sent KEY.` whose delta holding the
+    /// key is written in two flushes split in the middle of the key, and the key in an
+    /// `x-echo` response header. Without a credential the answer says `You sent nothing.`
+    /// Non-streamed: the same text as one JSON document.
+    EchoKey,
 }
 
 impl Reply {
@@ -449,7 +455,8 @@ async fn receive(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         .unwrap_or_default();
     let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let wire = wire(shared.flavor);
-    let ask = Ask::read(wire, &json, bytes.len());
+    let mut ask = Ask::read(wire, &json, bytes.len());
+    ask.credential = credential(&parts);
     let plan = match wire.route(&parts.method, parts.uri.path(), &ask) {
         Route::Chat => answer(wire, &shared.next_reply(&json), &ask),
         Route::Other(plan) => plan,
@@ -465,6 +472,8 @@ struct Ask {
     include_usage: bool,
     prompt_tokens: usize,
     request_id: Option<String>,
+    /// The API key the request carried, for [`Reply::EchoKey`].
+    credential: Option<String>,
 }
 
 impl Ask {
@@ -484,8 +493,23 @@ impl Ask {
             request_id: wire
                 .request_id_header()
                 .map(|_| format!("req_{}", random_id(24))),
+            credential: None,
         }
     }
+}
+
+/// The key a client sent: OpenAI's bearer token or Anthropic's `x-api-key`.
+fn credential(parts: &Parts) -> Option<String> {
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    header(header::AUTHORIZATION.as_str())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(&v).to_owned())
+        .or_else(|| header("x-api-key"))
 }
 
 enum Route {
@@ -634,6 +658,39 @@ fn answer(wire: &dyn Wire, reply: &Prepared, ask: &Ask) -> Plan {
             }
             steps.extend(events.tail.into_iter().map(Step::Send));
             Plan::stream(wire.stream_type(), steps)
+        }
+        Reply::EchoKey => {
+            let key = ask.credential.as_deref();
+            let text = format!("You sent {}.", key.unwrap_or("nothing"));
+            let turn = Turn::text(&text);
+            let mut plan = if !ask.stream {
+                Plan::json(StatusCode::OK, wire, wire.complete(&turn, ask))
+            } else {
+                let events = wire.events(&turn, ask);
+                let mut steps: Vec<Step> = events.opening.into_iter().map(Step::Send).collect();
+                for delta in events.deltas {
+                    let at = key.and_then(|key| {
+                        let found = delta.windows(key.len()).position(|w| w == key.as_bytes());
+                        found.map(|at| at + key.len() / 2)
+                    });
+                    match at {
+                        // The wait makes the halves arrive as two reads, not one.
+                        Some(at) => steps.extend([
+                            Step::Send(delta.slice(..at)),
+                            Step::Wait(Duration::from_millis(50)),
+                            Step::Send(delta.slice(at..)),
+                        ]),
+                        None => steps.push(Step::Send(delta)),
+                    }
+                }
+                steps.extend(events.tail.into_iter().map(Step::Send));
+                Plan::stream(wire.stream_type(), steps)
+            };
+            if let Some(value) = key.and_then(|k| HeaderValue::from_str(k).ok()) {
+                plan.headers
+                    .push((HeaderName::from_static("x-echo"), value));
+            }
+            plan
         }
         Reply::MidStreamError(message) => {
             if !ask.stream {

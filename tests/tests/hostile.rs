@@ -402,6 +402,90 @@ async fn g_a_secret_goes_only_to_its_bound_position() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h_a_secret_goes_only_to_its_bound_port_and_never_in_the_clear_to_an_https_binding() {
+    let site = site().await;
+    let port = site.addr.port();
+    let secret = "sk-live-0123456789abcdef";
+    let grant = format!("http-private:api.test:{port}");
+
+    // The manifest binds the key to `api.test` without a port: the service on the default
+    // port, not whatever listens on another port of that machine.
+    let host = Host::with(settings(), names(site.addr)).await;
+    host.install(
+        &manifest(c::COMPONENT_HOSTILE_MANIFEST),
+        c::COMPONENT_HOSTILE_WASM,
+        &[&grant],
+        json!({}),
+    )
+    .await
+    .unwrap();
+    host.runtime
+        .set_secret("hostile", "API_KEY", secret)
+        .await
+        .unwrap();
+    http_call(
+        &host,
+        &format!("http://api.test:{port}/other-port"),
+        json!({}),
+    )
+    .await
+    .unwrap();
+
+    // Bound through `{config.base_url}` to an https URL: plain http to the same host and port
+    // is refused, even though the address is approved as private.
+    let bound_to_config = manifest(c::COMPONENT_HOSTILE_MANIFEST)
+        .replace(r#"host = "api.test""#, r#"host = "{config.base_url}""#)
+        + "\n[config]\ntype = \"object\"\nproperties = { base_url = { type = \"string\" } }\n";
+    let tls = Host::with(settings(), names(site.addr)).await;
+    tls.install(
+        &bound_to_config,
+        c::COMPONENT_HOSTILE_WASM,
+        &[&grant],
+        json!({"base_url": format!("https://api.test:{port}/v1")}),
+    )
+    .await
+    .unwrap();
+    tls.runtime
+        .set_secret("hostile", "API_KEY", secret)
+        .await
+        .unwrap();
+    let err = http_call(&tls, &format!("http://api.test:{port}/plain"), json!({}))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("sent only over https"), "{err}");
+    assert!(!err.to_string().contains(secret), "{err}");
+
+    // The local model server's case: an http base URL on an address approved as private.
+    let local = Host::with(settings(), names(site.addr)).await;
+    local
+        .install(
+            &bound_to_config,
+            c::COMPONENT_HOSTILE_WASM,
+            &[&grant],
+            json!({"base_url": format!("http://api.test:{port}/v1")}),
+        )
+        .await
+        .unwrap();
+    local
+        .runtime
+        .set_secret("hostile", "API_KEY", secret)
+        .await
+        .unwrap();
+    http_call(&local, &format!("http://api.test:{port}/local"), json!({}))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        site.seen.lock().unwrap().clone(),
+        vec![
+            ("/other-port".to_owned(), None),
+            ("/local".to_owned(), Some(secret.to_owned())),
+        ],
+        "the key went only to the local server it is bound to"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn i_huge_output_is_refused() {
     let host = hostile_host(&[]).await;
     let err = misbehave(&host, "huge_output", json!({"bytes": 3 * 1024 * 1024}))
@@ -517,6 +601,50 @@ async fn a_host_import_that_never_returns_hits_the_wall_clock_limit() {
     );
 }
 
+/// A guest that sleeps through WASI's clocks is not computing, but the wait is its own choice,
+/// not the host's: it counts against the budget, so a sleeper gives its call slot back at its
+/// budget, not at the wall-clock limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m_sleeping_is_stopped_at_the_budget_while_other_calls_flow() {
+    let mut s = settings();
+    s.max_concurrent_plugin_calls = 2;
+    s.limits.wall_timeout_ms = 15_000;
+    let host = Host::with_settings(s).await;
+    host.install(
+        &manifest(c::COMPONENT_HOSTILE_MANIFEST),
+        c::COMPONENT_HOSTILE_WASM,
+        &[],
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let call = |tool: &'static str, input: serde_json::Value| {
+        let rt = host.runtime.clone();
+        tokio::spawn(async move {
+            rt.call_tool("hostile", tool, &input.to_string(), "u1", None)
+                .await
+        })
+    };
+    // As many sleepers as there are call slots; the normal calls queue behind them.
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| call("sleep", json!({"ms": 600_000})))
+        .collect();
+    let echoes: Vec<_> = (0..4).map(|n| call("echo", json!({"n": n}))).collect();
+    for sleeper in sleepers {
+        let err = sleeper.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, CallError::TimeBudget { budget_ms: 400, .. }),
+            "{err}"
+        );
+    }
+    for (n, echo) in echoes.into_iter().enumerate() {
+        assert_eq!(echo.await.unwrap().unwrap(), json!({"n": n}).to_string());
+    }
+    // A short sleep within the budget is fine.
+    let slept = call("sleep", json!({"ms": 50})).await.unwrap();
+    assert_eq!(slept.unwrap(), "slept");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l_calls_beyond_capacity_queue_instead_of_failing() {
     let site = site().await;
@@ -548,4 +676,121 @@ async fn l_calls_beyond_capacity_queue_instead_of_failing() {
     for call in calls {
         call.await.unwrap().expect("a queued call must succeed");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_a_huge_error_message_is_bounded_like_output() {
+    let host = hostile_host(&[]).await;
+    let err = misbehave(&host, "huge_error", json!({"bytes": 3 * 1024 * 1024}))
+        .await
+        .unwrap_err();
+    let shown: String = err.to_string().chars().take(200).collect();
+    assert!(
+        matches!(err, CallError::OutputTooLarge { limit: 1048576, .. }),
+        "{shown}"
+    );
+    // An error message under the cap reaches the caller as the tool's error.
+    let err = host
+        .runtime
+        .call_tool("hostile", "huge_error", r#"{"bytes": 1000}"#, "u1", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::Tool(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn o_tool_input_is_checked_against_its_whole_schema() {
+    let host = hostile_host(&[]).await;
+    let call = |input: serde_json::Value| {
+        let rt = host.runtime.clone();
+        async move {
+            rt.call_tool("hostile", "strict", &input.to_string(), "u1", None)
+                .await
+        }
+    };
+    let ok = json!({"id": "report-7", "kind": "file", "size": "10k"});
+    assert_eq!(call(ok.clone()).await.unwrap(), ok.to_string());
+    for (bad, message) in [
+        (
+            json!({"id": "Report 7"}),
+            "input.id must match the pattern ^[a-z][a-z0-9-]*$",
+        ),
+        (
+            json!({"id": "a", "kind": "dir"}),
+            "input.kind must be \"file\"",
+        ),
+        (
+            json!({"id": "a", "size": "big"}),
+            "input.size matches none of the allowed forms",
+        ),
+        (
+            json!({"id": "a", "extra": 1}),
+            "input.extra is not a known field",
+        ),
+    ] {
+        let err = call(bad.clone()).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("invalid input: {message}"),
+            "{bad}"
+        );
+    }
+}
+
+/// A tool whose input schema does not compile is refused at install, naming the tool; one
+/// already installed (by an older host, or through the database) fails to load with that
+/// error as its load error, and is not served.
+async fn schema_that_does_not_compile(host: &Host) {
+    let err = host
+        .install(
+            &manifest(c::COMPONENT_HOSTILE_MANIFEST),
+            c::COMPONENT_HOSTILE_WASM,
+            &[],
+            json!({"bad_schema": true}),
+        )
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("tool `broken` has an input schema that is not a valid JSON Schema"),
+        "{text}"
+    );
+    assert!(host.runtime.tools().is_empty(), "nothing was installed");
+
+    host.install(
+        &manifest(c::COMPONENT_HOSTILE_MANIFEST),
+        c::COMPONENT_HOSTILE_WASM,
+        &[],
+        json!({}),
+    )
+    .await
+    .unwrap();
+    host.runtime
+        .db()
+        .update_instance("hostile", r#"{"bad_schema": true}"#, "{}")
+        .await
+        .unwrap();
+    let err = host.runtime.load_instance("hostile").await.unwrap_err();
+    assert!(format!("{err:#}").contains("tool `broken`"), "{err:#}");
+    let shown = host.runtime.load_error("hostile").unwrap();
+    assert!(shown.contains("tool `broken`"), "{shown}");
+    let call = host
+        .runtime
+        .call_tool("hostile", "echo", "{}", "u1", None)
+        .await;
+    assert!(
+        matches!(call, Err(CallError::UnknownInstance(_))),
+        "{call:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p_a_schema_that_does_not_compile_is_refused_on_sqlite() {
+    schema_that_does_not_compile(&Host::with_settings(settings()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p_a_schema_that_does_not_compile_is_refused_on_postgres() {
+    let (host, _schema) = Host::on_postgres(settings()).await;
+    schema_that_does_not_compile(&host).await;
 }

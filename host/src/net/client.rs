@@ -10,7 +10,7 @@ use url::Host;
 use super::address::{canonical_ip, non_public_kind};
 use super::request::{self, ParsedRequest};
 use super::resolve::{PinnedAddrs, Resolve};
-use super::secrets::{self, PreparedSecret, Redactor, RequestParts};
+use super::secrets::{self, Destination, PreparedSecret, Redactor, RequestParts};
 use super::{
     HttpGrant, OutboundError, OutboundPolicy, OutboundRequest, OutboundResponse, PolicyError,
     StreamingResponse,
@@ -75,6 +75,8 @@ struct Target<'a> {
     client: &'a PinnedClient,
     host: String,
     port: u16,
+    /// Every checked address is non-public and a matching grant approved that.
+    approved_private: bool,
 }
 
 impl OutboundClient {
@@ -200,10 +202,15 @@ impl OutboundClient {
         secrets::refuse_guest_written_secrets(&self.secrets, url.as_str(), &[], None)?;
 
         let target = self.check_destination(&url).await?;
+        let destination = Destination {
+            https: url.scheme() == "https",
+            host: &target.host,
+            port: target.port,
+            approved_private: target.approved_private,
+        };
         secrets::insert_secrets(
             &self.secrets,
-            &target.host,
-            target.port,
+            &destination,
             RequestParts {
                 url: &mut url,
                 headers: &mut headers,
@@ -309,6 +316,10 @@ impl OutboundClient {
                 }
             }
         }
+        let approved_private = allow_private
+            && addrs
+                .iter()
+                .all(|ip| non_public_kind(canonical_ip(*ip)).is_some());
         let client = match (&self.private, allow_private) {
             (Some(private), true) => private,
             _ => &self.public,
@@ -317,7 +328,12 @@ impl OutboundClient {
         if literal.is_none() {
             client.pins.pin(&host, addrs);
         }
-        Ok(Target { client, host, port })
+        Ok(Target {
+            client,
+            host,
+            port,
+            approved_private,
+        })
     }
 
     fn connection_error(&self, e: reqwest::Error) -> OutboundError {

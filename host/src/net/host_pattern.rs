@@ -10,7 +10,8 @@ use super::address::canonical_ip;
 ///
 /// Accepted forms: `api.x.com`, `*.x.com` (subdomains only, not `x.com` itself),
 /// `api.x.com:8443`, `127.0.0.1:11434`, `[::1]:8080`, `::1`, and `*` (any host).
-/// Without a port the pattern matches every port. Hostnames compare case-insensitively and
+/// Without a port the pattern matches every port (a secret binding narrows that to the
+/// default port, see [`crate::net::BoundSecret`]). Hostnames compare case-insensitively and
 /// a trailing dot is ignored, so `API.X.com.` and `api.x.com` are the same host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPattern {
@@ -63,6 +64,23 @@ impl HostPattern {
                 .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
             HostMatch::Ip(_) => false,
         }
+    }
+
+    /// The port this pattern is limited to, if any.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// What of `approved` a manifest that requested `self` may use: `approved` — limited to
+    /// the requested port when only the request names one (a stored approval `api.x.com`
+    /// against a request resolved from `https://api.x.com` is `api.x.com:443`) — if `self`
+    /// covers that, else nothing.
+    pub fn restrict(&self, approved: &HostPattern) -> Option<HostPattern> {
+        let narrowed = HostPattern {
+            host: approved.host.clone(),
+            port: approved.port.or(self.port),
+        };
+        self.covers(&narrowed).then_some(narrowed)
     }
 
     /// Whether every host this pattern matches is also matched by `self` — used to keep
@@ -245,6 +263,21 @@ mod tests {
         assert!(p("*").matches("anything.example", 1));
         assert!(p("*").matches("10.0.0.1", 1));
         assert!(!p("*.x.com").matches("10.0.0.1", 1));
+    }
+
+    #[test]
+    fn restrict_narrows_an_approval_to_the_requested_port() {
+        assert_eq!(
+            p("api.x.com:443").restrict(&p("api.x.com")),
+            Some(p("api.x.com:443"))
+        );
+        assert_eq!(
+            p("api.x.com").restrict(&p("api.x.com:8443")),
+            Some(p("api.x.com:8443"))
+        );
+        assert_eq!(p("api.x.com:443").restrict(&p("api.x.com:8443")), None);
+        assert_eq!(p("*").restrict(&p("a.x.com")), Some(p("a.x.com")));
+        assert_eq!(p("a.x.com").restrict(&p("b.x.com")), None);
     }
 
     #[test]

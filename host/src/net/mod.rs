@@ -24,7 +24,7 @@ use futures::stream::BoxStream;
 pub use client::OutboundClient;
 pub use host_pattern::{HostPattern, HostPatternError};
 pub use resolve::{Resolve, SystemResolver};
-pub use secrets::{BoundSecret, Redactor, SecretPosition};
+pub use secrets::{BoundSecret, Redactor, SecretPosition, StreamRedactor};
 
 /// A host a plugin instance may call: the manifest asked for it and the operator approved it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -36,8 +36,12 @@ pub struct BoundSecret {
     /// The secret's name from the manifest (shown in redactions and errors, never the value).
     pub name: String,
     /// Requests to which hosts receive it. `None` only for [`SecretPosition::UrlPathPrefix`],
-    /// whose prefix already names the host.
+    /// whose prefix already names the host. A pattern without a port binds the default port
+    /// of the request's scheme (443, or 80 for plain HTTP), never any other.
     pub host: Option<HostPattern>,
+    /// The binding names an `https://` URL (`{config.base_url}` set to one): never sent over
+    /// plain HTTP, not even to an address approved as private.
+    pub require_https: bool,
     /// Where it goes.
     pub position: SecretPosition,
     /// The value itself.
@@ -51,6 +55,7 @@ impl std::fmt::Debug for BoundSecret {
             .field("name", &self.name)
             .field("host", &self.host)
             .field("position", &self.position)
+            .field("require_https", &self.require_https)
             .field("value", &"[REDACTED]")
             .finish()
     }
@@ -189,20 +194,73 @@ pub(crate) fn refuse_guest_written_secrets(
     Ok(())
 }
 
-/// Inserts every secret whose binding applies to this request. `host`/`port` are the request's.
+/// Where a checked request goes, as far as secrets are concerned.
+pub(crate) struct Destination<'a> {
+    /// The request's scheme is `https`.
+    pub https: bool,
+    pub host: &'a str,
+    /// The port connected to (the scheme's default when the URL names none).
+    pub port: u16,
+    /// Every address the host resolved to is loopback, private or link-local, and a grant
+    /// matching the request approved such addresses explicitly (`http-private:`).
+    pub approved_private: bool,
+}
+
+impl Destination<'_> {
+    fn default_port(&self) -> u16 {
+        if self.https { 443 } else { 80 }
+    }
+}
+
+/// Whether `secret`'s binding names this destination (its host pattern, or its URL prefix).
+fn binding_applies(prepared: &PreparedSecret, to: &Destination<'_>, url: &Url) -> bool {
+    let secret = &prepared.secret;
+    match (&secret.position, &secret.host) {
+        (SecretPosition::UrlPathPrefix(_), _) => prepared
+            .path_prefix
+            .as_ref()
+            .is_some_and(|(prefix, _)| url.as_str().starts_with(prefix.as_str())),
+        // A pattern without a port would otherwise match every port of the host: a service
+        // on another port of the same machine is not the one the key was issued for.
+        (_, Some(pattern)) => {
+            pattern.matches(to.host, to.port)
+                && (pattern.port().is_some() || to.port == to.default_port())
+        }
+        (_, None) => false,
+    }
+}
+
+/// Refuses to put a secret on the wire in the clear: plain HTTP is allowed only to an address
+/// the operator approved as private (a model server on this machine or the LAN), and never
+/// for a binding made for an `https://` URL.
+fn check_transport(secret: &BoundSecret, to: &Destination<'_>) -> Result<(), OutboundError> {
+    if to.https || (to.approved_private && !secret.require_https) {
+        return Ok(());
+    }
+    let why = if secret.require_https {
+        "its binding names an https:// URL"
+    } else {
+        "plain http is allowed only to an address approved as private (http-private:)"
+    };
+    Err(OutboundError::Denied(format!(
+        "http: secret '{}' is sent only over https ({why}); this request to '{}:{}' is plain \
+         http",
+        secret.name, to.host, to.port
+    )))
+}
+
+/// Inserts every secret whose binding applies to this request.
 pub(crate) fn insert_secrets(
     secrets: &[PreparedSecret],
-    host: &str,
-    port: u16,
+    to: &Destination<'_>,
     parts: RequestParts<'_>,
 ) -> Result<(), OutboundError> {
     for prepared in secrets {
         let secret = &prepared.secret;
-        if let Some(pattern) = &secret.host
-            && !pattern.matches(host, port)
-        {
+        if !binding_applies(prepared, to, parts.url) {
             continue;
         }
+        check_transport(secret, to)?;
         match &secret.position {
             SecretPosition::Header { name, format } => {
                 if parts
@@ -251,12 +309,9 @@ pub(crate) fn insert_secrets(
                 body.extend_from_slice(field.as_bytes());
             }
             SecretPosition::UrlPathPrefix(_) => {
-                let Some((prefix, at)) = &prepared.path_prefix else {
+                let Some((_, at)) = &prepared.path_prefix else {
                     continue;
                 };
-                if !parts.url.as_str().starts_with(prefix.as_str()) {
-                    continue;
-                }
                 let current = parts.url.as_str();
                 let rewritten = format!(
                     "{}{}{}",
@@ -398,6 +453,94 @@ impl Redactor {
         }
         out
     }
+
+    /// A redactor for a body that arrives in pieces: see [`StreamRedactor`].
+    pub fn stream(&self) -> StreamRedactor {
+        StreamRedactor {
+            redactor: self.clone(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Every occurrence of every needle in `bytes`, as `(start, end)`.
+    fn occurrences(&self, bytes: &[u8]) -> Vec<(usize, usize)> {
+        self.needles
+            .iter()
+            .flat_map(|(needle, _)| {
+                memchr::memmem::find_iter(bytes, needle.as_bytes())
+                    .map(move |at| (at, at + needle.len()))
+            })
+            .collect()
+    }
+}
+
+/// Redacts a body that arrives in chunks, so that a secret split across two chunks is still
+/// replaced: a redactor run on each chunk alone sees neither half as the secret, while the
+/// reader downstream (a provider's decoder keeps its state across calls) joins them again.
+///
+/// Only the bytes that could be the start of a secret are held back — a suffix of what
+/// arrived that is a prefix of some secret — so a stream whose events end in a newline is
+/// passed on at once, and nothing is held for longer than the longest secret.
+#[derive(Debug, Clone)]
+pub struct StreamRedactor {
+    redactor: Redactor,
+    /// Arrived bytes not yet passed on: a possible partial secret at the end of the body so far.
+    pending: Vec<u8>,
+}
+
+impl StreamRedactor {
+    /// Takes the next chunk; returns what may be passed on now, redacted.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.pending.extend_from_slice(chunk);
+        let cut = self.safe_cut();
+        let rest = self.pending.split_off(cut);
+        let ready = std::mem::replace(&mut self.pending, rest);
+        self.redactor.redact_bytes(ready)
+    }
+
+    /// The end of the body: whatever was held back, redacted (a partial secret stays as is —
+    /// it is not the secret).
+    pub fn finish(&mut self) -> Vec<u8> {
+        self.redactor
+            .redact_bytes(std::mem::take(&mut self.pending))
+    }
+
+    /// Where the pending bytes can be cut so that everything before the cut can be redacted
+    /// on its own: no secret crosses the cut, and nothing after it could complete one later
+    /// unless it is held back.
+    fn safe_cut(&self) -> usize {
+        let bytes = &self.pending;
+        let longest = self
+            .redactor
+            .needles
+            .iter()
+            .map(|(n, _)| n.len())
+            .max()
+            .unwrap_or(0);
+        // The earliest position from which the rest is a proper prefix of some secret. Earlier
+        // positions leave at least `longest` bytes, so a secret starting there is complete.
+        let mut cut = (bytes.len().saturating_sub(longest.saturating_sub(1))..bytes.len())
+            .find(|at| {
+                let tail = &bytes[*at..];
+                self.redactor
+                    .needles
+                    .iter()
+                    .any(|(n, _)| n.len() > tail.len() && n.as_bytes().starts_with(tail))
+            })
+            .unwrap_or(bytes.len());
+        // A complete secret that crosses the cut is held back whole (a secret that overlaps
+        // itself, `abab` in `ababab`, can need this more than once).
+        let occurrences = self.redactor.occurrences(bytes);
+        while let Some(start) = occurrences
+            .iter()
+            .filter(|(start, end)| *start < cut && *end > cut)
+            .map(|(start, _)| *start)
+            .min()
+        {
+            cut = start;
+        }
+        cut
+    }
 }
 
 #[cfg(test)]
@@ -409,8 +552,49 @@ mod tests {
             name: name.into(),
             host: Some("api.test".parse().unwrap()),
             position,
+            require_https: false,
             value: value.into(),
         }
+    }
+
+    #[test]
+    fn a_secret_goes_in_the_clear_only_to_an_approved_private_address() {
+        let header = SecretPosition::Header {
+            name: "x-key".into(),
+            format: "{}".into(),
+        };
+        let insert = |require_https: bool, to: Destination<'_>| {
+            let mut s = secret("K", header.clone(), "v");
+            s.require_https = require_https;
+            let prepared = prepare(&[s]).unwrap();
+            let scheme = if to.https { "https" } else { "http" };
+            let mut url = Url::parse(&format!("{scheme}://api.test:{}/", to.port)).unwrap();
+            let mut headers = Vec::new();
+            let mut body = None;
+            let parts = RequestParts {
+                url: &mut url,
+                headers: &mut headers,
+                body: &mut body,
+            };
+            insert_secrets(&prepared, &to, parts).map(|()| headers)
+        };
+        let to = |https, port, approved_private| Destination {
+            https,
+            host: "api.test",
+            port,
+            approved_private,
+        };
+        let sent = vec![("x-key".to_owned(), "v".to_owned())];
+        assert_eq!(insert(false, to(true, 443, false)).unwrap(), sent);
+        assert_eq!(insert(false, to(false, 80, true)).unwrap(), sent);
+        // A public address over plain HTTP: refused, not sent.
+        let err = insert(false, to(false, 80, false)).unwrap_err();
+        assert!(err.to_string().contains("sent only over https"), "{err}");
+        // Bound to an https URL: not even to a private address in the clear.
+        let err = insert(true, to(false, 80, true)).unwrap_err();
+        assert!(err.to_string().contains("names an https:// URL"), "{err}");
+        // Another port than the default one: the binding does not apply; nothing is sent.
+        assert_eq!(insert(false, to(true, 8443, false)).unwrap(), vec![]);
     }
 
     #[test]
@@ -434,6 +618,39 @@ mod tests {
             b"[REDACTED:K][REDACTED:K] mid s3cr3\xff [REDACTED:K]".to_vec()
         );
         assert_eq!(r.redact_bytes(b"clean".to_vec()), b"clean".to_vec());
+    }
+
+    #[test]
+    fn stream_redactor_catches_a_secret_split_anywhere() {
+        let r = Redactor::new(&[
+            secret("K", SecretPosition::Query("k".into()), "sk-abc/123"),
+            secret("P", SecretPosition::Query("k".into()), "abab"),
+        ]);
+        let text = b"data: {\"text\": \"your key is sk-abc/123 and sk-abc%2F123\"}\n\nsk-ab ababab abababab";
+        let whole = r.redact_bytes(text.to_vec());
+        for a in 0..=text.len() {
+            for b in a..=text.len() {
+                let mut stream = r.stream();
+                let mut out = stream.push(&text[..a]);
+                out.extend(stream.push(&text[a..b]));
+                out.extend(stream.push(&text[b..]));
+                out.extend(stream.finish());
+                assert_eq!(out, whole, "split at {a} and {b}");
+            }
+        }
+        assert!(!contains(&whole, b"sk-abc/123"));
+        assert!(!contains(&whole, b"abab"));
+    }
+
+    #[test]
+    fn stream_redactor_holds_back_only_a_possible_secret() {
+        let r = Redactor::new(&[secret("K", SecretPosition::Query("k".into()), "sk-abc")]);
+        let mut stream = r.stream();
+        assert_eq!(stream.push(b"data: 1\n\n"), b"data: 1\n\n");
+        assert_eq!(stream.push(b"key sk-a"), b"key ");
+        assert_eq!(stream.push(b"bc!"), b"[REDACTED:K]!");
+        assert_eq!(stream.push(b"sk"), b"");
+        assert_eq!(stream.finish(), b"sk");
     }
 
     #[test]

@@ -149,6 +149,7 @@ fn secret(name: &str, host: Option<&str>, position: SecretPosition, value: &str)
         name: name.into(),
         host: host.map(|h| h.parse().unwrap()),
         position,
+        require_https: false,
         value: value.into(),
     }
 }
@@ -320,7 +321,7 @@ async fn header_secret_goes_only_to_its_host() {
     let (port, _) = server().await;
     let c = client(policy(
         vec![grant("api.test", true), grant("other.test", true)],
-        vec![header_secret("api.test", "k-123")],
+        vec![header_secret(&format!("api.test:{port}"), "k-123")],
     ));
     let seen = echoed(
         &c.send(get(format!("http://api.test:{port}/")))
@@ -337,22 +338,55 @@ async fn header_secret_goes_only_to_its_host() {
 }
 
 #[tokio::test]
+async fn a_secret_bound_without_a_port_goes_only_to_the_default_port() {
+    let (port, _) = server().await;
+    // `api.test` names no port: the key is for the service on the scheme's default port, not
+    // for whatever else listens on another port of that machine.
+    let c = client(policy(
+        vec![grant("api.test", true)],
+        vec![header_secret("api.test", "k-123")],
+    ));
+    let seen = echoed(
+        &c.send(get(format!("http://api.test:{port}/")))
+            .await
+            .unwrap(),
+    );
+    assert!(seen["headers"].get("x-api-key").is_none(), "{seen}");
+}
+
+#[tokio::test]
+async fn a_secret_goes_over_plain_http_only_to_an_approved_private_address() {
+    let (port, _) = server().await;
+    let api = format!("api.test:{port}");
+    // Approved as private (the address is loopback): a local model server's case.
+    let c = client(policy(
+        vec![grant(&api, true)],
+        vec![header_secret(&api, "k-123")],
+    ));
+    let seen = echoed(&c.send(get(format!("http://{api}/"))).await.unwrap());
+    assert_eq!(seen["headers"]["x-api-key"], "Key k-123");
+    // Bound to an https URL: refused over plain http even there, and nothing is sent.
+    let mut bound = header_secret(&api, "k-123");
+    bound.require_https = true;
+    let c = client(policy(vec![grant(&api, true)], vec![bound]));
+    let msg = denied(c.send(get(format!("http://{api}/"))).await);
+    assert!(msg.contains("sent only over https"), "{msg}");
+    assert!(!msg.contains("k-123"), "{msg}");
+}
+
+#[tokio::test]
 async fn query_and_form_secrets_are_encoded() {
     let (port, _) = server().await;
     let value = "a b&c=d/é";
     let encoded = "a+b%26c%3Dd%2F%C3%A9";
+    let api = format!("api.test:{port}");
     let c = client(policy(
         vec![grant("api.test", true)],
         vec![
-            secret(
-                "Q",
-                Some("api.test"),
-                SecretPosition::Query("key".into()),
-                value,
-            ),
+            secret("Q", Some(&api), SecretPosition::Query("key".into()), value),
             secret(
                 "F",
-                Some("api.test"),
+                Some(&api),
                 SecretPosition::FormField("client_secret".into()),
                 value,
             ),
@@ -442,19 +476,20 @@ async fn guest_written_secret_values_are_refused() {
 #[tokio::test]
 async fn guest_may_not_fill_a_secret_position() {
     let (port, _) = server().await;
+    let api = format!("api.test:{port}");
     let c = client(policy(
         vec![grant("api.test", true)],
         vec![
-            header_secret("api.test", "k-123"),
+            header_secret(&api, "k-123"),
             secret(
                 "Q",
-                Some("api.test"),
+                Some(&api),
                 SecretPosition::Query("key".into()),
                 "q-456",
             ),
             secret(
                 "F",
-                Some("api.test"),
+                Some(&api),
                 SecretPosition::FormField("cs".into()),
                 "f-789",
             ),

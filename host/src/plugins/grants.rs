@@ -92,7 +92,8 @@ pub struct GrantSet {
 
 impl GrantSet {
     /// Requested ∩ approved. An approved host survives only if a requested pattern covers it;
-    /// the narrower (approved) pattern is what gets enforced.
+    /// the narrower (approved) pattern is what gets enforced, limited to the requested port
+    /// when only the request names one.
     pub fn intersect(
         caps: &Capabilities,
         approval: &Approval,
@@ -108,14 +109,12 @@ impl GrantSet {
             .http
             .iter()
             .filter_map(|a| {
-                let pattern: HostPattern = a.host.parse().ok()?;
-                requested
-                    .iter()
-                    .any(|r| r.covers(&pattern))
-                    .then_some(HttpGrant {
-                        pattern,
-                        allow_private: a.private,
-                    })
+                let approved: HostPattern = a.host.parse().ok()?;
+                let pattern = requested.iter().find_map(|r| r.restrict(&approved))?;
+                Some(HttpGrant {
+                    pattern,
+                    allow_private: a.private,
+                })
             })
             .collect();
         GrantSet {
@@ -153,23 +152,41 @@ impl GrantSet {
 }
 
 /// Resolves `{config.KEY}` in a host pattern from the instance config. A URL value yields
-/// its `host[:port]`; a missing key yields nothing (the capability is simply not there).
+/// its `host:port` — the scheme's default port when the URL names none, so that
+/// `https://api.x.com` means port 443 and not every port of that host; a missing key yields
+/// nothing (the capability is simply not there).
 pub fn resolve_config_ref(pattern: &str, config: &serde_json::Value) -> Option<String> {
-    let Some(key) = pattern
-        .strip_prefix("{config.")
-        .and_then(|r| r.strip_suffix('}'))
-    else {
-        return Some(pattern.to_owned());
+    let Some(value) = config_ref_value(pattern, config) else {
+        return Some(pattern.to_owned()).filter(|_| !is_config_ref(pattern));
     };
-    let value = config.get(key)?.as_str()?;
     match url::Url::parse(value) {
         Ok(url) => {
             let host = url.host_str()?;
-            Some(match url.port() {
+            Some(match url.port_or_known_default() {
                 Some(port) => format!("{host}:{port}"),
                 None => host.to_owned(),
             })
         }
         Err(_) => Some(value.to_owned()),
     }
+}
+
+/// Whether a secret's host `pattern` is `{config.KEY}` naming an `https://` URL: the scheme
+/// is part of the binding then, and the secret never goes out over plain HTTP.
+pub fn config_ref_requires_https(pattern: &str, config: &serde_json::Value) -> bool {
+    config_ref_value(pattern, config)
+        .and_then(|value| url::Url::parse(value).ok())
+        .is_some_and(|url| url.scheme() == "https")
+}
+
+fn is_config_ref(pattern: &str) -> bool {
+    pattern.starts_with("{config.") && pattern.ends_with('}')
+}
+
+/// The config value a `{config.KEY}` pattern names, if it is one and the key is set.
+fn config_ref_value<'a>(pattern: &str, config: &'a serde_json::Value) -> Option<&'a str> {
+    let key = pattern
+        .strip_prefix("{config.")
+        .and_then(|r| r.strip_suffix('}'))?;
+    config.get(key)?.as_str()
 }

@@ -19,10 +19,10 @@ use wasmtime::component::ResourceAny;
 
 use super::runtime::{PluginRuntime, classify};
 use super::since_v0_1_0::{ProviderPlugin, ProviderPluginPre, types};
-use super::state::CallState;
+use super::state::{CallState, within_budget};
 use super::{InstanceContext, PluginKind};
 use crate::llm::{ChatRequest, FailureKind, ModelInfo, ProviderFailure, StreamEvent};
-use crate::net::{OutboundError, OutboundRequest};
+use crate::net::{OutboundError, OutboundRequest, StreamRedactor};
 
 /// Most of an error body the host reads before handing it to the decoder: error documents
 /// are small, and a vendor that streams megabytes with a 500 is not saying anything useful.
@@ -40,13 +40,17 @@ impl PluginRuntime {
     ) -> Result<Vec<ModelInfo>> {
         let _permit = self.permits.acquire().await?;
         let mut store = self.new_store(ctx, "install", None)?;
-        let listed = tokio::time::timeout(ctx.limits.wall_timeout(), async {
-            let bindings = pre.instantiate_async(&mut store).await?;
-            bindings
-                .kelp_plugin_provider()
-                .call_models(&mut store)
-                .await
-        })
+        let clock = store.data().clock.clone();
+        let listed = tokio::time::timeout(
+            ctx.limits.wall_timeout(),
+            within_budget(clock, async {
+                let bindings = pre.instantiate_async(&mut store).await?;
+                bindings
+                    .kelp_plugin_provider()
+                    .call_models(&mut store)
+                    .await
+            }),
+        )
         .await
         .map_err(|_| anyhow!("{}: listing its models timed out", ctx.plugin))?
         .map_err(|e| {
@@ -221,7 +225,16 @@ impl PluginRuntime {
             .await
             .map_err(|e| transport_failure(&ctx, e))?;
         let status = response.status;
-        let headers = response.headers;
+        // A vendor (or a proxy before it) that echoes the request's credentials in a header
+        // would otherwise hand the guest the key it must never see.
+        let headers: Vec<(String, String)> = response
+            .headers
+            .into_iter()
+            .map(|(name, value)| {
+                let value = ctx.redactor.redact(&value).into_owned();
+                (name, value)
+            })
+            .collect();
         let decoder = guest_call(&ctx, &mut store, wall, async |store| {
             bindings
                 .kelp_plugin_provider()
@@ -234,8 +247,9 @@ impl PluginRuntime {
             store,
             bindings,
             decoder,
-            ctx,
+            ctx: ctx.clone(),
             body: Some(response.body),
+            redaction: ctx.redactor.stream(),
             idle_timeout,
             status,
             retry_after: retry_after(&headers),
@@ -258,7 +272,8 @@ async fn guest_call<T>(
     call: impl AsyncFnOnce(&mut Store<CallState>) -> wasmtime::Result<T>,
 ) -> Result<T, ProviderFailure> {
     store.data_mut().restart_clock();
-    let outcome = tokio::time::timeout(wall, call(store)).await;
+    let clock = store.data().clock.clone();
+    let outcome = tokio::time::timeout(wall, within_budget(clock, call(store))).await;
     store.data().log.finish();
     match outcome {
         Err(_) => Err(plugin_failure(format!(
@@ -309,6 +324,9 @@ pub struct ProviderStream {
     decoder: ResourceAny,
     ctx: Arc<InstanceContext>,
     body: Option<BoxStream<'static, Result<Bytes, OutboundError>>>,
+    /// Redaction of the body across chunk boundaries: the decoder joins chunks, so redacting
+    /// each batch alone would let a key split between two batches through.
+    redaction: StreamRedactor,
     idle_timeout: Duration,
     status: u16,
     retry_after: Option<u32>,
@@ -359,7 +377,11 @@ impl ProviderStream {
                         None => break,
                     }
                 }
-                let bytes = self.ctx.redactor.redact_bytes(bytes);
+                let bytes = self.redaction.push(&bytes);
+                if bytes.is_empty() {
+                    // All of it may be the start of a secret: wait for the rest.
+                    return Ok(Some(Vec::new()));
+                }
                 let events = self.feed(bytes).await?;
                 Ok(Some(events))
             }
@@ -371,7 +393,13 @@ impl ProviderStream {
             }
             None => {
                 self.body = None;
-                let events = self.finish().await?;
+                let held = self.redaction.finish();
+                let mut events = if held.is_empty() {
+                    Vec::new()
+                } else {
+                    self.feed(held).await?
+                };
+                events.extend(self.finish().await?);
                 if !self.saw_finish {
                     return Err(ProviderFailure::new(
                         FailureKind::Transport,
@@ -439,20 +467,32 @@ impl ProviderStream {
 
     /// Reads an error response whole and lets the plugin name the error.
     async fn read_error(&mut self) -> ProviderFailure {
+        // Redacted before it is cut: cutting first could leave the start of a key at the end,
+        // where no redactor recognises it any more.
         let mut body = Vec::new();
+        let mut complete = false;
         if let Some(stream) = self.body.as_mut() {
-            while let Ok(Some(Ok(chunk))) =
-                tokio::time::timeout(self.idle_timeout, stream.next()).await
-            {
-                body.extend_from_slice(&chunk);
-                if body.len() >= MAX_ERROR_BODY {
-                    body.truncate(MAX_ERROR_BODY);
-                    break;
+            loop {
+                match tokio::time::timeout(self.idle_timeout, stream.next()).await {
+                    Ok(Some(Ok(chunk))) => {
+                        body.extend(self.redaction.push(&chunk));
+                        if body.len() >= MAX_ERROR_BODY {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        complete = true;
+                        break;
+                    }
+                    Ok(Some(Err(_))) | Err(_) => break,
                 }
             }
         }
+        if complete {
+            body.extend(self.redaction.finish());
+        }
+        body.truncate(MAX_ERROR_BODY);
         self.body = None;
-        let body = self.ctx.redactor.redact_bytes(body);
         let status = self.status;
         let decoded = match self.feed(body).await {
             Ok(_) => self.finish().await,

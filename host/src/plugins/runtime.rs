@@ -18,9 +18,10 @@ use super::contract::ContractUse;
 use super::grants::{Approval, GrantSet};
 use super::settings::RuntimeSettings;
 use super::since_v0_1_0::{ProviderPluginPre, ToolPlugin, ToolPluginPre};
-use super::state::CallState;
+use super::state::{CallState, within_budget};
 use super::{InstanceContext, ToolFailure, ToolSpec};
 use crate::net::{self, OutboundClient, OutboundPolicy, Redactor, Resolve};
+use crate::schema::Schema;
 use crate::secrets::SecretBox;
 use crate::store::plugins::{InstanceRow, PluginRow};
 use crate::store::{Db, now_ms};
@@ -63,6 +64,7 @@ pub enum CallError {
     MemoryFault { instance: String },
     #[error("plugin `{instance}` crashed: {detail} (its log has the panic message, if any)")]
     Crashed { instance: String, detail: String },
+    /// The output, or the message of an error the tool returned, was over the limit.
     #[error("plugin `{instance}` returned {size} bytes of output, over the limit of {limit} bytes")]
     OutputTooLarge {
         instance: String,
@@ -110,8 +112,8 @@ pub(super) struct LoadedInstance {
     pub(super) kind: PluginKind,
     pub(super) enabled: bool,
     tools: Vec<ToolSpec>,
-    /// Each tool's input schema, parsed once at load (same order as `tools`).
-    schemas: Vec<serde_json::Value>,
+    /// Each tool's input schema, compiled once at load (same order as `tools`).
+    schemas: Vec<Schema>,
     tool_pre: Option<ToolPluginPre<CallState>>,
     pub(super) provider_pre: Option<ProviderPluginPre<CallState>>,
     /// What a provider's `models()` listed at load.
@@ -438,6 +440,9 @@ impl PluginRuntime {
         row: &InstanceRow,
         secret_overrides: &[(String, String)],
     ) -> Result<LoadedInstance> {
+        // A `[config]` schema that does not compile is a load error too, not only at the next
+        // config change.
+        config_schema(manifest)?;
         let config: serde_json::Value =
             serde_json::from_str(&row.config_json).context("instance config")?;
         let config = with_config_defaults(manifest, config);
@@ -503,12 +508,8 @@ impl PluginRuntime {
                 let tool_pre = ToolPluginPre::new(pre)
                     .map_err(anyhow::Error::from)
                     .with_context(|| format!("{}: not a tool component", manifest.name))?;
-                let tools = self.list_tools(&loaded.ctx, &tool_pre).await?;
-                // list_tools already checked that every schema parses.
-                loaded.schemas = tools
-                    .iter()
-                    .map(|t| serde_json::from_str(&t.input_schema).unwrap_or_default())
-                    .collect();
+                let (tools, schemas) = self.list_tools(&loaded.ctx, &tool_pre).await?;
+                loaded.schemas = schemas;
                 loaded.tools = tools;
                 loaded.tool_pre = Some(tool_pre);
             }
@@ -525,9 +526,10 @@ impl PluginRuntime {
                 // is not the plugin's time.
                 let _permit = self.permits.acquire().await?;
                 let mut store = self.new_store(&loaded.ctx, "install", None)?;
+                let clock = store.data().clock.clone();
                 tokio::time::timeout(
                     loaded.ctx.limits.wall_timeout(),
-                    pre.instantiate_async(&mut store),
+                    within_budget(clock, pre.instantiate_async(&mut store)),
                 )
                 .await
                 .map_err(|_| anyhow!("{}: instantiation timed out", manifest.name))?
@@ -537,17 +539,22 @@ impl PluginRuntime {
         Ok(loaded)
     }
 
+    /// The tools a component lists, sorted by name, each with its compiled input schema.
     async fn list_tools(
         &self,
         ctx: &Arc<InstanceContext>,
         pre: &ToolPluginPre<CallState>,
-    ) -> Result<Vec<ToolSpec>> {
+    ) -> Result<(Vec<ToolSpec>, Vec<Schema>)> {
         let _permit = self.permits.acquire().await?;
         let mut store = self.new_store(ctx, "install", None)?;
-        let listed = tokio::time::timeout(ctx.limits.wall_timeout(), async {
-            let bindings = pre.instantiate_async(&mut store).await?;
-            bindings.kelp_plugin_tool().call_list(&mut store).await
-        })
+        let clock = store.data().clock.clone();
+        let listed = tokio::time::timeout(
+            ctx.limits.wall_timeout(),
+            within_budget(clock, async {
+                let bindings = pre.instantiate_async(&mut store).await?;
+                bindings.kelp_plugin_tool().call_list(&mut store).await
+            }),
+        )
         .await
         .map_err(|_| anyhow!("{}: listing its tools timed out", ctx.plugin))?
         .map_err(|e| {
@@ -587,7 +594,23 @@ impl PluginRuntime {
         if tools.len() != count {
             bail!("{}: two tools share a name", ctx.plugin);
         }
-        Ok(tools)
+        // Compiled once here, at install and at every load: a schema the host cannot enforce
+        // whole is refused rather than enforced in part.
+        let schemas = tools
+            .iter()
+            .map(|tool| {
+                let schema: serde_json::Value =
+                    serde_json::from_str(&tool.input_schema).unwrap_or_default();
+                Schema::compile(&schema).map_err(|e| {
+                    anyhow!(
+                        "{}: tool `{}` has an input schema that is not a valid JSON Schema: {e}",
+                        ctx.plugin,
+                        tool.name
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((tools, schemas))
     }
 
     async fn bound_secrets(
@@ -623,6 +646,10 @@ impl PluginRuntime {
                 binding.position,
                 kelp_registry::manifest::SecretPosition::UrlPathPrefix(_)
             );
+            let require_https = binding
+                .host
+                .as_deref()
+                .is_some_and(|h| super::grants::config_ref_requires_https(h, config));
             let host = match &binding.host {
                 // The prefix itself names the host.
                 Some(_) if is_prefix => None,
@@ -640,6 +667,7 @@ impl PluginRuntime {
                 name,
                 host,
                 position: binding.position.clone().into(),
+                require_https,
                 value,
             });
         }
@@ -743,7 +771,8 @@ impl PluginRuntime {
             .map_err(|e| CallError::InvalidInput(format!("input is not JSON: {e}")))?;
         // Checked here, before any instance is made: a model's malformed call costs nothing
         // and gets a message naming the field to fix.
-        crate::schema::validate(&instance.schemas[index], &value, "input")
+        instance.schemas[index]
+            .validate(&value, "input")
             .map_err(CallError::InvalidInput)?;
         let ctx = &instance.ctx;
         let internal = |e: anyhow::Error| CallError::Internal {
@@ -758,13 +787,17 @@ impl PluginRuntime {
             .await
             .map_err(|e| internal(e.into()))?;
         let mut store = self.new_store(ctx, owner, workspace).map_err(internal)?;
-        let outcome = tokio::time::timeout(ctx.limits.wall_timeout(), async {
-            let bindings = pre.instantiate_async(&mut store).await?;
-            bindings
-                .kelp_plugin_tool()
-                .call_call(&mut store, tool, input)
-                .await
-        })
+        let clock = store.data().clock.clone();
+        let outcome = tokio::time::timeout(
+            ctx.limits.wall_timeout(),
+            within_budget(clock, async {
+                let bindings = pre.instantiate_async(&mut store).await?;
+                bindings
+                    .kelp_plugin_tool()
+                    .call_call(&mut store, tool, input)
+                    .await
+            }),
+        )
         .await;
         store.data().log.finish();
         let output = match outcome {
@@ -775,7 +808,23 @@ impl PluginRuntime {
                 });
             }
             Ok(Err(trap)) => return Err(classify(trap, ctx)),
-            Ok(Ok(Err(failure))) => return Err(CallError::Tool(failure.into())),
+            Ok(Ok(Err(failure))) => {
+                let failure = ToolFailure::from(failure);
+                let size = match &failure {
+                    ToolFailure::InvalidInput(m)
+                    | ToolFailure::Denied(m)
+                    | ToolFailure::Failed(m) => m.len(),
+                };
+                // An error message is output too: it goes to the model and the transcript.
+                if size as u64 > ctx.limits.output_bytes {
+                    return Err(CallError::OutputTooLarge {
+                        instance: instance_id.to_owned(),
+                        size,
+                        limit: ctx.limits.output_bytes,
+                    });
+                }
+                return Err(CallError::Tool(failure));
+            }
             Ok(Ok(Ok(output))) => output,
         };
         if output.len() as u64 > ctx.limits.output_bytes {
@@ -1037,9 +1086,10 @@ fn validate_config(manifest: &Manifest, config: &serde_json::Value) -> Result<()
     if !config.is_object() {
         bail!("config must be a JSON object");
     }
-    if let Some(schema) = &manifest.config_schema {
+    if let Some(schema) = config_schema(manifest)? {
         let config = with_config_defaults(manifest, config.clone());
-        crate::schema::validate(schema, &config, "config")
+        schema
+            .validate(&config, "config")
             .map_err(|e| anyhow!("{}: {e}", manifest.name))?;
     }
     Ok(())
@@ -1052,6 +1102,22 @@ pub(super) fn stream_slots(slots: usize) -> usize {
         return slots;
     }
     slots - (slots / 4).max(1)
+}
+
+/// The manifest's `[config]` schema, compiled.
+fn config_schema(manifest: &Manifest) -> Result<Option<Schema>> {
+    manifest
+        .config_schema
+        .as_ref()
+        .map(|schema| {
+            Schema::compile(schema).map_err(|e| {
+                anyhow!(
+                    "{}: the [config] schema is not a valid JSON Schema: {e}",
+                    manifest.name
+                )
+            })
+        })
+        .transpose()
 }
 
 fn secret_context(instance_id: &str, name: &str) -> String {

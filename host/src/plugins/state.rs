@@ -36,16 +36,105 @@ pub struct CallState {
     kv: KvTxn,
 }
 
-/// Guest time = wall time since the call started minus time spent inside host imports.
+/// Guest time = wall time since the call started minus time spent inside Kelp's host imports
+/// (kv, http). Waiting the guest chose itself — a sleep through WASI's clocks — is not a host
+/// import of Kelp's and counts as guest time.
+///
+/// Shared (a cheap clone) between the store, whose epoch callback stops a computing guest, and
+/// [`within_budget`], which stops a guest parked in a WASI wait: the epoch callback runs only
+/// while wasm code runs, so it never sees a guest that sleeps.
+#[derive(Clone)]
 pub struct GuestClock {
-    started: Instant,
-    in_host: Duration,
+    state: Arc<Mutex<ClockState>>,
     pub budget: Duration,
 }
 
+struct ClockState {
+    started: Instant,
+    /// Time spent in host imports that have returned.
+    in_host: Duration,
+    /// When the host import running now started.
+    host_since: Option<Instant>,
+}
+
+/// How often [`GuestClock::exhausted`] looks again at most: while the guest waits in a host
+/// import its budget stands still, and waking for the last millisecond of it on every check
+/// would spin.
+const MIN_BUDGET_CHECK: Duration = Duration::from_millis(10);
+
 impl GuestClock {
+    fn new(budget: Duration) -> GuestClock {
+        GuestClock {
+            state: Arc::new(Mutex::new(ClockState {
+                started: Instant::now(),
+                in_host: Duration::ZERO,
+                host_since: None,
+            })),
+            budget,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ClockState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn guest_time(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.in_host)
+        let state = self.state();
+        let in_host = state.in_host + state.host_since.map_or(Duration::ZERO, |t| t.elapsed());
+        state.started.elapsed().saturating_sub(in_host)
+    }
+
+    fn restart(&self) {
+        let mut state = self.state();
+        state.started = Instant::now();
+        state.in_host = Duration::ZERO;
+        state.host_since = None;
+    }
+
+    /// Marks the time until the guard drops as the host's (also when the call is dropped
+    /// mid-import).
+    fn enter_host(&self) -> HostWait<'_> {
+        self.state().host_since = Some(Instant::now());
+        HostWait(self)
+    }
+
+    /// Resolves once guest time passes the budget.
+    pub async fn exhausted(&self) {
+        loop {
+            let left = self.budget.saturating_sub(self.guest_time());
+            if left.is_zero() {
+                return;
+            }
+            tokio::time::sleep(left.max(MIN_BUDGET_CHECK)).await;
+        }
+    }
+}
+
+/// Time in a host import, charged to the host when dropped.
+struct HostWait<'a>(&'a GuestClock);
+
+impl Drop for HostWait<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        if let Some(since) = state.host_since.take() {
+            state.in_host += since.elapsed();
+        }
+    }
+}
+
+/// Runs one guest call (instantiation, an export) until it ends or its guest time passes the
+/// budget, wherever the guest is then: computing (the epoch callback traps it) or waiting in a
+/// WASI call such as a sleep (dropped here). Either way the error is `Trap::Interrupt`, which
+/// callers report as the time-budget error.
+pub(super) async fn within_budget<T>(
+    clock: GuestClock,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    tokio::select! {
+        out = call => out,
+        () = clock.exhausted() => Err(wasmtime::Error::from(wasmtime::Trap::Interrupt)),
     }
 }
 
@@ -79,11 +168,7 @@ impl CallState {
                 .trap_on_grow_failure(true)
                 .build(),
             owner: owner.to_owned(),
-            clock: GuestClock {
-                started: Instant::now(),
-                in_host: Duration::ZERO,
-                budget: limits.timeout(),
-            },
+            clock: GuestClock::new(limits.timeout()),
             log,
             kv: KvTxn::default(),
             instance,
@@ -93,8 +178,7 @@ impl CallState {
     /// Starts a new computation budget: a store that outlives one guest call (a provider's
     /// decoder) must not be charged for the time between calls.
     pub fn restart_clock(&mut self) {
-        self.clock.started = Instant::now();
-        self.clock.in_host = Duration::ZERO;
+        self.clock.restart();
     }
 
     /// Commits the call's buffered kv writes; called only after the call succeeded.
@@ -137,10 +221,9 @@ impl CallState {
 
     /// Runs a host-side wait and charges its duration to the host, not the guest.
     async fn in_host<T>(&mut self, work: impl Future<Output = T>) -> T {
-        let start = Instant::now();
-        let out = work.await;
-        self.clock.in_host += start.elapsed();
-        out
+        let clock = self.clock.clone();
+        let _waiting = clock.enter_host();
+        work.await
     }
 
     async fn kv_current(

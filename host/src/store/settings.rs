@@ -98,7 +98,10 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 /// Checks `value` against [`schema`], plus the shape of the fields a schema keyword cannot
 /// express without a regex engine. The error names the offending field (`settings.theme`).
 pub fn validate(value: &Value) -> Result<(), String> {
-    crate::schema::validate(schema(), value, "settings")?;
+    static COMPILED: LazyLock<crate::schema::Schema> = LazyLock::new(|| {
+        crate::schema::Schema::compile(schema()).expect("the settings schema compiles")
+    });
+    COMPILED.validate(value, "settings")?;
     if let Some(zone) = value.get("timezone").and_then(Value::as_str) {
         // Shape only: the names themselves change with tzdata releases.
         let ok = zone.split('/').all(|part| {

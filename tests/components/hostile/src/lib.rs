@@ -26,6 +26,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("log_flood", "Log lines totalling {bytes}"),
     ("print_flood", "Print lines to stdout totalling {bytes}"),
     ("huge_output", "Return a string of {bytes} characters"),
+    ("huge_error", "Fail with a message of {bytes} characters"),
     ("kv_set", "kv set {key} to {value}"),
     ("kv_get", "kv get {key}"),
     (
@@ -38,6 +39,10 @@ const TOOLS: &[(&str, &str)] = &[
     ),
     ("kv_set_then_trap", "kv set {key} to {value}, then panic"),
     ("config", "Return the instance config value of {key}"),
+    (
+        "sleep",
+        "std::thread::sleep for {ms} milliseconds (WASI's monotonic clock), then return",
+    ),
 ];
 
 fn str_arg<'a>(input: &'a Value, name: &str) -> Result<&'a str, ToolError> {
@@ -144,12 +149,37 @@ fn kv_set(input: &Value) -> Result<(), ToolError> {
 
 impl Tool for Hostile {
     fn tools() -> Vec<ToolSpec> {
-        TOOLS
+        let mut tools: Vec<ToolSpec> = TOOLS
             .iter()
             .map(|(name, description)| {
                 ToolSpec::new(*name, *description, json!({"type": "object"}))
             })
-            .collect()
+            .collect();
+        // A schema using keywords beyond the basic ones, for the host to enforce whole.
+        tools.push(ToolSpec::new(
+            "strict",
+            "Echo an input whose schema uses pattern, const, oneOf and a local $ref",
+            json!({
+                "type": "object",
+                "$defs": {"slug": {"type": "string", "pattern": "^[a-z][a-z0-9-]*$"}},
+                "properties": {
+                    "id": {"$ref": "#/$defs/slug"},
+                    "kind": {"const": "file"},
+                    "size": {"oneOf": [{"type": "integer"}, {"type": "string", "pattern": "^[0-9]+[kKmM]$"}]}
+                },
+                "required": ["id"],
+                "additionalProperties": false
+            }),
+        ));
+        // With config `bad_schema`, a tool whose schema no validator can compile.
+        if kelp_sdk::config::<bool>("bad_schema").unwrap_or(false) {
+            tools.push(ToolSpec::new(
+                "broken",
+                "A tool with an invalid input schema",
+                json!({"type": "object", "properties": {"a": {"type": "strin"}}}),
+            ));
+        }
+        tools
     }
 
     fn call(name: &str, input: Value) -> Result<ToolOutput, ToolError> {
@@ -178,6 +208,8 @@ impl Tool for Hostile {
                 Ok(json!({ "lines": lines }).into())
             }
             "huge_output" => Ok("x".repeat(bytes_arg(&input)?).into()),
+            "huge_error" => Err(ToolError::failed("x".repeat(bytes_arg(&input)?))),
+            "strict" => Ok(input.into()),
             "kv_set" => {
                 kv_set(&input)?;
                 Ok("ok".into())
@@ -205,6 +237,13 @@ impl Tool for Hostile {
             "config" => {
                 let value: Option<Value> = kelp_sdk::config(str_arg(&input, "key")?);
                 Ok(value.unwrap_or(Value::Null).into())
+            }
+            "sleep" => {
+                let ms = input["ms"]
+                    .as_u64()
+                    .ok_or_else(|| ToolError::invalid("`ms` (integer) is required"))?;
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok("slept".into())
             }
             other => Err(ToolError::unknown_tool(other)),
         }

@@ -1,5 +1,8 @@
 //! `test/provider-echo`: the smallest OpenAI-compatible provider, so the host can load and
 //! version-check a provider-kind component and stream a completion from a fake vendor.
+//!
+//! It also shows what the host handed its decoder: an `x-echo` response header comes out as a
+//! first text delta `[x-echo: VALUE]`, so a test can see whether a header reached the guest.
 
 use kelp_sdk::http::Request;
 use kelp_sdk::provider::{
@@ -60,6 +63,8 @@ struct ChatDecoder {
     headers: Vec<(String, String)>,
     error_body: Vec<u8>,
     sse: SseParser,
+    /// The `x-echo` header's delta, until the first events go out.
+    echo: Option<String>,
 }
 
 impl ChatDecoder {
@@ -92,11 +97,16 @@ impl ChatDecoder {
 
 impl Decoder for ChatDecoder {
     fn new(status: u16, headers: Vec<(String, String)>) -> Self {
+        let echo = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("x-echo"))
+            .map(|(_, value)| format!("[x-echo: {value}]"));
         ChatDecoder {
             status,
             headers,
             error_body: Vec::new(),
             sse: SseParser::new(),
+            echo,
         }
     }
 
@@ -106,7 +116,8 @@ impl Decoder for ChatDecoder {
             self.error_body.extend_from_slice(chunk);
             return Ok(Vec::new());
         }
-        let mut events = Vec::new();
+        let mut events: Vec<StreamEvent> =
+            self.echo.take().map(StreamEvent::TextDelta).into_iter().collect();
         for event in self.sse.feed(chunk) {
             events.extend(self.decode(&event.data)?);
         }

@@ -55,7 +55,10 @@ both_backends!(
             .await;
         assert_eq!(status, StatusCode::OK, "{detail}");
         assert_eq!(detail["manifest"]["kind"], "tool");
-        assert_eq!(detail["instance_details"][0]["status"], "loaded");
+        assert_eq!(
+            detail["instance_details"][0]["tools"],
+            json!(["calc/calc", "calc/json_query"])
+        );
         let (status, out) = s
             .send(
                 "POST",
@@ -266,6 +269,109 @@ both_backends!(
             .send("GET", "/api/plugin-instances", Some(&admin), None)
             .await;
         assert_eq!(list["total"], 1);
+    }
+);
+
+both_backends!(
+    members_see_of_instances_only_what_the_tools_list_shows,
+    |s: TestServer| async move {
+        let admin = s.setup_admin().await;
+        let member = s.user("mallory").await;
+        let text = manifest(c::COMPONENT_HOSTILE_MANIFEST).replace(
+            "[capabilities]",
+            "[config]\ntype = \"object\"\nproperties = { greeting = { type = \"string\" } }\n\n[capabilities]",
+        );
+        let config = "%7B%22greeting%22%3A%22internal-only%22%7D";
+        let (status, body) = upload(
+            &s,
+            &admin,
+            pack(&text, c::COMPONENT_HOSTILE_WASM),
+            &format!("?grants=kv,http:intranet.example&instance=open&config={config}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        for id in ["hidden", "broken"] {
+            let (status, body) = s
+                .send(
+                    "POST",
+                    "/api/plugin-instances",
+                    Some(&admin),
+                    Some(json!({"id": id, "plugin": "test/hostile", "grants": ["kv"]})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+        let (status, _) = s
+            .send(
+                "POST",
+                "/api/plugin-instances/hidden/disable",
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        // A load error (a secret that no longer opens) is for admins to read.
+        sqlx::query("INSERT INTO instance_secrets (instance_id, name, sealed) VALUES ('broken', 'API_KEY', 'garbage')")
+            .execute(&s.state.db().pool)
+            .await
+            .unwrap();
+        let _ = s.state.runtime.load_instance("broken").await;
+
+        let (_, tools) = s.send("GET", "/api/tools", Some(&member), None).await;
+        let tool_instances: std::collections::BTreeSet<&str> = tools["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["instance"].as_str().unwrap())
+            .collect();
+        assert_eq!(tool_instances, ["open"].into());
+
+        let (status, detail) = s
+            .send("GET", "/api/plugins/test/hostile", Some(&member), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{detail}");
+        assert_eq!(detail["instances"], json!(["open"]));
+        let details = detail["instance_details"].as_array().unwrap();
+        assert_eq!(details.len(), 1, "{detail}");
+        let open = details[0].as_object().unwrap();
+        let keys: std::collections::BTreeSet<&str> = open.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["id", "plugin", "tools"].into(), "{detail}");
+        assert!(
+            open["tools"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("open/echo"))
+        );
+        let text = detail.to_string();
+        for private in [
+            "internal-only",
+            "intranet.example",
+            "hidden",
+            "broken",
+            "API_KEY\",\"set",
+        ] {
+            assert!(
+                !text.contains(private),
+                "{private} shown to a member: {text}"
+            );
+        }
+        let (_, list) = s.send("GET", "/api/plugins", Some(&member), None).await;
+        assert_eq!(list["items"][0]["instances"], json!(["open"]));
+
+        // Admins still see every instance whole.
+        let (_, detail) = s
+            .send("GET", "/api/plugins/test/hostile", Some(&admin), None)
+            .await;
+        assert_eq!(detail["instances"], json!(["broken", "hidden", "open"]));
+        let details = detail["instance_details"].as_array().unwrap();
+        assert_eq!(details[0]["status"], "failed");
+        assert!(details[0]["error"].as_str().is_some(), "{detail}");
+        assert_eq!(details[1]["status"], "disabled");
+        assert_eq!(details[2]["config"]["greeting"], "internal-only");
+        assert_eq!(
+            details[2]["approved"],
+            json!(["http:intranet.example", "kv"])
+        );
     }
 );
 

@@ -1,5 +1,7 @@
 //! Plugins, their instances and the instances' secrets. Reading the list and details is open
-//! to every signed-in user; installing and changing anything is for admins.
+//! to every signed-in user, who sees of each instance only what `/api/tools` shows them (its
+//! id and tools, while it is enabled and loaded); installing, changing anything, and an
+//! instance's configuration, approvals and load errors are for admins.
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -59,7 +61,25 @@ pub struct PluginDetail {
     pub manifest: Value,
     /// What the manifest asks for, one line each.
     pub requested: Vec<String>,
-    pub instance_details: Vec<Instance>,
+    pub instance_details: Vec<InstanceDetail>,
+}
+
+/// One instance of a plugin: everything to an admin; to other users only what `/api/tools`
+/// shows them.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum InstanceDetail {
+    Admin(Instance),
+    Member(InstanceTools),
+}
+
+/// An enabled, loaded instance as a user who is not an admin sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstanceTools {
+    pub id: String,
+    pub plugin: String,
+    /// Tools it offers (`instance/tool` is how they are called).
+    pub tools: Vec<String>,
 }
 
 /// A plugin instance: the plugin plus its configuration, secrets and grants.
@@ -87,6 +107,34 @@ pub struct Instance {
 pub struct SecretStatus {
     pub name: String,
     pub set: bool,
+}
+
+/// What a user who is not an admin may see of an instance: its tools, if it is enabled and
+/// loaded — exactly what `/api/tools` lists — and otherwise nothing.
+fn member_view(state: &AppState, row: &InstanceRow) -> Option<InstanceTools> {
+    let (_, enabled, _, tools) = state.runtime.instance_summary(&row.id)?;
+    enabled.then(|| InstanceTools {
+        id: row.id.clone(),
+        plugin: row.plugin.clone(),
+        tools: tools
+            .into_iter()
+            .map(|t| format!("{}/{}", row.id, t.name))
+            .collect(),
+    })
+}
+
+/// The instances `user` may see: every one for an admin, enabled and loaded ones otherwise.
+fn visible_instances(
+    state: &AppState,
+    user: &CurrentUser,
+    rows: Vec<InstanceRow>,
+) -> Vec<InstanceRow> {
+    if user.is_admin() {
+        return rows;
+    }
+    rows.into_iter()
+        .filter(|row| member_view(state, row).is_some())
+        .collect()
 }
 
 fn summary(row: &PluginRow, manifest: &Manifest, instances: &[InstanceRow]) -> PluginSummary {
@@ -190,11 +238,11 @@ async fn load_plugin(state: &AppState, name: &str) -> Result<(PluginRow, Manifes
     responses((status = 200, body = Page<PluginSummary>), (status = 401, body = ErrorEnvelope)), security(("bearer" = []), ("cookie" = [])))]
 pub async fn list_plugins(
     State(state): State<AppState>,
-    _user: CurrentUser,
+    user: CurrentUser,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Page<PluginSummary>>, ApiError> {
     let rows = state.db().list_plugins().await?;
-    let instances = state.db().list_instances().await?;
+    let instances = visible_instances(&state, &user, state.db().list_instances().await?);
     let total = rows.len() as i64;
     let mut items = Vec::new();
     for row in page.window(&rows) {
@@ -204,14 +252,15 @@ pub async fn list_plugins(
     Ok(axum::Json(page.page(items, total)))
 }
 
-/// A plugin: manifest, requested capabilities, instances and their status.
+/// A plugin: manifest, requested capabilities and its instances — for an admin each with its
+/// status, configuration and approvals; for other users the enabled instances' tools only.
 #[utoipa::path(get, path = "/api/plugins/{namespace}/{name}", tag = "plugins",
     params(("namespace" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = PluginDetail), (status = 404, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn get_plugin(
     State(state): State<AppState>,
-    _user: CurrentUser,
+    user: CurrentUser,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<axum::Json<PluginDetail>, ApiError> {
     let (row, manifest) = load_plugin(&state, &format!("{namespace}/{name}")).await?;
@@ -222,9 +271,17 @@ pub async fn get_plugin(
         .into_iter()
         .filter(|i| i.plugin == row.name)
         .collect();
+    let instances = visible_instances(&state, &user, instances);
     let mut details = Vec::new();
     for i in &instances {
-        details.push(instance_view(&state, i, &manifest).await?);
+        details.push(if user.is_admin() {
+            InstanceDetail::Admin(instance_view(&state, i, &manifest).await?)
+        } else {
+            match member_view(&state, i) {
+                Some(view) => InstanceDetail::Member(view),
+                None => continue,
+            }
+        });
     }
     let review = state.runtime.review_manifest(&manifest);
     Ok(axum::Json(PluginDetail {

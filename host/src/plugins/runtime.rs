@@ -133,6 +133,9 @@ pub struct PluginRuntime {
     pub(super) instances: RwLock<HashMap<String, Arc<LoadedInstance>>>,
     stats: CallStats,
     load_errors: RwLock<HashMap<String, String>>,
+    /// Parsed `SKILL.md` of installed plugins with the digest of the package it came from:
+    /// one entry per installed plugin at most (a removed plugin's goes at its next lookup).
+    skills: RwLock<HashMap<String, (String, Option<kelp_registry::package::Skill>)>>,
 }
 
 /// Counters of tool calls, for `/metrics`.
@@ -195,6 +198,7 @@ impl PluginRuntime {
             instances: RwLock::new(HashMap::new()),
             stats: CallStats::default(),
             load_errors: RwLock::new(HashMap::new()),
+            skills: RwLock::new(HashMap::new()),
         }))
     }
 
@@ -785,12 +789,34 @@ impl PluginRuntime {
         Ok(output)
     }
 
-    /// The `SKILL.md` of installed plugin `plugin`, if it has one.
+    /// The `SKILL.md` of installed plugin `plugin`, if it has one. Every run reads the skills
+    /// of its agent, so a package is read, inflated, hashed and parsed once per digest (off the
+    /// async workers) and then served from memory; each call costs one indexed read of the
+    /// digest, which is what notices an upgrade, also one made by another host.
     pub async fn skill(&self, plugin: &str) -> Result<Option<kelp_registry::package::Skill>> {
+        let Some(digest) = self.db.plugin_digest(plugin).await? else {
+            self.skills.write().expect("skills lock").remove(plugin);
+            return Ok(None);
+        };
+        if let Some((cached, skill)) = self.skills.read().expect("skills lock").get(plugin)
+            && *cached == digest
+        {
+            return Ok(skill.clone());
+        }
         let Some(bytes) = self.db.get_package(plugin).await? else {
             return Ok(None);
         };
-        Ok(read_package(&bytes, &PackageLimits::default())?.skill)
+        let package =
+            tokio::task::spawn_blocking(move || read_package(&bytes, &PackageLimits::default()))
+                .await
+                .context("reading a skill")??;
+        // Keyed by the digest of the bytes actually read: if the plugin was upgraded between
+        // the two reads, the next call sees a digest mismatch and reads it again.
+        self.skills
+            .write()
+            .expect("skills lock")
+            .insert(plugin.to_owned(), (package.digest, package.skill.clone()));
+        Ok(package.skill)
     }
 
     /// Every tool of every enabled instance, as `(instance id, spec)`.
@@ -819,6 +845,7 @@ impl PluginRuntime {
     /// Removes a plugin, its instances, their secrets and data.
     pub async fn remove(&self, name: &str) -> Result<bool> {
         let removed = self.db.delete_plugin(name).await?;
+        self.skills.write().expect("skills lock").remove(name);
         self.instances
             .write()
             .expect("instances lock")

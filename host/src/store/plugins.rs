@@ -123,6 +123,16 @@ impl Db {
         row.as_ref().map(plugin_row).transpose()
     }
 
+    /// The digest of an installed plugin's package: what a cache of anything derived from the
+    /// package is keyed by, read without the package itself.
+    pub async fn plugin_digest(&self, name: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT digest FROM plugins WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("digest")).transpose()?)
+    }
+
     pub async fn get_package(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let row = sqlx::query("SELECT package FROM plugins WHERE name = $1")
             .bind(name)

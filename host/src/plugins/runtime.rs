@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result, anyhow, bail};
-use kelp_registry::manifest::{Manifest, PluginKind};
+use kelp_registry::manifest::{Manifest, PluginKind, WorkspaceAccess};
 use kelp_registry::package::{Package, PackageLimits, read_package};
 use semver::Version;
 use serde::Serialize;
@@ -19,6 +19,7 @@ use super::grants::{Approval, GrantSet};
 use super::settings::RuntimeSettings;
 use super::since_v0_1_0::{ProviderPluginPre, ToolPlugin, ToolPluginPre};
 use super::state::CallState;
+use super::workspace::WorkspaceQuotas;
 use super::{InstanceContext, ToolFailure, ToolSpec};
 use crate::net::{self, OutboundClient, OutboundPolicy, Redactor, Resolve};
 use crate::secrets::SecretBox;
@@ -136,6 +137,7 @@ pub struct PluginRuntime {
     /// Parsed `SKILL.md` of installed plugins with the digest of the package it came from:
     /// one entry per installed plugin at most (a removed plugin's goes at its next lookup).
     skills: RwLock<HashMap<String, (String, Option<kelp_registry::package::Skill>)>>,
+    workspace_quotas: WorkspaceQuotas,
 }
 
 /// Counters of tool calls, for `/metrics`.
@@ -172,6 +174,9 @@ impl PluginRuntime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
             .context("adding WASI to the linker")?;
+        super::workspace::add_to_linker(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("adding the workspace quota")?;
         ToolPlugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("adding kelp imports to the linker")?;
@@ -199,6 +204,7 @@ impl PluginRuntime {
             stats: CallStats::default(),
             load_errors: RwLock::new(HashMap::new()),
             skills: RwLock::new(HashMap::new()),
+            workspace_quotas: WorkspaceQuotas::default(),
         }))
     }
 
@@ -652,7 +658,14 @@ impl PluginRuntime {
         owner: &str,
         workspace: Option<&Path>,
     ) -> Result<Store<CallState>> {
-        let state = CallState::new(ctx.clone(), owner, workspace)?;
+        let quota = self.settings.workspace_quota_bytes;
+        let quota = match workspace {
+            Some(dir) if quota > 0 && ctx.grants.workspace == WorkspaceAccess::Write => {
+                Some(self.workspace_quotas.quota(dir, quota))
+            }
+            _ => None,
+        };
+        let state = CallState::new(ctx.clone(), owner, workspace, quota)?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);
@@ -775,7 +788,19 @@ impl PluginRuntime {
                 });
             }
             Ok(Err(trap)) => return Err(classify(trap, ctx)),
-            Ok(Ok(Err(failure))) => return Err(CallError::Tool(failure.into())),
+            Ok(Ok(Err(failure))) => {
+                let failure: ToolFailure = failure.into();
+                // The guest's libc reports a refused stream write as a plain I/O error; say
+                // what it was.
+                return Err(CallError::Tool(
+                    match store.data().workspace_quota.as_ref().and_then(|q| q.refused()) {
+                        Some(limit) => failure.noting(&format!(
+                            "the workspace is full: a write was refused at its quota of {limit} bytes"
+                        )),
+                        None => failure,
+                    },
+                ));
+            }
             Ok(Ok(Ok(output))) => output,
         };
         if output.len() as u64 > ctx.limits.output_bytes {

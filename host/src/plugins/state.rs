@@ -15,6 +15,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::since_v0_1_0::{host_import, http_import, kv_import, types};
+use super::workspace::WorkspaceQuota;
 use super::{InstanceContext, WorkspaceAccess};
 use crate::net::{OutboundError, OutboundRequest};
 use crate::store::plugins::KvCommit;
@@ -34,12 +35,14 @@ pub struct CallState {
     pub(super) clock: GuestClock,
     pub(super) log: LogSink,
     kv: KvTxn,
+    /// The quota of the workspace this call may write, if it may write one.
+    pub(super) workspace_quota: Option<WorkspaceQuota>,
 }
 
 /// Guest time = wall time since the call started minus time spent inside host imports.
 pub struct GuestClock {
     started: Instant,
-    in_host: Duration,
+    pub(super) in_host: Duration,
     pub budget: Duration,
 }
 
@@ -54,6 +57,7 @@ impl CallState {
         instance: Arc<InstanceContext>,
         owner: &str,
         workspace: Option<&std::path::Path>,
+        workspace_quota: Option<WorkspaceQuota>,
     ) -> anyhow::Result<CallState> {
         let limits = &instance.limits;
         let log = LogSink::new(instance.clone(), limits.log_bytes);
@@ -86,6 +90,7 @@ impl CallState {
             },
             log,
             kv: KvTxn::default(),
+            workspace_quota,
             instance,
         })
     }

@@ -316,9 +316,10 @@ impl Db {
     ) -> Result<Vec<String>> {
         // Prefix match without LIKE, whose wildcards would need escaping: compare the
         // leading characters instead.
+        // PostgreSQL has no substr(text, bigint, …): the length goes in as an INTEGER.
         let rows = sqlx::query(
             "SELECT key FROM plugin_kv WHERE instance_id = $1 AND owner = $2 \
-             AND substr(key, 1, $3) = $4 ORDER BY key",
+             AND substr(key, 1, CAST($3 AS INTEGER)) = $4 ORDER BY key",
         )
         .bind(instance_id)
         .bind(owner)
@@ -329,16 +330,28 @@ impl Db {
         rows.iter().map(|r| Ok(r.try_get("key")?)).collect()
     }
 
+    /// The query of the bytes (keys + values) one instance and owner use. `length` of a text
+    /// counts characters on both databases; the quota is in bytes, as the guest's keys are.
+    fn kv_usage_query(&self) -> &'static str {
+        match self.backend {
+            super::Backend::Sqlite => {
+                "SELECT CAST(COALESCE(SUM(length(CAST(key AS BLOB)) + length(value)), 0) AS BIGINT) AS used \
+                 FROM plugin_kv WHERE instance_id = $1 AND owner = $2"
+            }
+            super::Backend::Postgres => {
+                "SELECT CAST(COALESCE(SUM(octet_length(key) + length(value)), 0) AS BIGINT) AS used \
+                 FROM plugin_kv WHERE instance_id = $1 AND owner = $2"
+            }
+        }
+    }
+
     /// Bytes (keys + values) stored for one instance and owner.
     pub async fn kv_usage(&self, instance_id: &str, owner: &str) -> Result<u64> {
-        let row = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(length(key) + length(value)), 0) AS BIGINT) AS used \
-             FROM plugin_kv WHERE instance_id = $1 AND owner = $2",
-        )
-        .bind(instance_id)
-        .bind(owner)
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query(self.kv_usage_query())
+            .bind(instance_id)
+            .bind(owner)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.try_get::<i64, _>("used")?.max(0) as u64)
     }
 
@@ -405,15 +418,12 @@ impl Db {
                 }
             }
         }
-        let used: i64 = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(length(key) + length(value)), 0) AS BIGINT) AS used \
-             FROM plugin_kv WHERE instance_id = $1 AND owner = $2",
-        )
-        .bind(instance_id)
-        .bind(owner)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("used")?;
+        let used: i64 = sqlx::query(self.kv_usage_query())
+            .bind(instance_id)
+            .bind(owner)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("used")?;
         if used.max(0) as u64 > quota {
             return Ok(KvCommit::OverQuota);
         }

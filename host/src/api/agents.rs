@@ -136,12 +136,13 @@ fn validate_provider(provider: &ProviderChoice) -> Result<(), ApiError> {
 
 /// Each tool must be one an enabled plugin instance offers now; the agent loop re-checks at
 /// run time, since instances can be disabled later.
-fn validate_tools(state: &AppState, tools: &[String]) -> Result<(), ApiError> {
+async fn validate_tools(state: &AppState, tools: &[String]) -> Result<(), ApiError> {
     if tools.len() > MAX_LIST {
         return Err(ApiError::bad_request(format!(
             "tools: at most {MAX_LIST} entries"
         )));
     }
+    state.runtime.catch_up().await?;
     let available: std::collections::HashSet<String> = state
         .runtime
         .tools()
@@ -243,7 +244,7 @@ pub async fn create(
     validate_name(&body.name)?;
     validate_instructions(&body.instructions)?;
     validate_provider(&body.provider)?;
-    validate_tools(&state, &body.tools)?;
+    validate_tools(&state, &body.tools).await?;
     validate_skills(&state, &body.skills).await?;
     validate_max_steps(max_steps)?;
     let outcome = state
@@ -305,7 +306,7 @@ pub async fn update(
         validate_provider(provider)?;
     }
     if let Some(tools) = &body.tools {
-        validate_tools(&state, tools)?;
+        validate_tools(&state, tools).await?;
     }
     if let Some(skills) = &body.skills {
         validate_skills(&state, skills).await?;

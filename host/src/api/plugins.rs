@@ -241,6 +241,7 @@ pub async fn list_plugins(
     user: CurrentUser,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Page<PluginSummary>>, ApiError> {
+    state.runtime.catch_up().await?;
     let rows = state.db().list_plugins().await?;
     let instances = visible_instances(&state, &user, state.db().list_instances().await?);
     let total = rows.len() as i64;
@@ -263,6 +264,7 @@ pub async fn get_plugin(
     user: CurrentUser,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<axum::Json<PluginDetail>, ApiError> {
+    state.runtime.catch_up().await?;
     let (row, manifest) = load_plugin(&state, &format!("{namespace}/{name}")).await?;
     let instances: Vec<InstanceRow> = state
         .db()
@@ -460,6 +462,7 @@ pub async fn list_instances(
     _admin: AdminUser,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Page<Instance>>, ApiError> {
+    state.runtime.catch_up().await?;
     let rows = state.db().list_instances().await?;
     let total = rows.len() as i64;
     let mut items = Vec::new();
@@ -501,6 +504,7 @@ fn approval_from(grants: &[String]) -> Result<Approval, ApiError> {
 }
 
 async fn instance_response(state: &AppState, id: &str) -> Result<axum::Json<Instance>, ApiError> {
+    state.runtime.catch_up().await?;
     let row = state
         .db()
         .get_instance(id)

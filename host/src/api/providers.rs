@@ -215,6 +215,7 @@ pub async fn models(
     Path(id): Path<String>,
 ) -> Result<axum::Json<Vec<ModelInfo>>, ApiError> {
     provider_instance(&state, &id).await?;
+    state.runtime.catch_up().await?;
     state
         .runtime
         .provider_models(&id)

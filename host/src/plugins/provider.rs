@@ -118,6 +118,13 @@ impl PluginRuntime {
         request: &ChatRequest,
         idle_timeout: Duration,
     ) -> Result<ProviderStream, ProviderFailure> {
+        // The instance's base URL, key and grants as the database has them now: a change made
+        // on another host must not send this request (and its key) to the old address.
+        self.catch_up().await.map_err(|e| {
+            plugin_failure(format!(
+                "provider `{id}`: checking for plugin changes: {e:#}"
+            ))
+        })?;
         let instance = self.provider_instance(id)?;
         self.start_loaded(id, instance, request, idle_timeout).await
     }

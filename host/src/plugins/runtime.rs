@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -107,6 +108,8 @@ pub struct InstallOptions {
 }
 
 pub(super) struct LoadedInstance {
+    /// The instance row's revision this was built from.
+    revision: i64,
     pub(super) ctx: Arc<InstanceContext>,
     pub(super) kind: PluginKind,
     pub(super) enabled: bool,
@@ -133,7 +136,13 @@ pub struct PluginRuntime {
     components: RwLock<HashMap<String, Component>>,
     pub(super) instances: RwLock<HashMap<String, Arc<LoadedInstance>>>,
     stats: CallStats,
-    load_errors: RwLock<HashMap<String, String>>,
+    /// Why an instance did not load, with the revision of the row that failed.
+    load_errors: RwLock<HashMap<String, (i64, String)>>,
+    /// The plugin generation this host's instances reflect (see [`PluginRuntime::catch_up`]).
+    seen_generation: AtomicI64,
+    /// Held while what is loaded changes, so a reload that read older rows cannot land after
+    /// one that read newer ones.
+    reload: tokio::sync::Mutex<()>,
     /// Parsed `SKILL.md` of installed plugins with the digest of the package it came from:
     /// one entry per installed plugin at most (a removed plugin's goes at its next lookup).
     skills: RwLock<HashMap<String, (String, Option<kelp_registry::package::Skill>)>>,
@@ -203,6 +212,8 @@ impl PluginRuntime {
             instances: RwLock::new(HashMap::new()),
             stats: CallStats::default(),
             load_errors: RwLock::new(HashMap::new()),
+            seen_generation: AtomicI64::new(0),
+            reload: tokio::sync::Mutex::new(()),
             skills: RwLock::new(HashMap::new()),
             workspace_quotas: WorkspaceQuotas::default(),
         }))
@@ -284,6 +295,7 @@ impl PluginRuntime {
                 approval_json: serde_json::to_string(&options.approval)?,
                 enabled: true,
                 created_at_ms: now_ms(),
+                revision: 0,
             },
         };
         let config: serde_json::Value = serde_json::from_str(&instance.config_json)?;
@@ -298,13 +310,17 @@ impl PluginRuntime {
                 &[],
             )
             .await?;
-        self.db.put_plugin(&row, bytes, &instance).await?;
-        // An upgrade reloads every instance of the plugin against the new package; one that
-        // no longer loads shows that in its status rather than failing the install.
-        for other in self.db.list_instances().await? {
-            if other.plugin == row.name {
-                let _ = self.load_instance(&other.id).await;
+        let generation = self.db.put_plugin(&row, bytes, &instance).await?;
+        {
+            // An upgrade reloads every instance of the plugin against the new package; one
+            // that no longer loads shows that in its status rather than failing the install.
+            let _reload = self.reload.lock().await;
+            for other in self.db.list_instances().await? {
+                if other.plugin == row.name {
+                    let _ = self.load_row(&other).await;
+                }
             }
+            self.caught_up(generation);
         }
         let grants = loaded.ctx.grants.describe();
         Ok(InstalledPlugin {
@@ -317,34 +333,154 @@ impl PluginRuntime {
         })
     }
 
-    /// Loads every enabled instance from the database. An instance that fails to load is
-    /// reported and skipped; the others still load.
+    /// Loads every instance from the database (`kelp serve` at start). An instance that fails
+    /// to load is reported and skipped; the others still load.
     pub async fn load_all(&self) -> Result<Vec<(String, anyhow::Error)>> {
+        let _reload = self.reload.lock().await;
+        let generation = self.db.plugin_generation().await?;
+        let rows = self.db.list_instances().await?;
         let mut failures = Vec::new();
-        for row in self.db.list_instances().await? {
-            if let Err(e) = self.load_instance(&row.id).await {
+        for row in &rows {
+            if let Err(e) = self.load_row(row).await {
                 tracing::error!(instance = %row.id, error = %format!("{e:#}"), "plugin instance failed to load");
-                failures.push((row.id, e));
+                failures.push((row.id.clone(), e));
             }
         }
+        self.forget_all_but(&rows);
+        self.seen_generation.fetch_max(generation, Ordering::SeqCst);
         Ok(failures)
+    }
+
+    /// Brings what this host has loaded up to date with the database. Installs, upgrades,
+    /// removals, config, secret, grant and enable/disable changes — made through any host's
+    /// API or by the `kelp` CLI, all of which bump the plugin generation in the transaction
+    /// of the change — are in effect here once this returns. It costs one primary-key read
+    /// when nothing changed, which is why every plugin call (tool calls, provider calls) and
+    /// every listing of loaded instances starts with it; after a change it reloads only the
+    /// instances whose revision moved.
+    pub async fn catch_up(&self) -> Result<()> {
+        let generation = self.db.plugin_generation().await?;
+        if generation <= self.seen_generation.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _reload = self.reload.lock().await;
+        // Read again under the lock: a caller that waited for it may find the work done.
+        let generation = self.db.plugin_generation().await?;
+        if generation <= self.seen_generation.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let rows = self.db.list_instances().await?;
+        for row in &rows {
+            if self.loaded_revision(&row.id) != Some(row.revision)
+                && let Err(e) = self.load_row(row).await
+            {
+                tracing::warn!(instance = %row.id, error = %format!("{e:#}"), "not serving plugin instance");
+            }
+        }
+        self.forget_all_but(&rows);
+        self.seen_generation.fetch_max(generation, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// After this host made the change that started `generation` and put its result in
+    /// place: if it had seen every change before it, it has now seen this one too, and the
+    /// next call need not reload. Called with `reload` held.
+    fn caught_up(&self, generation: i64) {
+        let _ = self.seen_generation.compare_exchange(
+            generation - 1,
+            generation,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+
+    /// The revision of the row an instance's current state (loaded or failed) came from.
+    fn loaded_revision(&self, id: &str) -> Option<i64> {
+        let loaded = self
+            .instances
+            .read()
+            .expect("instances lock")
+            .get(id)
+            .map(|i| i.revision);
+        loaded.or_else(|| {
+            self.load_errors
+                .read()
+                .expect("load errors lock")
+                .get(id)
+                .map(|(revision, _)| *revision)
+        })
+    }
+
+    /// Drops every instance (and load error) whose row is not among `rows`.
+    fn forget_all_but(&self, rows: &[InstanceRow]) {
+        let present: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        self.instances
+            .write()
+            .expect("instances lock")
+            .retain(|id, _| present.contains(id.as_str()));
+        self.load_errors
+            .write()
+            .expect("load errors lock")
+            .retain(|id, _| present.contains(id.as_str()));
+    }
+
+    fn forget(&self, id: &str) {
+        self.instances.write().expect("instances lock").remove(id);
+        self.load_errors
+            .write()
+            .expect("load errors lock")
+            .remove(id);
+    }
+
+    /// Puts what building revision `revision` of instance `id` gave in place: the instance,
+    /// served from now on, or why it did not load (and it is not served). Called with
+    /// `reload` held.
+    fn settle(&self, id: &str, revision: i64, built: Result<LoadedInstance>) -> Result<()> {
+        match built {
+            Ok(mut loaded) => {
+                loaded.revision = revision;
+                self.instances
+                    .write()
+                    .expect("instances lock")
+                    .insert(id.to_owned(), Arc::new(loaded));
+                self.load_errors
+                    .write()
+                    .expect("load errors lock")
+                    .remove(id);
+                Ok(())
+            }
+            Err(e) => {
+                self.load_errors
+                    .write()
+                    .expect("load errors lock")
+                    .insert(id.to_owned(), (revision, format!("{e:#}")));
+                self.instances.write().expect("instances lock").remove(id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Builds a stored row and settles the result. Called with `reload` held.
+    async fn load_row(&self, row: &InstanceRow) -> Result<()> {
+        let built = self.build_row(row).await;
+        self.settle(&row.id, row.revision, built)
     }
 
     /// (Re)loads one instance from the database. A failure is remembered for
     /// [`PluginRuntime::load_error`] and the instance is not served.
     pub async fn load_instance(&self, id: &str) -> Result<()> {
-        let result = self.try_load_instance(id).await;
-        let mut errors = self.load_errors.write().expect("load errors lock");
-        match &result {
-            Ok(()) => {
-                errors.remove(id);
-            }
-            Err(e) => {
-                errors.insert(id.to_owned(), format!("{e:#}"));
-                self.instances.write().expect("instances lock").remove(id);
+        let _reload = self.reload.lock().await;
+        self.load_instance_locked(id).await
+    }
+
+    async fn load_instance_locked(&self, id: &str) -> Result<()> {
+        match self.db.get_instance(id).await? {
+            Some(row) => self.load_row(&row).await,
+            None => {
+                self.forget(id);
+                bail!("no plugin instance `{id}`")
             }
         }
-        result
     }
 
     /// Why an instance failed to load, if it did.
@@ -353,21 +489,7 @@ impl PluginRuntime {
             .read()
             .expect("load errors lock")
             .get(id)
-            .cloned()
-    }
-
-    async fn try_load_instance(&self, id: &str) -> Result<()> {
-        let row = self
-            .db
-            .get_instance(id)
-            .await?
-            .ok_or_else(|| anyhow!("no plugin instance `{id}`"))?;
-        let loaded = self.build_row(&row).await?;
-        self.instances
-            .write()
-            .expect("instances lock")
-            .insert(row.id.clone(), Arc::new(loaded));
-        Ok(())
+            .map(|(_, error)| error.clone())
     }
 
     /// Builds (compiles if needed, test-instantiates) an instance from a row that need not be
@@ -481,6 +603,7 @@ impl PluginRuntime {
             db: self.db.clone(),
         });
         let mut loaded = LoadedInstance {
+            revision: row.revision,
             ctx,
             kind: manifest.kind,
             enabled: row.enabled,
@@ -727,6 +850,10 @@ impl PluginRuntime {
         owner: &str,
         workspace: Option<&Path>,
     ) -> Result<String, CallError> {
+        self.catch_up().await.map_err(|e| CallError::Internal {
+            instance: instance_id.to_owned(),
+            detail: format!("checking for plugin changes: {e:#}"),
+        })?;
         let instance = self
             .instances
             .read()
@@ -844,7 +971,8 @@ impl PluginRuntime {
         Ok(package.skill)
     }
 
-    /// Every tool of every enabled instance, as `(instance id, spec)`.
+    /// Every tool of every enabled instance, as `(instance id, spec)`, as loaded on this host
+    /// (after [`catch_up`](Self::catch_up), what the database says).
     pub fn tools(&self) -> Vec<(String, ToolSpec)> {
         let instances = self.instances.read().expect("instances lock");
         let mut out: Vec<(String, ToolSpec)> = instances
@@ -869,20 +997,23 @@ impl PluginRuntime {
 
     /// Removes a plugin, its instances, their secrets and data.
     pub async fn remove(&self, name: &str) -> Result<bool> {
-        let removed = self.db.delete_plugin(name).await?;
+        let (removed, generation) = self.db.delete_plugin(name).await?;
         self.skills.write().expect("skills lock").remove(name);
-        self.instances
-            .write()
-            .expect("instances lock")
-            .retain(|_, i| i.ctx.plugin != name);
+        let _reload = self.reload.lock().await;
+        let rows = self.db.list_instances().await?;
+        self.forget_all_but(&rows);
+        self.caught_up(generation);
         Ok(removed)
     }
 
     pub async fn set_enabled(&self, instance_id: &str, enabled: bool) -> Result<()> {
-        if !self.db.set_instance_enabled(instance_id, enabled).await? {
+        let Some(generation) = self.db.set_instance_enabled(instance_id, enabled).await? else {
             bail!("no plugin instance `{instance_id}`");
-        }
-        self.load_instance(instance_id).await
+        };
+        let _reload = self.reload.lock().await;
+        let loaded = self.load_instance_locked(instance_id).await;
+        self.caught_up(generation);
+        loaded
     }
 
     /// Stores (sealed) a secret for an instance and reloads it. Only names the manifest
@@ -918,8 +1049,11 @@ impl PluginRuntime {
         let sealed = self
             .secret_box
             .seal(&secret_context(instance_id, name), value)?;
-        self.db.put_secret(instance_id, name, &sealed).await?;
-        self.load_instance(instance_id).await
+        let generation = self.db.put_secret(instance_id, name, &sealed).await?;
+        let _reload = self.reload.lock().await;
+        let loaded = self.load_instance_locked(instance_id).await;
+        self.caught_up(generation);
+        loaded
     }
 
     /// Creates another instance of an installed plugin.
@@ -944,14 +1078,14 @@ impl PluginRuntime {
             approval_json: serde_json::to_string(&approval)?,
             enabled: true,
             created_at_ms: now_ms(),
+            revision: 0,
         };
         // Built before it is stored: an instance that cannot load is never created.
         let loaded = self.build_row(&row).await?;
-        self.db.insert_instance(&row).await?;
-        self.instances
-            .write()
-            .expect("instances lock")
-            .insert(id.to_owned(), Arc::new(loaded));
+        let generation = self.db.insert_instance(&row).await?;
+        let _reload = self.reload.lock().await;
+        self.settle(id, generation, Ok(loaded))?;
+        self.caught_up(generation);
         Ok(())
     }
 
@@ -1002,33 +1136,36 @@ impl PluginRuntime {
         // Try the change first: a configuration the instance cannot load with is refused and
         // nothing is stored, so the running instance keeps working.
         let loaded = self.build_row(&changed).await?;
-        self.db
+        let Some(generation) = self
+            .db
             .update_instance(id, &changed.config_json, &changed.approval_json)
-            .await?;
-        self.instances
-            .write()
-            .expect("instances lock")
-            .insert(id.to_owned(), Arc::new(loaded));
-        self.load_errors
-            .write()
-            .expect("load errors lock")
-            .remove(id);
+            .await?
+        else {
+            bail!("no plugin instance `{id}`");
+        };
+        let _reload = self.reload.lock().await;
+        self.settle(id, generation, Ok(loaded))?;
+        self.caught_up(generation);
         Ok(())
     }
 
     /// Deletes an instance with its secrets and kv data.
     pub async fn delete_instance(&self, id: &str) -> Result<bool> {
-        let deleted = self.db.delete_instance(id).await?;
-        self.instances.write().expect("instances lock").remove(id);
+        let (deleted, generation) = self.db.delete_instance(id).await?;
+        let _reload = self.reload.lock().await;
+        self.forget(id);
+        self.caught_up(generation);
         Ok(deleted)
     }
 
     /// Removes a secret of an instance and reloads it.
     pub async fn delete_secret(&self, instance_id: &str, name: &str) -> Result<bool> {
-        let deleted = self.db.delete_secret(instance_id, name).await?;
+        let (deleted, generation) = self.db.delete_secret(instance_id, name).await?;
         // Without the secret the instance may no longer load; that is its status to report,
         // not a failure of the delete.
-        let _ = self.load_instance(instance_id).await;
+        let _reload = self.reload.lock().await;
+        let _ = self.load_instance_locked(instance_id).await;
+        self.caught_up(generation);
         Ok(deleted)
     }
 

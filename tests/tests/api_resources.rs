@@ -23,6 +23,7 @@ async fn install_tool(s: &TestServer) -> String {
                 instance_id: None,
                 config: json!({}),
                 approval: Approval::default(),
+                approve_changes: false,
             },
         )
         .await

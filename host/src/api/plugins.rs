@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::common::{ApiError, ApiJson, ApiQuery, ErrorEnvelope, Page, PageQuery};
 use crate::auth::{AdminUser, CurrentUser};
-use crate::plugins::grants::Approval;
+use crate::plugins::grants::{Approval, ApprovalNeeded};
 use crate::plugins::{InstallOptions, Manifest};
 use crate::store::plugins::{InstanceRow, PluginRow};
 
@@ -298,8 +298,10 @@ pub async fn get_plugin(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct InstallQuery {
-    /// `requested` approves everything the manifest asks for (never private addresses);
-    /// `none` (default) approves nothing beyond `grants`.
+    /// `requested` approves everything the manifest asks for (never private addresses) — on
+    /// an upgrade, what the new version asks beyond the installed one, for every instance;
+    /// `none` (default) approves nothing beyond `grants`, and refuses an upgrade that asks for
+    /// more (409 `approval_required`).
     pub approve: Option<String>,
     /// Comma-separated grants: `http:HOST`, `http-private:HOST`, `kv`, `workspace:read|write`.
     pub grants: Option<String>,
@@ -322,10 +324,13 @@ pub struct Installed {
 
 /// Installs (or upgrades) a plugin from an uploaded `.kelp` package (the request body,
 /// `application/octet-stream`). The package is checked, compiled and test-instantiated
-/// before anything is stored.
+/// before anything is stored. An upgrade whose new version asks for capabilities the
+/// installed one did not, or sends a secret elsewhere, needs `approve=requested`; without it
+/// nothing changes and the answer is 409 `approval_required`, listing what is new.
 #[utoipa::path(post, path = "/api/plugins", tag = "plugins", params(InstallQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "a .kelp package"),
     responses((status = 201, body = Installed), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
+        (status = 409, description = "an upgrade asks for capabilities not approved (`approval_required`)", body = ErrorEnvelope),
         (status = 413, body = ErrorEnvelope)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn install_plugin(
@@ -344,6 +349,7 @@ pub async fn install_plugin(
         }
         None => serde_json::json!({}),
     };
+    let approve_changes = query.approve.as_deref() == Some("requested");
     let mut approval = match query.approve.as_deref() {
         None | Some("none") => Approval::default(),
         Some("requested") => Approval::everything_requested(&review.manifest.capabilities, &config),
@@ -372,10 +378,18 @@ pub async fn install_plugin(
                 instance_id: query.instance,
                 config,
                 approval,
+                approve_changes,
             },
         )
         .await
-        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+        .map_err(|e| match e.downcast_ref::<ApprovalNeeded>() {
+            Some(needed) => ApiError::new(
+                StatusCode::CONFLICT,
+                "approval_required",
+                needed.to_string(),
+            ),
+            None => ApiError::bad_request(format!("{e:#}")),
+        })?;
     Ok((
         StatusCode::CREATED,
         axum::Json(Installed {

@@ -130,14 +130,14 @@ impl PluginRuntime {
     }
 
     /// Sends `request` through provider instance `id` as it would be with `config`,
-    /// `approval` and the secret values `secrets` instead of what is stored — to check
-    /// credentials before saving them. Nothing is stored.
+    /// `approval` and `secrets` instead of what is stored — to check credentials before
+    /// saving them. Nothing is stored.
     pub async fn try_provider(
         &self,
         id: &str,
         config: serde_json::Value,
         approval: &super::grants::Approval,
-        secrets: &[(String, String)],
+        secrets: super::SecretValues<'_>,
         request: &ChatRequest,
         idle_timeout: Duration,
     ) -> Result<ProviderStream, ProviderFailure> {

@@ -16,7 +16,7 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::cache::CompileCache;
 use super::contract::ContractUse;
-use super::grants::{Approval, GrantSet};
+use super::grants::{Approval, ApprovalNeeded, CapabilityChanges, GrantSet};
 use super::settings::RuntimeSettings;
 use super::since_v0_1_0::{ProviderPluginPre, ToolPlugin, ToolPluginPre};
 use super::state::CallState;
@@ -98,6 +98,16 @@ pub struct InstalledPlugin {
     pub grants: Vec<String>,
 }
 
+/// The secret values an instance is built with.
+#[derive(Debug, Clone, Copy)]
+pub enum SecretValues<'a> {
+    /// The stored ones, with these `(name, value)` instead where given.
+    Stored(&'a [(String, String)]),
+    /// Only these: nothing stored is used (credentials tried against another address must
+    /// not take the stored key there).
+    Only(&'a [(String, String)]),
+}
+
 /// Options of an install.
 #[derive(Debug, Clone, Default)]
 pub struct InstallOptions {
@@ -105,6 +115,10 @@ pub struct InstallOptions {
     pub instance_id: Option<String>,
     pub config: serde_json::Value,
     pub approval: Approval,
+    /// For an upgrade: the operator approves, for every instance, what the new version asks
+    /// beyond the installed one (new capabilities, secrets that go elsewhere). Without it such
+    /// an upgrade is refused with [`ApprovalNeeded`](super::grants::ApprovalNeeded).
+    pub approve_changes: bool,
 }
 
 pub(super) struct LoadedInstance {
@@ -274,6 +288,9 @@ impl PluginRuntime {
                 existing.plugin
             );
         }
+        let approvals = self
+            .approve_upgrade(&manifest, options.approve_changes)
+            .await?;
         let row = PluginRow {
             name: manifest.name.to_string(),
             version: manifest.version.to_string(),
@@ -285,9 +302,16 @@ impl PluginRuntime {
             installed_at_ms: now_ms(),
         };
         // An upgrade keeps the instance as the operator configured and approved it (change
-        // those through the instance itself); only a first install takes them from `options`.
+        // those through the instance itself, or approve what the new version asks beyond the
+        // installed one); only a first install takes them from `options`.
         let instance = match existing {
-            Some(existing) => existing,
+            Some(existing) => InstanceRow {
+                approval_json: approvals
+                    .iter()
+                    .find(|(id, _)| *id == existing.id)
+                    .map_or(existing.approval_json.clone(), |(_, a)| a.clone()),
+                ..existing
+            },
             None => InstanceRow {
                 id: instance_id.clone(),
                 plugin: row.name.clone(),
@@ -307,10 +331,13 @@ impl PluginRuntime {
                 package.wasm.as_deref(),
                 row.wasm_sha256.as_deref(),
                 &instance,
-                &[],
+                SecretValues::Stored(&[]),
             )
             .await?;
-        let generation = self.db.put_plugin(&row, bytes, &instance).await?;
+        let generation = self
+            .db
+            .put_plugin(&row, bytes, &instance, &approvals)
+            .await?;
         {
             // An upgrade reloads every instance of the plugin against the new package; one
             // that no longer loads shows that in its status rather than failing the install.
@@ -331,6 +358,55 @@ impl PluginRuntime {
             tools: loaded.tools.clone(),
             grants,
         })
+    }
+
+    /// For a package of an installed plugin: the installed version, and what the package asks
+    /// beyond it (one line each; empty if nothing). `None` for a plugin not installed.
+    pub async fn upgrade_changes(
+        &self,
+        manifest: &Manifest,
+    ) -> Result<Option<(String, Vec<String>)>> {
+        let Some(installed) = self.db.get_plugin(&manifest.name.to_string()).await? else {
+            return Ok(None);
+        };
+        let installed = Manifest::parse(&installed.manifest_toml)?;
+        let changes = CapabilityChanges::between(&installed.capabilities, &manifest.capabilities);
+        Ok(Some((installed.version.to_string(), changes.describe())))
+    }
+
+    /// What the new version of an installed plugin asks beyond the installed one, as it
+    /// would be approved for each of its instances: `(instance id, approval JSON)`. Nothing for
+    /// a first install or an upgrade that asks for nothing new; an error naming the changes
+    /// when they are not approved.
+    async fn approve_upgrade(
+        &self,
+        manifest: &Manifest,
+        approved: bool,
+    ) -> Result<Vec<(String, String)>> {
+        let name = manifest.name.to_string();
+        let Some(installed) = self.db.get_plugin(&name).await? else {
+            return Ok(Vec::new());
+        };
+        let installed = Manifest::parse(&installed.manifest_toml)?;
+        let changes = CapabilityChanges::between(&installed.capabilities, &manifest.capabilities);
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !approved {
+            return Err(ApprovalNeeded::new(&installed, manifest, &changes).into());
+        }
+        let mut approvals = Vec::new();
+        for instance in self.db.list_instances().await? {
+            if instance.plugin != name {
+                continue;
+            }
+            let approval: Approval = serde_json::from_str(&instance.approval_json)?;
+            let config =
+                with_config_defaults(manifest, serde_json::from_str(&instance.config_json)?);
+            let approval = changes.approve(approval, &installed.capabilities, &config);
+            approvals.push((instance.id, serde_json::to_string(&approval)?));
+        }
+        Ok(approvals)
     }
 
     /// Loads every instance from the database (`kelp serve` at start). An instance that fails
@@ -495,15 +571,15 @@ impl PluginRuntime {
     /// Builds (compiles if needed, test-instantiates) an instance from a row that need not be
     /// stored yet, so a change can be tried before it is saved.
     async fn build_row(&self, row: &InstanceRow) -> Result<LoadedInstance> {
-        self.build_row_with(row, &[]).await
+        self.build_row_with(row, SecretValues::Stored(&[])).await
     }
 
-    /// [`build_row`](Self::build_row) with secret values that replace stored ones — for
+    /// [`build_row`](Self::build_row) with other secret values than the stored ones — for
     /// trying credentials before they are saved.
     pub(super) async fn build_row_with(
         &self,
         row: &InstanceRow,
-        secret_overrides: &[(String, String)],
+        secret_values: SecretValues<'_>,
     ) -> Result<LoadedInstance> {
         let id = &row.id;
         let plugin =
@@ -527,7 +603,7 @@ impl PluginRuntime {
             wasm.as_deref(),
             plugin.wasm_sha256.as_deref(),
             row,
-            secret_overrides,
+            secret_values,
         )
         .await
     }
@@ -564,7 +640,7 @@ impl PluginRuntime {
         wasm: Option<&[u8]>,
         wasm_sha256: Option<&str>,
         row: &InstanceRow,
-        secret_overrides: &[(String, String)],
+        secret_values: SecretValues<'_>,
     ) -> Result<LoadedInstance> {
         let config: serde_json::Value =
             serde_json::from_str(&row.config_json).context("instance config")?;
@@ -573,7 +649,7 @@ impl PluginRuntime {
             serde_json::from_str(&row.approval_json).context("instance approval")?;
         let grants = GrantSet::intersect(&manifest.capabilities, &approval, &config);
         let secrets = self
-            .bound_secrets(manifest, &row.id, &config, secret_overrides)
+            .bound_secrets(manifest, &row.id, &config, secret_values)
             .await?;
         let redactor = Redactor::new(&secrets);
         let limits = self.settings.limits.lowered_by(&manifest.limits);
@@ -724,9 +800,14 @@ impl PluginRuntime {
         manifest: &Manifest,
         instance_id: &str,
         config: &serde_json::Value,
-        overrides: &[(String, String)],
+        secret_values: SecretValues<'_>,
     ) -> Result<Vec<net::BoundSecret>> {
-        let sealed = self.db.sealed_secrets(instance_id).await?;
+        let (sealed, overrides) = match secret_values {
+            SecretValues::Stored(overrides) => {
+                (self.db.sealed_secrets(instance_id).await?, overrides)
+            }
+            SecretValues::Only(values) => (Vec::new(), values),
+        };
         let mut values = Vec::new();
         for (name, sealed) in sealed {
             if overrides.iter().any(|(n, _)| *n == name) {
@@ -1303,7 +1384,8 @@ fn describe_requested(manifest: &Manifest) -> Vec<String> {
     out
 }
 
-fn describe_position(binding: &kelp_registry::manifest::SecretBinding) -> String {
+/// Where a secret goes, for the operator: `header `x-api-key` on api.x.com`.
+pub(super) fn describe_position(binding: &kelp_registry::manifest::SecretBinding) -> String {
     use kelp_registry::manifest::SecretPosition;
     let host = binding.host.as_deref().unwrap_or("its URL's host");
     match &binding.position {

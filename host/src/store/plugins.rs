@@ -90,13 +90,15 @@ async fn stamp_instance(
 
 impl Db {
     /// Stores a package and its first instance in one transaction; replaces an older version
-    /// of the same plugin (its instances keep their config, approval and secrets). Returns the
-    /// plugin generation it started.
+    /// of the same plugin (its instances keep their config, approval and secrets, but for the
+    /// approvals in `approvals`, `(instance id, approval JSON)`, set in the same transaction).
+    /// Returns the plugin generation it started.
     pub async fn put_plugin(
         &self,
         row: &PluginRow,
         package: &[u8],
         first_instance: &InstanceRow,
+        approvals: &[(String, String)],
     ) -> Result<i64> {
         let _w = self.write_lock().await;
         let mut tx = self.pool.begin().await?;
@@ -134,6 +136,16 @@ impl Db {
         .execute(&mut *tx)
         .await
         .context("storing the plugin instance")?;
+        for (id, approval_json) in approvals {
+            sqlx::query(
+                "UPDATE plugin_instances SET approval_json = $1 WHERE id = $2 AND plugin = $3",
+            )
+            .bind(approval_json)
+            .bind(id)
+            .bind(&row.name)
+            .execute(&mut *tx)
+            .await?;
+        }
         // Every instance of the plugin now runs another package.
         sqlx::query("UPDATE plugin_instances SET revision = $1 WHERE plugin = $2")
             .bind(generation)

@@ -98,6 +98,7 @@ impl Host {
                     instance_id: None,
                     config,
                     approval,
+                    approve_changes: false,
                 },
             )
             .await?;

@@ -82,6 +82,12 @@ impl TestServer {
         second
     }
 
+    /// The URL of this server's PostgreSQL schema (`None` on SQLite, whose database is
+    /// `kelp.db` in `dir`): what another process sharing the database is given.
+    pub fn database_url(&self) -> Option<String> {
+        self.schema.as_ref().map(crate::PgSchema::url)
+    }
+
     /// A connection pool of its own to this server's database, as another process (a host
     /// or a CLI command) has.
     pub async fn another_db(&self) -> Db {

@@ -2,6 +2,7 @@
 //! on both databases.
 
 use kelp_tests::server::TestServer;
+use kelp_tests::vendor::{FakeVendor, Flavor};
 use kelp_tests::{both_backends, components as c, manifest, pack};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -55,7 +56,10 @@ both_backends!(
             .await;
         assert_eq!(status, StatusCode::OK, "{detail}");
         assert_eq!(detail["manifest"]["kind"], "tool");
-        assert_eq!(detail["instance_details"][0]["status"], "loaded");
+        assert_eq!(
+            detail["instance_details"][0]["tools"],
+            json!(["calc/calc", "calc/json_query"])
+        );
         let (status, out) = s
             .send(
                 "POST",
@@ -266,6 +270,321 @@ both_backends!(
             .send("GET", "/api/plugin-instances", Some(&admin), None)
             .await;
         assert_eq!(list["total"], 1);
+    }
+);
+
+both_backends!(
+    members_see_of_instances_only_what_the_tools_list_shows,
+    |s: TestServer| async move {
+        let admin = s.setup_admin().await;
+        let member = s.user("mallory").await;
+        let text = manifest(c::COMPONENT_HOSTILE_MANIFEST).replace(
+            "[capabilities]",
+            "[config]\ntype = \"object\"\nproperties = { greeting = { type = \"string\" } }\n\n[capabilities]",
+        );
+        let config = "%7B%22greeting%22%3A%22internal-only%22%7D";
+        let (status, body) = upload(
+            &s,
+            &admin,
+            pack(&text, c::COMPONENT_HOSTILE_WASM),
+            &format!("?grants=kv,http:intranet.example&instance=open&config={config}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        for id in ["hidden", "broken"] {
+            let (status, body) = s
+                .send(
+                    "POST",
+                    "/api/plugin-instances",
+                    Some(&admin),
+                    Some(json!({"id": id, "plugin": "test/hostile", "grants": ["kv"]})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+        let (status, _) = s
+            .send(
+                "POST",
+                "/api/plugin-instances/hidden/disable",
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        // A load error (a secret that no longer opens) is for admins to read.
+        sqlx::query("INSERT INTO instance_secrets (instance_id, name, sealed) VALUES ('broken', 'API_KEY', 'garbage')")
+            .execute(&s.state.db().pool)
+            .await
+            .unwrap();
+        let _ = s.state.runtime.load_instance("broken").await;
+
+        let (_, tools) = s.send("GET", "/api/tools", Some(&member), None).await;
+        let tool_instances: std::collections::BTreeSet<&str> = tools["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["instance"].as_str().unwrap())
+            .collect();
+        assert_eq!(tool_instances, ["open"].into());
+
+        let (status, detail) = s
+            .send("GET", "/api/plugins/test/hostile", Some(&member), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{detail}");
+        assert_eq!(detail["instances"], json!(["open"]));
+        let details = detail["instance_details"].as_array().unwrap();
+        assert_eq!(details.len(), 1, "{detail}");
+        let open = details[0].as_object().unwrap();
+        let keys: std::collections::BTreeSet<&str> = open.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["id", "plugin", "tools"].into(), "{detail}");
+        assert!(
+            open["tools"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("open/echo"))
+        );
+        let text = detail.to_string();
+        for private in [
+            "internal-only",
+            "intranet.example",
+            "hidden",
+            "broken",
+            "API_KEY\",\"set",
+        ] {
+            assert!(
+                !text.contains(private),
+                "{private} shown to a member: {text}"
+            );
+        }
+        let (_, list) = s.send("GET", "/api/plugins", Some(&member), None).await;
+        assert_eq!(list["items"][0]["instances"], json!(["open"]));
+
+        // Admins still see every instance whole.
+        let (_, detail) = s
+            .send("GET", "/api/plugins/test/hostile", Some(&admin), None)
+            .await;
+        assert_eq!(detail["instances"], json!(["broken", "hidden", "open"]));
+        let details = detail["instance_details"].as_array().unwrap();
+        assert_eq!(details[0]["status"], "failed");
+        assert!(details[0]["error"].as_str().is_some(), "{detail}");
+        assert_eq!(details[1]["status"], "disabled");
+        assert_eq!(details[2]["config"]["greeting"], "internal-only");
+        assert_eq!(
+            details[2]["approved"],
+            json!(["http:intranet.example", "kv"])
+        );
+    }
+);
+
+/// A tool manifest of `test/hostile` at `version` asking for `http` hosts, `kv`, and its
+/// `API_KEY` at `secret` (a TOML inline table's placement keys).
+fn versioned(version: &str, http: &[&str], kv: bool, secret: &str) -> String {
+    let http: Vec<String> = http.iter().map(|h| format!("\"{h}\"")).collect();
+    format!(
+        "name = \"test/hostile\"\nversion = \"{version}\"\nkind = \"tool\"\n\
+         description = \"d\"\nlicense = \"Apache-2.0\"\nwit = \"0.1.0\"\n\n\
+         [capabilities]\nhttp = [{}]\nkv = {kv}\n\
+         secrets = [{{ name = \"API_KEY\", {secret} }}]\n",
+        http.join(", ")
+    )
+}
+
+both_backends!(
+    an_upgrade_asking_for_more_needs_approval_again,
+    |s: TestServer| async move {
+        let admin = s.setup_admin().await;
+        let header = "host = \"api.test\", header = \"x-api-key\"";
+        let query = "host = \"api.test\", query = \"key\"";
+        let package = |text: String| pack(&text, c::COMPONENT_HOSTILE_WASM);
+        let (status, body) = upload(
+            &s,
+            &admin,
+            package(versioned("0.1.0", &["api.test"], false, header)),
+            "?approve=requested",
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        // A second instance its operator narrowed to nothing.
+        let (status, _) = s
+            .send(
+                "POST",
+                "/api/plugin-instances",
+                Some(&admin),
+                Some(json!({"id": "narrow", "plugin": "test/hostile"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, _) = s
+            .send(
+                "PUT",
+                "/api/plugin-instances/hostile/secrets/API_KEY",
+                Some(&admin),
+                Some(json!({"value": "sk-placed"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let granted = |id: &'static str| {
+            let s = &s;
+            let admin = admin.clone();
+            async move {
+                let (_, body) = s
+                    .send(
+                        "GET",
+                        &format!("/api/plugin-instances/{id}"),
+                        Some(&admin),
+                        None,
+                    )
+                    .await;
+                assert_eq!(body["status"], "loaded", "{body}");
+                body["granted"].clone()
+            }
+        };
+        let version = || async {
+            let (_, detail) = s
+                .send("GET", "/api/plugins/test/hostile", Some(&admin), None)
+                .await;
+            detail["version"].as_str().unwrap().to_owned()
+        };
+
+        // Asking for nothing new: an upgrade as before.
+        let (status, body) = upload(
+            &s,
+            &admin,
+            package(versioned("0.2.0", &["api.test"], false, header)),
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+
+        // The key moved to a query parameter, a new host and kv: refused, nothing changes.
+        let (status, body) = upload(
+            &s,
+            &admin,
+            package(versioned(
+                "0.3.0",
+                &["api.test", "api.other.test"],
+                true,
+                query,
+            )),
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["error"]["code"], "approval_required", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        for expected in [
+            "test/hostile 0.3.0 asks for more than the installed 0.2.0 was approved for",
+            "http:api.other.test",
+            "kv",
+            "secret API_KEY now goes to the query parameter `key` on api.test (was the header `x-api-key` on api.test)",
+            "approve=requested",
+        ] {
+            assert!(message.contains(expected), "{expected} not in {message}");
+        }
+        assert_eq!(version().await, "0.2.0");
+        assert_eq!(granted("hostile").await, json!(["http:api.test"]));
+        // Grants alone do not approve an upgrade's changes.
+        let (status, _) = upload(
+            &s,
+            &admin,
+            package(versioned("0.3.0", &["api.test"], false, query)),
+            "?grants=http:api.test",
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(version().await, "0.2.0");
+
+        // Approved: every instance gets what is new, but one narrowed stays narrowed.
+        let (status, body) = upload(
+            &s,
+            &admin,
+            package(versioned(
+                "0.3.0",
+                &["api.test", "api.other.test"],
+                true,
+                query,
+            )),
+            "?approve=requested",
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(version().await, "0.3.0");
+        assert_eq!(
+            granted("hostile").await,
+            json!(["http:api.test", "http:api.other.test", "kv"])
+        );
+        assert_eq!(granted("narrow").await, json!(["kv"]));
+
+        // A secret the installed version does not declare may still have a stored value.
+        let text = versioned("0.4.0", &["api.test", "api.other.test"], true, query).replace(
+            "}]",
+            "}, { name = \"OLD_KEY\", host = \"api.other.test\", header = \"x-old\" }]",
+        );
+        let (status, body) = upload(&s, &admin, package(text), "").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("secret OLD_KEY (new) goes to the header `x-old` on api.other.test"),
+            "{body}"
+        );
+        assert_eq!(version().await, "0.3.0");
+    }
+);
+
+both_backends!(
+    a_provider_test_sends_the_stored_key_only_to_the_instances_base_url,
+    |s: TestServer| async move {
+        let own = FakeVendor::start(Flavor::OpenAi).await;
+        let elsewhere = FakeVendor::start(Flavor::OpenAi).await;
+        let a = kelp_tests::agent::setup(&s, &own, "gpt-4o").await;
+        let test = |body: Value| {
+            let s = &s;
+            let admin = a.admin.clone();
+            async move {
+                let (status, out) = s
+                    .send("POST", "/api/providers/test", Some(&admin), Some(body))
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{out}");
+                out
+            }
+        };
+        // Another base URL without a key: tried without one.
+        test(json!({"provider": "openai", "model": "gpt-4o", "base_url": elsewhere.base_url()}))
+            .await;
+        let reached = elsewhere.requests();
+        assert_eq!(reached.len(), 1);
+        assert_eq!(reached[0].header("authorization"), None);
+        // Another port of the same host is another address too.
+        let other_port = own.base_url().replace(
+            &own.addr().port().to_string(),
+            &elsewhere.addr().port().to_string(),
+        );
+        test(json!({"provider": "openai", "model": "gpt-4o", "base_url": other_port})).await;
+        assert_eq!(elsewhere.requests()[1].header("authorization"), None);
+        // With a key given, that key.
+        test(json!({"provider": "openai", "model": "gpt-4o", "base_url": elsewhere.base_url(), "api_key": "sk-tried"}))
+            .await;
+        assert_eq!(
+            elsewhere.requests()[2].header("authorization"),
+            Some("Bearer sk-tried")
+        );
+        // The instance's own base URL (another path on it included) keeps the stored key.
+        let own_path = format!("{}/", own.base_url());
+        for base_url in [Value::Null, json!(own.base_url()), json!(own_path)] {
+            let mut body = json!({"provider": "openai", "model": "gpt-4o"});
+            if !base_url.is_null() {
+                body["base_url"] = base_url;
+            }
+            let out = test(body).await;
+            assert_eq!(out["ok"], true, "{out}");
+            assert_eq!(
+                own.requests().last().unwrap().header("authorization"),
+                Some("Bearer sk-test-secret")
+            );
+        }
+        assert_eq!(elsewhere.requests().len(), 3);
     }
 );
 

@@ -23,12 +23,36 @@ async fn install_tool(s: &TestServer) -> String {
                 instance_id: None,
                 config: json!({}),
                 approval: Approval::default(),
+                approve_changes: false,
             },
         )
         .await
         .unwrap();
     let (instance, spec) = s.state.runtime.tools().into_iter().next().unwrap();
     format!("{instance}/{}", spec.name)
+}
+
+/// Installs a skill (`SKILL.md`, no tools) named `test/<name>`; returns the plugin name
+/// agents list it by.
+async fn install_skill(s: &TestServer, name: &str, description: &str) -> String {
+    let manifest = format!(
+        "name = \"test/{name}\"\nversion = \"0.1.0\"\nkind = \"skill\"\ndescription = \"{description}\"\n"
+    );
+    let skill_md = format!("---\nname: {name}\ndescription: {description}\n---\nThe body.\n");
+    let package =
+        kelp_registry::package::write_package(&manifest, None, Some(&skill_md), None).unwrap();
+    s.state
+        .runtime
+        .install(
+            &package,
+            InstallOptions {
+                config: json!({}),
+                ..InstallOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    format!("test/{name}")
 }
 
 fn agent_body(name: &str) -> Value {
@@ -71,9 +95,117 @@ async fn count(s: &TestServer, sql: &str, bind: &str) -> i64 {
         .unwrap()
 }
 
+both_backends!(
+    agent_skills_must_be_installed_skills_named_once,
+    |s: TestServer| async move {
+        let alice = s.user("alice").await;
+        let tool = install_tool(&s).await;
+        let haiku = install_skill(&s, "haiku", "Write haiku").await;
+        let limerick = install_skill(&s, "limerick", "Write limericks").await;
+        let id = create_agent(&s, &alice, "poet").await;
+        let path = format!("/api/agents/{id}");
+        let tool_plugin = "test/hostile";
+        assert!(tool.starts_with("hostile/"));
+        for (skills, why) in [
+            (json!(["acme/nope"]), "unknown skill `acme/nope`"),
+            (json!([tool_plugin]), "unknown skill `test/hostile`"),
+            (
+                json!([haiku, limerick, haiku]),
+                "`test/haiku` is listed twice",
+            ),
+        ] {
+            let mut body = agent_body("other");
+            body["skills"] = skills.clone();
+            let (status, created) = s
+                .send("POST", "/api/agents", Some(&alice), Some(body))
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{skills}: {created}");
+            assert_eq!(created["error"]["code"], "invalid_request", "{created}");
+            assert!(
+                created["error"]["message"].as_str().unwrap().contains(why),
+                "{skills}: {created}"
+            );
+            let (status, updated) = s
+                .send(
+                    "PATCH",
+                    &path,
+                    Some(&alice),
+                    Some(json!({"skills": skills})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{updated}");
+            assert!(updated["error"]["message"].as_str().unwrap().contains(why));
+        }
+        let (status, body) = s
+            .send(
+                "PATCH",
+                &path,
+                Some(&alice),
+                Some(json!({"skills": [haiku, limerick]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["skills"], json!([haiku, limerick]));
+    }
+);
+
+both_backends!(
+    a_skill_is_parsed_once_per_package_digest,
+    |s: TestServer| async move {
+        let haiku = install_skill(&s, "haiku", "Write haiku").await;
+        let runtime = &s.state.runtime;
+        let db = &s.state.db().pool;
+        let first = runtime.skill(&haiku).await.unwrap().unwrap();
+        assert_eq!(first.description, "Write haiku");
+        // The stored bytes are no longer a package, under the same digest: a lookup that read
+        // and parsed the package again would fail; one served from memory does not.
+        sqlx::query("UPDATE plugins SET package = $1 WHERE name = $2")
+            .bind(b"not a package".to_vec())
+            .bind(&haiku)
+            .execute(db)
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let again = runtime.skill(&haiku).await.unwrap().unwrap();
+            assert_eq!(again.description, "Write haiku");
+        }
+        // Another digest is another package: read again (and here refused as broken).
+        sqlx::query("UPDATE plugins SET digest = 'other' WHERE name = $1")
+            .bind(&haiku)
+            .execute(db)
+            .await
+            .unwrap();
+        assert!(runtime.skill(&haiku).await.is_err());
+        // An upgrade is picked up: the new package's description is what runs see.
+        let upgraded = kelp_registry::package::write_package(
+            "name = \"test/haiku\"\nversion = \"0.2.0\"\nkind = \"skill\"\ndescription = \"d\"\n",
+            None,
+            Some("---\nname: haiku\ndescription: Write haiku, 5-7-5\n---\nBody.\n"),
+            None,
+        )
+        .unwrap();
+        runtime
+            .install(
+                &upgraded,
+                InstallOptions {
+                    config: json!({}),
+                    ..InstallOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+        let now = runtime.skill(&haiku).await.unwrap().unwrap();
+        assert_eq!(now.description, "Write haiku, 5-7-5");
+        // A removed plugin is no skill any more.
+        assert!(runtime.remove(&haiku).await.unwrap());
+        assert!(runtime.skill(&haiku).await.unwrap().is_none());
+    }
+);
+
 both_backends!(agents_crud, |s: TestServer| async move {
     let alice = s.user("alice").await;
     let tool = install_tool(&s).await;
+    let skill = install_skill(&s, "summarise", "Summarise a text").await;
 
     let (status, created) = s
         .send(
@@ -85,7 +217,7 @@ both_backends!(agents_crud, |s: TestServer| async move {
                 "instructions": "Be brief.",
                 "provider": {"plugin": "openai", "model": "gpt-test", "max_tokens": 512, "temperature": 0.5},
                 "tools": [tool],
-                "skills": ["summarise"],
+                "skills": [skill],
             })),
         )
         .await;

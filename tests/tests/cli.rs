@@ -206,3 +206,66 @@ fn a_skill_without_code_is_made_built_and_installed() {
     let list = ok(kelp(data.path(), work.path(), &["plugin", "list"]));
     assert!(list.contains("local/tidy-notes 0.1.0 (skill)"), "{list}");
 }
+
+#[test]
+fn an_upgrade_asking_for_more_is_refused_until_approved() {
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let package = |version: &str, http: &str| {
+        let text = std::fs::read_to_string(kelp_tests::components::COMPONENT_HOSTILE_MANIFEST)
+            .unwrap()
+            .replace("version = \"0.1.0\"", &format!("version = \"{version}\""))
+            .replace("http = [\"*\"]", &format!("http = [{http}]"));
+        let path = work.path().join(format!("hostile-{version}.kelp"));
+        std::fs::write(
+            &path,
+            kelp_tests::pack(&text, kelp_tests::components::COMPONENT_HOSTILE_WASM),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let first = package("0.1.0", "\"api.test\"");
+    ok(kelp(
+        data.path(),
+        work.path(),
+        &["plugin", "install", &first, "--yes"],
+    ));
+    // Nothing new: upgraded without a question.
+    let same = package("0.2.0", "\"api.test\"");
+    let out = ok(kelp(
+        data.path(),
+        work.path(),
+        &["plugin", "install", &same],
+    ));
+    assert!(out.contains("upgrades the installed 0.1.0"), "{out}");
+
+    let more = package("0.3.0", "\"api.test\", \"api.other.test\"");
+    let out = kelp(data.path(), work.path(), &["plugin", "install", &more]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("asks for more than 0.2.0 was approved for:")
+            && stdout.contains("http:api.other.test"),
+        "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("approval needed: pass --yes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = ok(kelp(data.path(), work.path(), &["plugin", "list"]));
+    assert!(list.contains("test/hostile 0.2.0"), "{list}");
+
+    ok(kelp(
+        data.path(),
+        work.path(),
+        &["plugin", "install", &more, "--yes"],
+    ));
+    let info = ok(kelp(
+        data.path(),
+        work.path(),
+        &["plugin", "info", "test/hostile"],
+    ));
+    assert!(info.contains("\"version\": \"0.3.0\""), "{info}");
+    assert!(info.contains("http:api.other.test"), "{info}");
+}

@@ -178,6 +178,127 @@ async fn e_host_files_are_out_of_reach() {
     assert!(matches!(err, CallError::Tool(_)), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_workspace_writes_stop_at_the_quota() {
+    let host = Host::with_settings(RuntimeSettings {
+        workspace_quota_bytes: 1000,
+        ..settings()
+    })
+    .await;
+    host.install(
+        &manifest(c::COMPONENT_HOSTILE_MANIFEST),
+        c::COMPONENT_HOSTILE_WASM,
+        &["workspace:write"],
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let workspace = tempfile::tempdir().unwrap();
+    let ws = workspace.path().to_owned();
+    let call = |tool: &'static str, input: serde_json::Value| {
+        let rt = host.runtime.clone();
+        let ws = ws.clone();
+        async move {
+            rt.call_tool("hostile", tool, &input.to_string(), "u1", Some(&ws))
+                .await
+        }
+    };
+    let size = |name: &str| std::fs::metadata(workspace.path().join(name)).map_or(0, |m| m.len());
+    let out_of_space = |result: Result<String, CallError>| {
+        let err = result.expect_err("a write past the quota");
+        assert!(matches!(err, CallError::Tool(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("the workspace is full: a write was refused at its quota of 1000 bytes"),
+            "{err}"
+        );
+    };
+
+    // One call cannot write past the quota, whatever it writes in one go.
+    out_of_space(
+        call(
+            "write_file",
+            json!({"path": "/workspace/big", "content": "x".repeat(1001)}),
+        )
+        .await,
+    );
+    assert_eq!(size("big"), 0);
+    call(
+        "write_file",
+        json!({"path": "/workspace/a", "content": "x".repeat(600)}),
+    )
+    .await
+    .unwrap();
+    // Files already there count, whoever wrote them.
+    out_of_space(
+        call(
+            "write_file",
+            json!({"path": "/workspace/b", "content": "x".repeat(401)}),
+        )
+        .await,
+    );
+    call(
+        "write_file",
+        json!({"path": "/workspace/b", "content": "x".repeat(400)}),
+    )
+    .await
+    .unwrap();
+    // Appending and growing a file by its length are writes too.
+    out_of_space(
+        call(
+            "append_file",
+            json!({"path": "/workspace/a", "content": "y"}),
+        )
+        .await,
+    );
+    out_of_space(call("set_len", json!({"path": "/workspace/c", "bytes": 1 << 30})).await);
+    assert_eq!((size("a"), size("c")), (600, 0));
+    // Overwriting or shrinking costs nothing; what was freed can be written again.
+    call(
+        "write_file",
+        json!({"path": "/workspace/a", "content": "z".repeat(600)}),
+    )
+    .await
+    .unwrap();
+    call("set_len", json!({"path": "/workspace/a", "bytes": 100}))
+        .await
+        .unwrap();
+    call(
+        "append_file",
+        json!({"path": "/workspace/a", "content": "y".repeat(500)}),
+    )
+    .await
+    .unwrap();
+    assert_eq!((size("a"), size("b")), (600, 400));
+
+    // Without a quota (0) the same write goes through.
+    let unlimited = Host::with_settings(RuntimeSettings {
+        workspace_quota_bytes: 0,
+        ..settings()
+    })
+    .await;
+    unlimited
+        .install(
+            &manifest(c::COMPONENT_HOSTILE_MANIFEST),
+            c::COMPONENT_HOSTILE_WASM,
+            &["workspace:write"],
+            json!({}),
+        )
+        .await
+        .unwrap();
+    unlimited
+        .runtime
+        .call_tool(
+            "hostile",
+            "write_file",
+            &json!({"path": "/workspace/big", "content": "x".repeat(5000)}).to_string(),
+            "u1",
+            Some(&ws),
+        )
+        .await
+        .unwrap();
+}
+
 /// A loopback server standing in for sites on the internet. Records the `x-api-key` header
 /// of each request (and the query) so tests can see where a secret went.
 struct Site {

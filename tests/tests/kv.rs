@@ -2,7 +2,8 @@
 //! call succeeds, compare-and-swap, quota, and denial without the grant.
 
 use kelp::plugins::{CallError, CallLimits, RuntimeSettings};
-use kelp_tests::{Host, components as c, manifest};
+use kelp_tests::server::Backend;
+use kelp_tests::{Host, PgSchema, components as c, manifest};
 use serde_json::json;
 
 async fn call(
@@ -34,6 +35,127 @@ async fn kv_host(grants: &[&str], quota: u64) -> Host {
     .await
     .unwrap();
     host
+}
+
+/// A host with the hostile component (granted `kv`) on `backend`; the schema guard, if any,
+/// must outlive the host.
+async fn kv_host_on(backend: Backend, quota: u64) -> (Host, Option<PgSchema>) {
+    let settings = RuntimeSettings {
+        limits: CallLimits {
+            kv_quota_bytes: quota,
+            ..CallLimits::default()
+        },
+        ..RuntimeSettings::default()
+    };
+    let (host, schema) = match backend {
+        Backend::Sqlite => (Host::with_settings(settings).await, None),
+        Backend::Postgres => {
+            let (host, schema) = Host::on_postgres(settings).await;
+            (host, Some(schema))
+        }
+    };
+    host.install(
+        &manifest(c::COMPONENT_HOSTILE_MANIFEST),
+        c::COMPONENT_HOSTILE_WASM,
+        &["kv"],
+        json!({}),
+    )
+    .await
+    .unwrap();
+    (host, schema)
+}
+
+/// Keys of several bytes a character count as bytes: a quota counted in characters would let
+/// a plugin store more than it allows.
+async fn quota_counts_key_bytes(backend: Backend) {
+    let (host, _schema) = kv_host_on(backend, 100).await;
+    // 80 bytes of key (40 characters) + 10 of value = 90 bytes.
+    let wide = "é".repeat(40);
+    call(
+        &host,
+        "kv_set",
+        json!({"key": wide, "value": "x".repeat(10)}),
+        "u",
+    )
+    .await
+    .unwrap();
+    // 1 + 15 more bytes would make 106: over the quota (in characters it would be 66).
+    let err = call(
+        &host,
+        "kv_set",
+        json!({"key": "k", "value": "y".repeat(15)}),
+        "u",
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("quota"), "{err}");
+    assert_eq!(
+        call(&host, "kv_get", json!({"key": "k"}), "u")
+            .await
+            .unwrap(),
+        "null"
+    );
+    // What fits in bytes still fits.
+    call(
+        &host,
+        "kv_set",
+        json!({"key": "k", "value": "y".repeat(9)}),
+        "u",
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quota_counts_key_bytes_on_sqlite() {
+    quota_counts_key_bytes(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quota_counts_key_bytes_on_postgres() {
+    quota_counts_key_bytes(Backend::Postgres).await;
+}
+
+async fn list_keys_by_prefix(backend: Backend) {
+    let (host, _schema) = kv_host_on(backend, 1 << 20).await;
+    for key in ["note/1", "note/2", "notes", "n", "été/1", "été/2", "other"] {
+        call(&host, "kv_set", json!({"key": key, "value": "v"}), "u")
+            .await
+            .unwrap();
+    }
+    call(
+        &host,
+        "kv_set",
+        json!({"key": "note/3", "value": "v"}),
+        "someone-else",
+    )
+    .await
+    .unwrap();
+    let list = |prefix: &'static str| {
+        let host = &host;
+        async move {
+            let out = call(host, "kv_list", json!({"prefix": prefix}), "u")
+                .await
+                .unwrap();
+            serde_json::from_str::<Vec<String>>(&out).unwrap()
+        }
+    };
+    assert_eq!(list("note/").await, ["note/1", "note/2"]);
+    assert_eq!(list("note").await, ["note/1", "note/2", "notes"]);
+    assert_eq!(list("été/").await, ["été/1", "été/2"]);
+    // LIKE wildcards are plain characters in a prefix.
+    assert!(list("%").await.is_empty());
+    assert_eq!(list("").await.len(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_keys_by_prefix_on_sqlite() {
+    list_keys_by_prefix(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_keys_by_prefix_on_postgres() {
+    list_keys_by_prefix(Backend::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

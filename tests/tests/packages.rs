@@ -209,6 +209,7 @@ async fn instances_coexist_and_can_be_disabled_enabled_and_removed() {
                 instance_id: Some("one".into()),
                 config: json!({"greeting": "hi"}),
                 approval: Approval::default(),
+                approve_changes: false,
             },
         )
         .await

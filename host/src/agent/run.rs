@@ -830,6 +830,7 @@ impl Run {
     }
 
     async fn tools(&self) -> Result<Vec<ExposedTool>, Failure> {
+        self.host.runtime().catch_up().await?;
         let available = self.host.runtime().tools();
         let mut chosen: Vec<(String, ToolSpec)> = Vec::new();
         for entry in &self.agent.tools {

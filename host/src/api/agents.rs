@@ -150,12 +150,13 @@ fn validate_provider(provider: &ProviderChoice) -> Result<(), ApiError> {
 
 /// Each tool must be one an enabled plugin instance offers now; the agent loop re-checks at
 /// run time, since instances can be disabled later.
-fn validate_tools(state: &AppState, tools: &[String]) -> Result<(), ApiError> {
+async fn validate_tools(state: &AppState, tools: &[String]) -> Result<(), ApiError> {
     if tools.len() > MAX_LIST {
         return Err(ApiError::bad_request(format!(
             "tools: at most {MAX_LIST} entries"
         )));
     }
+    state.runtime.catch_up().await?;
     let available: std::collections::HashSet<String> = state
         .runtime
         .tools()
@@ -178,7 +179,9 @@ fn validate_tools(state: &AppState, tools: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_skills(skills: &[String]) -> Result<(), ApiError> {
+/// Each skill must be an installed plugin that carries a `SKILL.md`, named once: every run
+/// lists each of them in its prompt, so a name that is not a skill would only cost work.
+async fn validate_skills(state: &AppState, skills: &[String]) -> Result<(), ApiError> {
     if skills.len() > MAX_LIST {
         return Err(ApiError::bad_request(format!(
             "skills: at most {MAX_LIST} entries"
@@ -188,6 +191,19 @@ fn validate_skills(skills: &[String]) -> Result<(), ApiError> {
         return Err(ApiError::bad_request(format!(
             "skills: `{bad}` must be 1-128 characters"
         )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = skills.iter().find(|s| !seen.insert(s.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "skills: `{twice}` is listed twice"
+        )));
+    }
+    for skill in skills {
+        if state.runtime.skill(skill).await?.is_none() {
+            return Err(ApiError::bad_request(format!(
+                "skills: unknown skill `{skill}` (expected the name of an installed plugin with a SKILL.md, e.g. `acme/haiku`)"
+            )));
+        }
     }
     Ok(())
 }
@@ -243,8 +259,8 @@ pub async fn create(
     validate_name(&body.name)?;
     validate_instructions(&body.instructions)?;
     validate_provider(&body.provider)?;
-    validate_tools(&state, &body.tools)?;
-    validate_skills(&body.skills)?;
+    validate_tools(&state, &body.tools).await?;
+    validate_skills(&state, &body.skills).await?;
     validate_max_steps(max_steps)?;
     let outcome = state
         .db()
@@ -305,10 +321,10 @@ pub async fn update(
         validate_provider(provider)?;
     }
     if let Some(tools) = &body.tools {
-        validate_tools(&state, tools)?;
+        validate_tools(&state, tools).await?;
     }
     if let Some(skills) = &body.skills {
-        validate_skills(skills)?;
+        validate_skills(&state, skills).await?;
     }
     if let Some(max_steps) = body.max_steps {
         validate_max_steps(max_steps)?;

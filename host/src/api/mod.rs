@@ -372,6 +372,8 @@ async fn install_bundled(runtime: &PluginRuntime, dir: &Path) -> Result<()> {
                     instance_id: None,
                     config: json!({}),
                     approval,
+                    // Only ever a first install: installed plugins are skipped above.
+                    approve_changes: false,
                 },
             )
             .await

@@ -1,5 +1,7 @@
 //! Plugins, their instances and the instances' secrets. Reading the list and details is open
-//! to every signed-in user; installing and changing anything is for admins.
+//! to every signed-in user, who sees of each instance only what `/api/tools` shows them (its
+//! id and tools, while it is enabled and loaded); installing, changing anything, and an
+//! instance's configuration, approvals and load errors are for admins.
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -13,7 +15,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::common::{ApiError, ApiJson, ApiQuery, ErrorEnvelope, Page, PageQuery};
 use crate::auth::{AdminUser, CurrentUser};
-use crate::plugins::grants::Approval;
+use crate::plugins::grants::{Approval, ApprovalNeeded};
 use crate::plugins::{InstallOptions, Manifest};
 use crate::store::plugins::{InstanceRow, PluginRow};
 
@@ -59,7 +61,25 @@ pub struct PluginDetail {
     pub manifest: Value,
     /// What the manifest asks for, one line each.
     pub requested: Vec<String>,
-    pub instance_details: Vec<Instance>,
+    pub instance_details: Vec<InstanceDetail>,
+}
+
+/// One instance of a plugin: everything to an admin; to other users only what `/api/tools`
+/// shows them.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum InstanceDetail {
+    Admin(Instance),
+    Member(InstanceTools),
+}
+
+/// An enabled, loaded instance as a user who is not an admin sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstanceTools {
+    pub id: String,
+    pub plugin: String,
+    /// Tools it offers (`instance/tool` is how they are called).
+    pub tools: Vec<String>,
 }
 
 /// A plugin instance: the plugin plus its configuration, secrets and grants.
@@ -87,6 +107,34 @@ pub struct Instance {
 pub struct SecretStatus {
     pub name: String,
     pub set: bool,
+}
+
+/// What a user who is not an admin may see of an instance: its tools, if it is enabled and
+/// loaded — exactly what `/api/tools` lists — and otherwise nothing.
+fn member_view(state: &AppState, row: &InstanceRow) -> Option<InstanceTools> {
+    let (_, enabled, _, tools) = state.runtime.instance_summary(&row.id)?;
+    enabled.then(|| InstanceTools {
+        id: row.id.clone(),
+        plugin: row.plugin.clone(),
+        tools: tools
+            .into_iter()
+            .map(|t| format!("{}/{}", row.id, t.name))
+            .collect(),
+    })
+}
+
+/// The instances `user` may see: every one for an admin, enabled and loaded ones otherwise.
+fn visible_instances(
+    state: &AppState,
+    user: &CurrentUser,
+    rows: Vec<InstanceRow>,
+) -> Vec<InstanceRow> {
+    if user.is_admin() {
+        return rows;
+    }
+    rows.into_iter()
+        .filter(|row| member_view(state, row).is_some())
+        .collect()
 }
 
 fn summary(row: &PluginRow, manifest: &Manifest, instances: &[InstanceRow]) -> PluginSummary {
@@ -190,11 +238,12 @@ async fn load_plugin(state: &AppState, name: &str) -> Result<(PluginRow, Manifes
     responses((status = 200, body = Page<PluginSummary>), (status = 401, body = ErrorEnvelope)), security(("bearer" = []), ("cookie" = [])))]
 pub async fn list_plugins(
     State(state): State<AppState>,
-    _user: CurrentUser,
+    user: CurrentUser,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Page<PluginSummary>>, ApiError> {
+    state.runtime.catch_up().await?;
     let rows = state.db().list_plugins().await?;
-    let instances = state.db().list_instances().await?;
+    let instances = visible_instances(&state, &user, state.db().list_instances().await?);
     let total = rows.len() as i64;
     let mut items = Vec::new();
     for row in page.window(&rows) {
@@ -204,16 +253,18 @@ pub async fn list_plugins(
     Ok(axum::Json(page.page(items, total)))
 }
 
-/// A plugin: manifest, requested capabilities, instances and their status.
+/// A plugin: manifest, requested capabilities and its instances — for an admin each with its
+/// status, configuration and approvals; for other users the enabled instances' tools only.
 #[utoipa::path(get, path = "/api/plugins/{namespace}/{name}", tag = "plugins",
     params(("namespace" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = PluginDetail), (status = 404, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn get_plugin(
     State(state): State<AppState>,
-    _user: CurrentUser,
+    user: CurrentUser,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<axum::Json<PluginDetail>, ApiError> {
+    state.runtime.catch_up().await?;
     let (row, manifest) = load_plugin(&state, &format!("{namespace}/{name}")).await?;
     let instances: Vec<InstanceRow> = state
         .db()
@@ -222,9 +273,17 @@ pub async fn get_plugin(
         .into_iter()
         .filter(|i| i.plugin == row.name)
         .collect();
+    let instances = visible_instances(&state, &user, instances);
     let mut details = Vec::new();
     for i in &instances {
-        details.push(instance_view(&state, i, &manifest).await?);
+        details.push(if user.is_admin() {
+            InstanceDetail::Admin(instance_view(&state, i, &manifest).await?)
+        } else {
+            match member_view(&state, i) {
+                Some(view) => InstanceDetail::Member(view),
+                None => continue,
+            }
+        });
     }
     let review = state.runtime.review_manifest(&manifest);
     Ok(axum::Json(PluginDetail {
@@ -239,8 +298,10 @@ pub async fn get_plugin(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct InstallQuery {
-    /// `requested` approves everything the manifest asks for (never private addresses);
-    /// `none` (default) approves nothing beyond `grants`.
+    /// `requested` approves everything the manifest asks for (never private addresses) — on
+    /// an upgrade, what the new version asks beyond the installed one, for every instance;
+    /// `none` (default) approves nothing beyond `grants`, and refuses an upgrade that asks for
+    /// more (409 `approval_required`).
     pub approve: Option<String>,
     /// Comma-separated grants: `http:HOST`, `http-private:HOST`, `kv`, `workspace:read|write`.
     pub grants: Option<String>,
@@ -263,10 +324,13 @@ pub struct Installed {
 
 /// Installs (or upgrades) a plugin from an uploaded `.kelp` package (the request body,
 /// `application/octet-stream`). The package is checked, compiled and test-instantiated
-/// before anything is stored.
+/// before anything is stored. An upgrade whose new version asks for capabilities the
+/// installed one did not, or sends a secret elsewhere, needs `approve=requested`; without it
+/// nothing changes and the answer is 409 `approval_required`, listing what is new.
 #[utoipa::path(post, path = "/api/plugins", tag = "plugins", params(InstallQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "a .kelp package"),
     responses((status = 201, body = Installed), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
+        (status = 409, description = "an upgrade asks for capabilities not approved (`approval_required`)", body = ErrorEnvelope),
         (status = 413, body = ErrorEnvelope)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn install_plugin(
@@ -285,6 +349,7 @@ pub async fn install_plugin(
         }
         None => serde_json::json!({}),
     };
+    let approve_changes = query.approve.as_deref() == Some("requested");
     let mut approval = match query.approve.as_deref() {
         None | Some("none") => Approval::default(),
         Some("requested") => Approval::everything_requested(&review.manifest.capabilities, &config),
@@ -313,10 +378,18 @@ pub async fn install_plugin(
                 instance_id: query.instance,
                 config,
                 approval,
+                approve_changes,
             },
         )
         .await
-        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+        .map_err(|e| match e.downcast_ref::<ApprovalNeeded>() {
+            Some(needed) => ApiError::new(
+                StatusCode::CONFLICT,
+                "approval_required",
+                needed.to_string(),
+            ),
+            None => ApiError::bad_request(format!("{e:#}")),
+        })?;
     Ok((
         StatusCode::CREATED,
         axum::Json(Installed {
@@ -403,6 +476,7 @@ pub async fn list_instances(
     _admin: AdminUser,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Page<Instance>>, ApiError> {
+    state.runtime.catch_up().await?;
     let rows = state.db().list_instances().await?;
     let total = rows.len() as i64;
     let mut items = Vec::new();
@@ -444,6 +518,7 @@ fn approval_from(grants: &[String]) -> Result<Approval, ApiError> {
 }
 
 async fn instance_response(state: &AppState, id: &str) -> Result<axum::Json<Instance>, ApiError> {
+    state.runtime.catch_up().await?;
     let row = state
         .db()
         .get_instance(id)

@@ -13,7 +13,7 @@ use super::common::{ApiError, ApiJson, ApiQuery, ErrorEnvelope, Page, PageQuery}
 use crate::auth::{AdminUser, CurrentUser};
 use crate::llm::{ChatRequest, Message, ModelInfo, Role, StreamEvent};
 use crate::plugins::grants::{Approval, ApprovedHost};
-use crate::plugins::{Manifest, PluginKind};
+use crate::plugins::{Manifest, PluginKind, SecretValues};
 use crate::store::plugins::InstanceRow;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -205,6 +205,14 @@ fn with_base_url(
     Ok((config, approval))
 }
 
+/// Whether two URLs have the same scheme, host and port (default ports filled in).
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin() && a.origin().is_tuple(),
+        _ => false,
+    }
+}
+
 /// The models a provider offers: what its plugin lists plus the instance's `models` config.
 #[utoipa::path(get, path = "/api/providers/{id}/models", tag = "providers", params(("id" = String, Path)),
     responses((status = 200, body = Vec<ModelInfo>), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
@@ -215,6 +223,7 @@ pub async fn models(
     Path(id): Path<String>,
 ) -> Result<axum::Json<Vec<ModelInfo>>, ApiError> {
     provider_instance(&state, &id).await?;
+    state.runtime.catch_up().await?;
     state
         .runtime
         .provider_models(&id)
@@ -250,6 +259,8 @@ pub struct ProviderTestResult {
 /// Checks a key and model before saving them: sends a tiny request ("Reply with OK", at most
 /// 16 output tokens) through the provider with the given credentials, stores nothing, and
 /// says whether it worked and, if not, why (bad key, unknown model, unreachable host, …).
+/// The stored key is used only against the instance's own base URL (same scheme, host and
+/// port): a test of another `base_url` sends the `api_key` given, or none.
 #[utoipa::path(post, path = "/api/providers/test", tag = "providers", request_body = ProviderTest,
     responses((status = 200, body = ProviderTestResult), (status = 400, body = ErrorEnvelope),
         (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
@@ -260,6 +271,20 @@ pub async fn test(
     ApiJson(body): ApiJson<ProviderTest>,
 ) -> Result<axum::Json<ProviderTestResult>, ApiError> {
     let (instance, manifest) = provider_instance(&state, &body.provider).await?;
+    // The stored key belongs to the instance's own base URL: tried against any other address
+    // it would hand the key to whoever runs that address.
+    let stored_key_fits = match &body.base_url {
+        None => true,
+        Some(url) => {
+            let config: serde_json::Value =
+                serde_json::from_str(&instance.config_json).map_err(ApiError::internal)?;
+            let config = crate::plugins::with_config_defaults(&manifest, config);
+            config
+                .get("base_url")
+                .and_then(|v| v.as_str())
+                .is_some_and(|own| same_origin(own, url))
+        }
+    };
     let (config, approval) = match &body.base_url {
         Some(url) => with_base_url(&instance, url)?,
         None => (
@@ -288,9 +313,14 @@ pub async fn test(
     let idle = std::time::Duration::from_secs(30);
     let mut text = String::new();
     let result = async {
+        let secrets = if stored_key_fits {
+            SecretValues::Stored(&secrets)
+        } else {
+            SecretValues::Only(&secrets)
+        };
         let mut stream = state
             .runtime
-            .try_provider(&body.provider, config, &approval, &secrets, &request, idle)
+            .try_provider(&body.provider, config, &approval, secrets, &request, idle)
             .await?;
         while let Some(events) = stream.next().await? {
             for e in events {

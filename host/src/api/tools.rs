@@ -39,7 +39,11 @@ pub struct ToolOutput {
 /// Every tool of every enabled plugin instance.
 #[utoipa::path(get, path = "/api/tools", tag = "tools",
     responses((status = 200, body = Page<Tool>), (status = 401, body = ErrorEnvelope)), security(("bearer" = []), ("cookie" = [])))]
-pub async fn list(State(state): State<AppState>, _user: CurrentUser) -> axum::Json<Page<Tool>> {
+pub async fn list(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+) -> Result<axum::Json<Page<Tool>>, ApiError> {
+    state.runtime.catch_up().await?;
     let items: Vec<Tool> = state
         .runtime
         .tools()
@@ -52,11 +56,11 @@ pub async fn list(State(state): State<AppState>, _user: CurrentUser) -> axum::Js
         })
         .collect();
     let total = items.len() as i64;
-    axum::Json(Page {
+    Ok(axum::Json(Page {
         items,
         total,
         next_offset: None,
-    })
+    }))
 }
 
 /// Invokes a tool with JSON input, on behalf of the signed-in user (whose `kv` space the

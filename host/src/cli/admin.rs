@@ -65,19 +65,34 @@ pub(super) async fn plugin(
                 approval.http.extend(all.http);
                 approval.kv |= all.kv;
                 approval.workspace = approval.workspace.max(all.workspace);
-            } else if grants.is_empty()
+            }
+            let mut approve_changes = false;
+            if let Some((installed, changes)) = runtime.upgrade_changes(m).await? {
+                // An upgrade keeps each instance's grants; what the new version asks beyond
+                // the installed one is the operator's to approve, for every instance.
+                println!("upgrades the installed {installed}; every instance keeps its grants");
+                if !changes.is_empty() {
+                    println!("asks for more than {installed} was approved for:");
+                    for line in &changes {
+                        println!("  {line}");
+                    }
+                    let flag = format!(
+                        "--yes to approve what the new version asks beyond {installed}, for every instance"
+                    );
+                    if !yes && !confirm("approve these for every instance?", &flag)? {
+                        println!("not upgraded; {installed} keeps running");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    approve_changes = true;
+                }
+            } else if !yes
+                && grants.is_empty()
                 && !review.requested.iter().all(|r| r.starts_with("secret:"))
             {
-                if !std::io::stdin().is_terminal() {
-                    bail!(
-                        "approval needed: pass --yes to approve what it requests, or --grant for each capability"
-                    );
-                }
-                print!("approve these capabilities? [y/N] ");
-                std::io::stdout().flush()?;
-                let mut answer = String::new();
-                std::io::stdin().lock().read_line(&mut answer)?;
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                if !confirm(
+                    "approve these capabilities?",
+                    "--yes to approve what it requests, or --grant for each capability",
+                )? {
                     println!("not installed");
                     return Ok(ExitCode::FAILURE);
                 }
@@ -90,6 +105,7 @@ pub(super) async fn plugin(
                         instance_id: instance,
                         config,
                         approval,
+                        approve_changes,
                     },
                 )
                 .await?;
@@ -203,6 +219,18 @@ pub(super) async fn plugin(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks `question` on the terminal; without one, fails naming the flag that answers it.
+fn confirm(question: &str, flag: &str) -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!("approval needed: pass {flag}");
+    }
+    print!("{question} [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 pub(super) async fn tool(cmd: ToolCommand, config: &Config, data_dir: &Path) -> Result<ExitCode> {

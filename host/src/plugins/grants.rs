@@ -1,7 +1,7 @@
 //! What a plugin instance may do: the intersection of what its manifest asks for and what the
 //! operator approved for that instance. Every host import asks the `GrantSet`.
 
-use kelp_registry::manifest::{Capabilities, WorkspaceAccess};
+use kelp_registry::manifest::{Capabilities, Manifest, WorkspaceAccess};
 use serde::{Deserialize, Serialize};
 
 use crate::net::{HostPattern, HttpGrant};
@@ -78,6 +78,137 @@ impl Approval {
                 .collect(),
             kv: caps.kv,
             workspace: caps.workspace,
+        }
+    }
+}
+
+/// What a new version of an installed plugin asks for beyond what the installed version did:
+/// the part of an upgrade no operator has reviewed. Instances keep their approvals across an
+/// upgrade, so without this a new version could move a secret to another header, parameter or
+/// host its approvals happen to cover, or ask for more, and get it unseen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapabilityChanges {
+    /// Host patterns the installed version did not request.
+    pub http: Vec<String>,
+    /// `kv`, newly requested.
+    pub kv: bool,
+    /// More workspace access than the installed version requested: (before, now).
+    pub workspace: Option<(WorkspaceAccess, WorkspaceAccess)>,
+    /// Secrets that now go somewhere else, or are new: (name, where before, where now).
+    pub secrets: Vec<(String, Option<String>, String)>,
+}
+
+impl CapabilityChanges {
+    pub fn between(old: &Capabilities, new: &Capabilities) -> CapabilityChanges {
+        let placement = super::runtime::describe_position;
+        CapabilityChanges {
+            http: new
+                .http
+                .iter()
+                .filter(|h| !old.http.contains(h))
+                .cloned()
+                .collect(),
+            kv: new.kv && !old.kv,
+            workspace: (new.workspace > old.workspace).then_some((old.workspace, new.workspace)),
+            // A secret that moved would go where nobody approved. So would a newly declared
+            // one: a value stored for that name earlier (an older version declared it) is
+            // still there.
+            secrets: new
+                .secrets
+                .iter()
+                .filter_map(|now| {
+                    let before = old.secrets.iter().find(|b| b.name == now.name);
+                    let (before, now_at) = (before.map(placement), placement(now));
+                    (before.as_ref() != Some(&now_at)).then(|| (now.name.clone(), before, now_at))
+                })
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == CapabilityChanges::default()
+    }
+
+    /// One line per change, for the operator.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.http.iter().map(|h| format!("http:{h}")).collect();
+        if self.kv {
+            out.push("kv".into());
+        }
+        if let Some((before, now)) = self.workspace {
+            out.push(format!("workspace:{now} (was {before})"));
+        }
+        for (name, before, now) in &self.secrets {
+            out.push(match before {
+                Some(before) => format!("secret {name} now goes to the {now} (was the {before})"),
+                None => format!("secret {name} (new) goes to the {now}"),
+            });
+        }
+        out
+    }
+
+    /// `approval` with the changes approved, for an instance with `config` (defaults filled
+    /// in) of a plugin whose installed version asked for `installed`. New hosts are approved
+    /// as `--yes` approves them (never as private addresses). New hosts and more workspace
+    /// access are approved only where the instance had approved all the installed version
+    /// asked of that capability, so an instance an operator narrowed stays narrowed.
+    pub fn approve(
+        &self,
+        mut approval: Approval,
+        installed: &Capabilities,
+        config: &serde_json::Value,
+    ) -> Approval {
+        let had_every_host = installed
+            .http
+            .iter()
+            .filter_map(|p| resolve_config_ref(p, config))
+            .all(|host| approval.http.iter().any(|a| a.host == host));
+        if had_every_host {
+            for host in self
+                .http
+                .iter()
+                .filter_map(|p| resolve_config_ref(p, config))
+            {
+                if !approval.http.iter().any(|a| a.host == host) {
+                    approval.http.push(ApprovedHost {
+                        host,
+                        private: false,
+                    });
+                }
+            }
+        }
+        approval.kv |= self.kv;
+        if let Some((before, now)) = self.workspace
+            && approval.workspace >= before
+        {
+            approval.workspace = approval.workspace.max(now);
+        }
+        approval
+    }
+}
+
+/// Refusal of an upgrade whose new capabilities were not approved.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{plugin} {version} asks for more than the installed {installed} was approved for: {}. \
+     Nothing was changed; {installed} keeps running. To upgrade, approve this for every instance \
+     of the plugin: `kelp plugin install --yes`, or `approve=requested` on POST /api/plugins",
+    changes.join("; ")
+)]
+pub struct ApprovalNeeded {
+    pub plugin: String,
+    pub version: String,
+    pub installed: String,
+    pub changes: Vec<String>,
+}
+
+impl ApprovalNeeded {
+    pub fn new(installed: &Manifest, new: &Manifest, changes: &CapabilityChanges) -> Self {
+        ApprovalNeeded {
+            plugin: new.name.to_string(),
+            version: new.version.to_string(),
+            installed: installed.version.to_string(),
+            changes: changes.describe(),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - `since_v0_1_0.rs` — bindings of the frozen contract version and type conversions
 //! - `grants.rs` — requested ∩ approved capabilities
 //! - `state.rs` — per-call store data and the host imports
+//! - `workspace.rs` — the workspaces' disk quota, kept on the guest's file writes
 //! - `runtime.rs` — install, load, call
 
 pub mod cache;
@@ -18,6 +19,7 @@ mod runtime;
 pub mod settings;
 mod since_v0_1_0;
 mod state;
+mod workspace;
 
 use std::sync::Arc;
 
@@ -26,7 +28,8 @@ use serde::Serialize;
 
 pub use provider::ProviderStream;
 pub use runtime::{
-    CallError, InstallOptions, InstalledPlugin, PackageReview, PluginRuntime, with_config_defaults,
+    CallError, InstallOptions, InstalledPlugin, PackageReview, PluginRuntime, SecretValues,
+    with_config_defaults,
 };
 pub use settings::{CallLimits, RuntimeSettings};
 
@@ -52,6 +55,17 @@ pub enum ToolFailure {
     Denied(String),
     #[error("{0}")]
     Failed(String),
+}
+
+impl ToolFailure {
+    /// The same failure with a note from the host after the plugin's own message.
+    pub fn noting(self, note: &str) -> ToolFailure {
+        match self {
+            ToolFailure::InvalidInput(m) => ToolFailure::InvalidInput(format!("{m} ({note})")),
+            ToolFailure::Denied(m) => ToolFailure::Denied(format!("{m} ({note})")),
+            ToolFailure::Failed(m) => ToolFailure::Failed(format!("{m} ({note})")),
+        }
+    }
 }
 
 /// What every call of one plugin instance shares: identity, config, grants, the outbound

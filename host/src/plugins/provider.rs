@@ -122,19 +122,26 @@ impl PluginRuntime {
         request: &ChatRequest,
         idle_timeout: Duration,
     ) -> Result<ProviderStream, ProviderFailure> {
+        // The instance's base URL, key and grants as the database has them now: a change made
+        // on another host must not send this request (and its key) to the old address.
+        self.catch_up().await.map_err(|e| {
+            plugin_failure(format!(
+                "provider `{id}`: checking for plugin changes: {e:#}"
+            ))
+        })?;
         let instance = self.provider_instance(id)?;
         self.start_loaded(id, instance, request, idle_timeout).await
     }
 
     /// Sends `request` through provider instance `id` as it would be with `config`,
-    /// `approval` and the secret values `secrets` instead of what is stored — to check
-    /// credentials before saving them. Nothing is stored.
+    /// `approval` and `secrets` instead of what is stored — to check credentials before
+    /// saving them. Nothing is stored.
     pub async fn try_provider(
         &self,
         id: &str,
         config: serde_json::Value,
         approval: &super::grants::Approval,
-        secrets: &[(String, String)],
+        secrets: super::SecretValues<'_>,
         request: &ChatRequest,
         idle_timeout: Duration,
     ) -> Result<ProviderStream, ProviderFailure> {

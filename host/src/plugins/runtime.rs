@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result, anyhow, bail};
-use kelp_registry::manifest::{Manifest, PluginKind};
+use kelp_registry::manifest::{Manifest, PluginKind, WorkspaceAccess};
 use kelp_registry::package::{Package, PackageLimits, read_package};
 use semver::Version;
 use serde::Serialize;
@@ -15,10 +16,11 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::cache::CompileCache;
 use super::contract::ContractUse;
-use super::grants::{Approval, GrantSet};
+use super::grants::{Approval, ApprovalNeeded, CapabilityChanges, GrantSet};
 use super::settings::RuntimeSettings;
 use super::since_v0_1_0::{ProviderPluginPre, ToolPlugin, ToolPluginPre};
 use super::state::{CallState, within_budget};
+use super::workspace::WorkspaceQuotas;
 use super::{InstanceContext, ToolFailure, ToolSpec};
 use crate::net::{self, OutboundClient, OutboundPolicy, Redactor, Resolve};
 use crate::schema::Schema;
@@ -98,6 +100,16 @@ pub struct InstalledPlugin {
     pub grants: Vec<String>,
 }
 
+/// The secret values an instance is built with.
+#[derive(Debug, Clone, Copy)]
+pub enum SecretValues<'a> {
+    /// The stored ones, with these `(name, value)` instead where given.
+    Stored(&'a [(String, String)]),
+    /// Only these: nothing stored is used (credentials tried against another address must
+    /// not take the stored key there).
+    Only(&'a [(String, String)]),
+}
+
 /// Options of an install.
 #[derive(Debug, Clone, Default)]
 pub struct InstallOptions {
@@ -105,9 +117,15 @@ pub struct InstallOptions {
     pub instance_id: Option<String>,
     pub config: serde_json::Value,
     pub approval: Approval,
+    /// For an upgrade: the operator approves, for every instance, what the new version asks
+    /// beyond the installed one (new capabilities, secrets that go elsewhere). Without it such
+    /// an upgrade is refused with [`ApprovalNeeded`](super::grants::ApprovalNeeded).
+    pub approve_changes: bool,
 }
 
 pub(super) struct LoadedInstance {
+    /// The instance row's revision this was built from.
+    revision: i64,
     pub(super) ctx: Arc<InstanceContext>,
     pub(super) kind: PluginKind,
     pub(super) enabled: bool,
@@ -137,7 +155,17 @@ pub struct PluginRuntime {
     components: RwLock<HashMap<String, Component>>,
     pub(super) instances: RwLock<HashMap<String, Arc<LoadedInstance>>>,
     stats: CallStats,
-    load_errors: RwLock<HashMap<String, String>>,
+    /// Why an instance did not load, with the revision of the row that failed.
+    load_errors: RwLock<HashMap<String, (i64, String)>>,
+    /// The plugin generation this host's instances reflect (see [`PluginRuntime::catch_up`]).
+    seen_generation: AtomicI64,
+    /// Held while what is loaded changes, so a reload that read older rows cannot land after
+    /// one that read newer ones.
+    reload: tokio::sync::Mutex<()>,
+    /// Parsed `SKILL.md` of installed plugins with the digest of the package it came from:
+    /// one entry per installed plugin at most (a removed plugin's goes at its next lookup).
+    skills: RwLock<HashMap<String, (String, Option<kelp_registry::package::Skill>)>>,
+    workspace_quotas: WorkspaceQuotas,
 }
 
 /// Counters of tool calls, for `/metrics`.
@@ -174,6 +202,9 @@ impl PluginRuntime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
             .context("adding WASI to the linker")?;
+        super::workspace::add_to_linker(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("adding the workspace quota")?;
         ToolPlugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("adding kelp imports to the linker")?;
@@ -201,6 +232,10 @@ impl PluginRuntime {
             instances: RwLock::new(HashMap::new()),
             stats: CallStats::default(),
             load_errors: RwLock::new(HashMap::new()),
+            seen_generation: AtomicI64::new(0),
+            reload: tokio::sync::Mutex::new(()),
+            skills: RwLock::new(HashMap::new()),
+            workspace_quotas: WorkspaceQuotas::default(),
         }))
     }
 
@@ -259,6 +294,9 @@ impl PluginRuntime {
                 existing.plugin
             );
         }
+        let approvals = self
+            .approve_upgrade(&manifest, options.approve_changes)
+            .await?;
         let row = PluginRow {
             name: manifest.name.to_string(),
             version: manifest.version.to_string(),
@@ -270,9 +308,16 @@ impl PluginRuntime {
             installed_at_ms: now_ms(),
         };
         // An upgrade keeps the instance as the operator configured and approved it (change
-        // those through the instance itself); only a first install takes them from `options`.
+        // those through the instance itself, or approve what the new version asks beyond the
+        // installed one); only a first install takes them from `options`.
         let instance = match existing {
-            Some(existing) => existing,
+            Some(existing) => InstanceRow {
+                approval_json: approvals
+                    .iter()
+                    .find(|(id, _)| *id == existing.id)
+                    .map_or(existing.approval_json.clone(), |(_, a)| a.clone()),
+                ..existing
+            },
             None => InstanceRow {
                 id: instance_id.clone(),
                 plugin: row.name.clone(),
@@ -280,6 +325,7 @@ impl PluginRuntime {
                 approval_json: serde_json::to_string(&options.approval)?,
                 enabled: true,
                 created_at_ms: now_ms(),
+                revision: 0,
             },
         };
         let config: serde_json::Value = serde_json::from_str(&instance.config_json)?;
@@ -291,16 +337,23 @@ impl PluginRuntime {
                 package.wasm.as_deref(),
                 row.wasm_sha256.as_deref(),
                 &instance,
-                &[],
+                SecretValues::Stored(&[]),
             )
             .await?;
-        self.db.put_plugin(&row, bytes, &instance).await?;
-        // An upgrade reloads every instance of the plugin against the new package; one that
-        // no longer loads shows that in its status rather than failing the install.
-        for other in self.db.list_instances().await? {
-            if other.plugin == row.name {
-                let _ = self.load_instance(&other.id).await;
+        let generation = self
+            .db
+            .put_plugin(&row, bytes, &instance, &approvals)
+            .await?;
+        {
+            // An upgrade reloads every instance of the plugin against the new package; one
+            // that no longer loads shows that in its status rather than failing the install.
+            let _reload = self.reload.lock().await;
+            for other in self.db.list_instances().await? {
+                if other.plugin == row.name {
+                    let _ = self.load_row(&other).await;
+                }
             }
+            self.caught_up(generation);
         }
         let grants = loaded.ctx.grants.describe();
         Ok(InstalledPlugin {
@@ -313,34 +366,203 @@ impl PluginRuntime {
         })
     }
 
-    /// Loads every enabled instance from the database. An instance that fails to load is
-    /// reported and skipped; the others still load.
+    /// For a package of an installed plugin: the installed version, and what the package asks
+    /// beyond it (one line each; empty if nothing). `None` for a plugin not installed.
+    pub async fn upgrade_changes(
+        &self,
+        manifest: &Manifest,
+    ) -> Result<Option<(String, Vec<String>)>> {
+        let Some(installed) = self.db.get_plugin(&manifest.name.to_string()).await? else {
+            return Ok(None);
+        };
+        let installed = Manifest::parse(&installed.manifest_toml)?;
+        let changes = CapabilityChanges::between(&installed.capabilities, &manifest.capabilities);
+        Ok(Some((installed.version.to_string(), changes.describe())))
+    }
+
+    /// What the new version of an installed plugin asks beyond the installed one, as it
+    /// would be approved for each of its instances: `(instance id, approval JSON)`. Nothing for
+    /// a first install or an upgrade that asks for nothing new; an error naming the changes
+    /// when they are not approved.
+    async fn approve_upgrade(
+        &self,
+        manifest: &Manifest,
+        approved: bool,
+    ) -> Result<Vec<(String, String)>> {
+        let name = manifest.name.to_string();
+        let Some(installed) = self.db.get_plugin(&name).await? else {
+            return Ok(Vec::new());
+        };
+        let installed = Manifest::parse(&installed.manifest_toml)?;
+        let changes = CapabilityChanges::between(&installed.capabilities, &manifest.capabilities);
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !approved {
+            return Err(ApprovalNeeded::new(&installed, manifest, &changes).into());
+        }
+        let mut approvals = Vec::new();
+        for instance in self.db.list_instances().await? {
+            if instance.plugin != name {
+                continue;
+            }
+            let approval: Approval = serde_json::from_str(&instance.approval_json)?;
+            let config =
+                with_config_defaults(manifest, serde_json::from_str(&instance.config_json)?);
+            let approval = changes.approve(approval, &installed.capabilities, &config);
+            approvals.push((instance.id, serde_json::to_string(&approval)?));
+        }
+        Ok(approvals)
+    }
+
+    /// Loads every instance from the database (`kelp serve` at start). An instance that fails
+    /// to load is reported and skipped; the others still load.
     pub async fn load_all(&self) -> Result<Vec<(String, anyhow::Error)>> {
+        let _reload = self.reload.lock().await;
+        let generation = self.db.plugin_generation().await?;
+        let rows = self.db.list_instances().await?;
         let mut failures = Vec::new();
-        for row in self.db.list_instances().await? {
-            if let Err(e) = self.load_instance(&row.id).await {
+        for row in &rows {
+            if let Err(e) = self.load_row(row).await {
                 tracing::error!(instance = %row.id, error = %format!("{e:#}"), "plugin instance failed to load");
-                failures.push((row.id, e));
+                failures.push((row.id.clone(), e));
             }
         }
+        self.forget_all_but(&rows);
+        self.seen_generation.fetch_max(generation, Ordering::SeqCst);
         Ok(failures)
+    }
+
+    /// Brings what this host has loaded up to date with the database. Installs, upgrades,
+    /// removals, config, secret, grant and enable/disable changes — made through any host's
+    /// API or by the `kelp` CLI, all of which bump the plugin generation in the transaction
+    /// of the change — are in effect here once this returns. It costs one primary-key read
+    /// when nothing changed, which is why every plugin call (tool calls, provider calls) and
+    /// every listing of loaded instances starts with it; after a change it reloads only the
+    /// instances whose revision moved.
+    pub async fn catch_up(&self) -> Result<()> {
+        let generation = self.db.plugin_generation().await?;
+        if generation <= self.seen_generation.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _reload = self.reload.lock().await;
+        // Read again under the lock: a caller that waited for it may find the work done.
+        let generation = self.db.plugin_generation().await?;
+        if generation <= self.seen_generation.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let rows = self.db.list_instances().await?;
+        for row in &rows {
+            if self.loaded_revision(&row.id) != Some(row.revision)
+                && let Err(e) = self.load_row(row).await
+            {
+                tracing::warn!(instance = %row.id, error = %format!("{e:#}"), "not serving plugin instance");
+            }
+        }
+        self.forget_all_but(&rows);
+        self.seen_generation.fetch_max(generation, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// After this host made the change that started `generation` and put its result in
+    /// place: if it had seen every change before it, it has now seen this one too, and the
+    /// next call need not reload. Called with `reload` held.
+    fn caught_up(&self, generation: i64) {
+        let _ = self.seen_generation.compare_exchange(
+            generation - 1,
+            generation,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+
+    /// The revision of the row an instance's current state (loaded or failed) came from.
+    fn loaded_revision(&self, id: &str) -> Option<i64> {
+        let loaded = self
+            .instances
+            .read()
+            .expect("instances lock")
+            .get(id)
+            .map(|i| i.revision);
+        loaded.or_else(|| {
+            self.load_errors
+                .read()
+                .expect("load errors lock")
+                .get(id)
+                .map(|(revision, _)| *revision)
+        })
+    }
+
+    /// Drops every instance (and load error) whose row is not among `rows`.
+    fn forget_all_but(&self, rows: &[InstanceRow]) {
+        let present: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        self.instances
+            .write()
+            .expect("instances lock")
+            .retain(|id, _| present.contains(id.as_str()));
+        self.load_errors
+            .write()
+            .expect("load errors lock")
+            .retain(|id, _| present.contains(id.as_str()));
+    }
+
+    fn forget(&self, id: &str) {
+        self.instances.write().expect("instances lock").remove(id);
+        self.load_errors
+            .write()
+            .expect("load errors lock")
+            .remove(id);
+    }
+
+    /// Puts what building revision `revision` of instance `id` gave in place: the instance,
+    /// served from now on, or why it did not load (and it is not served). Called with
+    /// `reload` held.
+    fn settle(&self, id: &str, revision: i64, built: Result<LoadedInstance>) -> Result<()> {
+        match built {
+            Ok(mut loaded) => {
+                loaded.revision = revision;
+                self.instances
+                    .write()
+                    .expect("instances lock")
+                    .insert(id.to_owned(), Arc::new(loaded));
+                self.load_errors
+                    .write()
+                    .expect("load errors lock")
+                    .remove(id);
+                Ok(())
+            }
+            Err(e) => {
+                self.load_errors
+                    .write()
+                    .expect("load errors lock")
+                    .insert(id.to_owned(), (revision, format!("{e:#}")));
+                self.instances.write().expect("instances lock").remove(id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Builds a stored row and settles the result. Called with `reload` held.
+    async fn load_row(&self, row: &InstanceRow) -> Result<()> {
+        let built = self.build_row(row).await;
+        self.settle(&row.id, row.revision, built)
     }
 
     /// (Re)loads one instance from the database. A failure is remembered for
     /// [`PluginRuntime::load_error`] and the instance is not served.
     pub async fn load_instance(&self, id: &str) -> Result<()> {
-        let result = self.try_load_instance(id).await;
-        let mut errors = self.load_errors.write().expect("load errors lock");
-        match &result {
-            Ok(()) => {
-                errors.remove(id);
-            }
-            Err(e) => {
-                errors.insert(id.to_owned(), format!("{e:#}"));
-                self.instances.write().expect("instances lock").remove(id);
+        let _reload = self.reload.lock().await;
+        self.load_instance_locked(id).await
+    }
+
+    async fn load_instance_locked(&self, id: &str) -> Result<()> {
+        match self.db.get_instance(id).await? {
+            Some(row) => self.load_row(&row).await,
+            None => {
+                self.forget(id);
+                bail!("no plugin instance `{id}`")
             }
         }
-        result
     }
 
     /// Why an instance failed to load, if it did.
@@ -349,35 +571,21 @@ impl PluginRuntime {
             .read()
             .expect("load errors lock")
             .get(id)
-            .cloned()
-    }
-
-    async fn try_load_instance(&self, id: &str) -> Result<()> {
-        let row = self
-            .db
-            .get_instance(id)
-            .await?
-            .ok_or_else(|| anyhow!("no plugin instance `{id}`"))?;
-        let loaded = self.build_row(&row).await?;
-        self.instances
-            .write()
-            .expect("instances lock")
-            .insert(row.id.clone(), Arc::new(loaded));
-        Ok(())
+            .map(|(_, error)| error.clone())
     }
 
     /// Builds (compiles if needed, test-instantiates) an instance from a row that need not be
     /// stored yet, so a change can be tried before it is saved.
     async fn build_row(&self, row: &InstanceRow) -> Result<LoadedInstance> {
-        self.build_row_with(row, &[]).await
+        self.build_row_with(row, SecretValues::Stored(&[])).await
     }
 
-    /// [`build_row`](Self::build_row) with secret values that replace stored ones — for
+    /// [`build_row`](Self::build_row) with other secret values than the stored ones — for
     /// trying credentials before they are saved.
     pub(super) async fn build_row_with(
         &self,
         row: &InstanceRow,
-        secret_overrides: &[(String, String)],
+        secret_values: SecretValues<'_>,
     ) -> Result<LoadedInstance> {
         let id = &row.id;
         let plugin =
@@ -401,7 +609,7 @@ impl PluginRuntime {
             wasm.as_deref(),
             plugin.wasm_sha256.as_deref(),
             row,
-            secret_overrides,
+            secret_values,
         )
         .await
     }
@@ -438,7 +646,7 @@ impl PluginRuntime {
         wasm: Option<&[u8]>,
         wasm_sha256: Option<&str>,
         row: &InstanceRow,
-        secret_overrides: &[(String, String)],
+        secret_values: SecretValues<'_>,
     ) -> Result<LoadedInstance> {
         // A `[config]` schema that does not compile is a load error too, not only at the next
         // config change.
@@ -450,7 +658,7 @@ impl PluginRuntime {
             serde_json::from_str(&row.approval_json).context("instance approval")?;
         let grants = GrantSet::intersect(&manifest.capabilities, &approval, &config);
         let secrets = self
-            .bound_secrets(manifest, &row.id, &config, secret_overrides)
+            .bound_secrets(manifest, &row.id, &config, secret_values)
             .await?;
         let redactor = Redactor::new(&secrets);
         let limits = self.settings.limits.lowered_by(&manifest.limits);
@@ -480,6 +688,7 @@ impl PluginRuntime {
             db: self.db.clone(),
         });
         let mut loaded = LoadedInstance {
+            revision: row.revision,
             ctx,
             kind: manifest.kind,
             enabled: row.enabled,
@@ -618,9 +827,14 @@ impl PluginRuntime {
         manifest: &Manifest,
         instance_id: &str,
         config: &serde_json::Value,
-        overrides: &[(String, String)],
+        secret_values: SecretValues<'_>,
     ) -> Result<Vec<net::BoundSecret>> {
-        let sealed = self.db.sealed_secrets(instance_id).await?;
+        let (sealed, overrides) = match secret_values {
+            SecretValues::Stored(overrides) => {
+                (self.db.sealed_secrets(instance_id).await?, overrides)
+            }
+            SecretValues::Only(values) => (Vec::new(), values),
+        };
         let mut values = Vec::new();
         for (name, sealed) in sealed {
             if overrides.iter().any(|(n, _)| *n == name) {
@@ -680,7 +894,14 @@ impl PluginRuntime {
         owner: &str,
         workspace: Option<&Path>,
     ) -> Result<Store<CallState>> {
-        let state = CallState::new(ctx.clone(), owner, workspace)?;
+        let quota = self.settings.workspace_quota_bytes;
+        let quota = match workspace {
+            Some(dir) if quota > 0 && ctx.grants.workspace == WorkspaceAccess::Write => {
+                Some(self.workspace_quotas.quota(dir, quota))
+            }
+            _ => None,
+        };
+        let state = CallState::new(ctx.clone(), owner, workspace, quota)?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_epoch_deadline(1);
@@ -742,6 +963,10 @@ impl PluginRuntime {
         owner: &str,
         workspace: Option<&Path>,
     ) -> Result<String, CallError> {
+        self.catch_up().await.map_err(|e| CallError::Internal {
+            instance: instance_id.to_owned(),
+            detail: format!("checking for plugin changes: {e:#}"),
+        })?;
         let instance = self
             .instances
             .read()
@@ -823,7 +1048,16 @@ impl PluginRuntime {
                         limit: ctx.limits.output_bytes,
                     });
                 }
-                return Err(CallError::Tool(failure));
+                // The guest's libc reports a refused stream write as a plain I/O error; say
+                // what it was.
+                return Err(CallError::Tool(
+                    match store.data().workspace_quota.as_ref().and_then(|q| q.refused()) {
+                        Some(limit) => failure.noting(&format!(
+                            "the workspace is full: a write was refused at its quota of {limit} bytes"
+                        )),
+                        None => failure,
+                    },
+                ));
             }
             Ok(Ok(Ok(output))) => output,
         };
@@ -838,15 +1072,38 @@ impl PluginRuntime {
         Ok(output)
     }
 
-    /// The `SKILL.md` of installed plugin `plugin`, if it has one.
+    /// The `SKILL.md` of installed plugin `plugin`, if it has one. Every run reads the skills
+    /// of its agent, so a package is read, inflated, hashed and parsed once per digest (off the
+    /// async workers) and then served from memory; each call costs one indexed read of the
+    /// digest, which is what notices an upgrade, also one made by another host.
     pub async fn skill(&self, plugin: &str) -> Result<Option<kelp_registry::package::Skill>> {
+        let Some(digest) = self.db.plugin_digest(plugin).await? else {
+            self.skills.write().expect("skills lock").remove(plugin);
+            return Ok(None);
+        };
+        if let Some((cached, skill)) = self.skills.read().expect("skills lock").get(plugin)
+            && *cached == digest
+        {
+            return Ok(skill.clone());
+        }
         let Some(bytes) = self.db.get_package(plugin).await? else {
             return Ok(None);
         };
-        Ok(read_package(&bytes, &PackageLimits::default())?.skill)
+        let package =
+            tokio::task::spawn_blocking(move || read_package(&bytes, &PackageLimits::default()))
+                .await
+                .context("reading a skill")??;
+        // Keyed by the digest of the bytes actually read: if the plugin was upgraded between
+        // the two reads, the next call sees a digest mismatch and reads it again.
+        self.skills
+            .write()
+            .expect("skills lock")
+            .insert(plugin.to_owned(), (package.digest, package.skill.clone()));
+        Ok(package.skill)
     }
 
-    /// Every tool of every enabled instance, as `(instance id, spec)`.
+    /// Every tool of every enabled instance, as `(instance id, spec)`, as loaded on this host
+    /// (after [`catch_up`](Self::catch_up), what the database says).
     pub fn tools(&self) -> Vec<(String, ToolSpec)> {
         let instances = self.instances.read().expect("instances lock");
         let mut out: Vec<(String, ToolSpec)> = instances
@@ -871,19 +1128,23 @@ impl PluginRuntime {
 
     /// Removes a plugin, its instances, their secrets and data.
     pub async fn remove(&self, name: &str) -> Result<bool> {
-        let removed = self.db.delete_plugin(name).await?;
-        self.instances
-            .write()
-            .expect("instances lock")
-            .retain(|_, i| i.ctx.plugin != name);
+        let (removed, generation) = self.db.delete_plugin(name).await?;
+        self.skills.write().expect("skills lock").remove(name);
+        let _reload = self.reload.lock().await;
+        let rows = self.db.list_instances().await?;
+        self.forget_all_but(&rows);
+        self.caught_up(generation);
         Ok(removed)
     }
 
     pub async fn set_enabled(&self, instance_id: &str, enabled: bool) -> Result<()> {
-        if !self.db.set_instance_enabled(instance_id, enabled).await? {
+        let Some(generation) = self.db.set_instance_enabled(instance_id, enabled).await? else {
             bail!("no plugin instance `{instance_id}`");
-        }
-        self.load_instance(instance_id).await
+        };
+        let _reload = self.reload.lock().await;
+        let loaded = self.load_instance_locked(instance_id).await;
+        self.caught_up(generation);
+        loaded
     }
 
     /// Stores (sealed) a secret for an instance and reloads it. Only names the manifest
@@ -919,8 +1180,11 @@ impl PluginRuntime {
         let sealed = self
             .secret_box
             .seal(&secret_context(instance_id, name), value)?;
-        self.db.put_secret(instance_id, name, &sealed).await?;
-        self.load_instance(instance_id).await
+        let generation = self.db.put_secret(instance_id, name, &sealed).await?;
+        let _reload = self.reload.lock().await;
+        let loaded = self.load_instance_locked(instance_id).await;
+        self.caught_up(generation);
+        loaded
     }
 
     /// Creates another instance of an installed plugin.
@@ -945,14 +1209,14 @@ impl PluginRuntime {
             approval_json: serde_json::to_string(&approval)?,
             enabled: true,
             created_at_ms: now_ms(),
+            revision: 0,
         };
         // Built before it is stored: an instance that cannot load is never created.
         let loaded = self.build_row(&row).await?;
-        self.db.insert_instance(&row).await?;
-        self.instances
-            .write()
-            .expect("instances lock")
-            .insert(id.to_owned(), Arc::new(loaded));
+        let generation = self.db.insert_instance(&row).await?;
+        let _reload = self.reload.lock().await;
+        self.settle(id, generation, Ok(loaded))?;
+        self.caught_up(generation);
         Ok(())
     }
 
@@ -1003,33 +1267,36 @@ impl PluginRuntime {
         // Try the change first: a configuration the instance cannot load with is refused and
         // nothing is stored, so the running instance keeps working.
         let loaded = self.build_row(&changed).await?;
-        self.db
+        let Some(generation) = self
+            .db
             .update_instance(id, &changed.config_json, &changed.approval_json)
-            .await?;
-        self.instances
-            .write()
-            .expect("instances lock")
-            .insert(id.to_owned(), Arc::new(loaded));
-        self.load_errors
-            .write()
-            .expect("load errors lock")
-            .remove(id);
+            .await?
+        else {
+            bail!("no plugin instance `{id}`");
+        };
+        let _reload = self.reload.lock().await;
+        self.settle(id, generation, Ok(loaded))?;
+        self.caught_up(generation);
         Ok(())
     }
 
     /// Deletes an instance with its secrets and kv data.
     pub async fn delete_instance(&self, id: &str) -> Result<bool> {
-        let deleted = self.db.delete_instance(id).await?;
-        self.instances.write().expect("instances lock").remove(id);
+        let (deleted, generation) = self.db.delete_instance(id).await?;
+        let _reload = self.reload.lock().await;
+        self.forget(id);
+        self.caught_up(generation);
         Ok(deleted)
     }
 
     /// Removes a secret of an instance and reloads it.
     pub async fn delete_secret(&self, instance_id: &str, name: &str) -> Result<bool> {
-        let deleted = self.db.delete_secret(instance_id, name).await?;
+        let (deleted, generation) = self.db.delete_secret(instance_id, name).await?;
         // Without the secret the instance may no longer load; that is its status to report,
         // not a failure of the delete.
-        let _ = self.load_instance(instance_id).await;
+        let _reload = self.reload.lock().await;
+        let _ = self.load_instance_locked(instance_id).await;
+        self.caught_up(generation);
         Ok(deleted)
     }
 
@@ -1193,7 +1460,8 @@ fn describe_requested(manifest: &Manifest) -> Vec<String> {
     out
 }
 
-fn describe_position(binding: &kelp_registry::manifest::SecretBinding) -> String {
+/// Where a secret goes, for the operator: `header `x-api-key` on api.x.com`.
+pub(super) fn describe_position(binding: &kelp_registry::manifest::SecretBinding) -> String {
     use kelp_registry::manifest::SecretPosition;
     let host = binding.host.as_deref().unwrap_or("its URL's host");
     match &binding.position {

@@ -91,6 +91,11 @@ pub struct RuntimeSettings {
     /// Wasm stack a guest may use, in KiB. Deep enough for real parsers, small enough that
     /// runaway recursion traps quickly.
     pub max_wasm_stack_kib: u64,
+    /// Most bytes of files one workspace (a session's, or a user's for direct tool calls) may
+    /// hold, enforced on plugins' writes: a write that would pass it fails in the plugin with
+    /// "No space left on device". Workspaces live on the host's disk, shared by every user;
+    /// 0 turns the quota off.
+    pub workspace_quota_bytes: u64,
     /// Default limits for each call; also the ceiling a manifest cannot exceed.
     pub limits: CallLimits,
 }
@@ -101,6 +106,7 @@ impl Default for RuntimeSettings {
             max_concurrent_plugin_calls: 64,
             epoch_tick_ms: 10,
             max_wasm_stack_kib: 1024,
+            workspace_quota_bytes: 1024 * 1024 * 1024,
             limits: CallLimits::default(),
         }
     }

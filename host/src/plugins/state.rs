@@ -15,6 +15,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::since_v0_1_0::{host_import, http_import, kv_import, types};
+use super::workspace::WorkspaceQuota;
 use super::{InstanceContext, WorkspaceAccess};
 use crate::net::{OutboundError, OutboundRequest};
 use crate::store::plugins::KvCommit;
@@ -34,6 +35,8 @@ pub struct CallState {
     pub(super) clock: GuestClock,
     pub(super) log: LogSink,
     kv: KvTxn,
+    /// The quota of the workspace this call may write, if it may write one.
+    pub(super) workspace_quota: Option<WorkspaceQuota>,
 }
 
 /// Guest time = wall time since the call started minus time spent inside Kelp's host imports
@@ -95,7 +98,7 @@ impl GuestClock {
 
     /// Marks the time until the guard drops as the host's (also when the call is dropped
     /// mid-import).
-    fn enter_host(&self) -> HostWait<'_> {
+    pub(super) fn enter_host(&self) -> HostWait<'_> {
         self.state().host_since = Some(Instant::now());
         HostWait(self)
     }
@@ -113,7 +116,7 @@ impl GuestClock {
 }
 
 /// Time in a host import, charged to the host when dropped.
-struct HostWait<'a>(&'a GuestClock);
+pub(super) struct HostWait<'a>(&'a GuestClock);
 
 impl Drop for HostWait<'_> {
     fn drop(&mut self) {
@@ -143,6 +146,7 @@ impl CallState {
         instance: Arc<InstanceContext>,
         owner: &str,
         workspace: Option<&std::path::Path>,
+        workspace_quota: Option<WorkspaceQuota>,
     ) -> anyhow::Result<CallState> {
         let limits = &instance.limits;
         let log = LogSink::new(instance.clone(), limits.log_bytes);
@@ -171,6 +175,7 @@ impl CallState {
             clock: GuestClock::new(limits.timeout()),
             log,
             kv: KvTxn::default(),
+            workspace_quota,
             instance,
         })
     }

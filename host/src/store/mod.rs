@@ -41,6 +41,8 @@ pub struct Db {
     /// that (PostgreSQL needs no such lock).
     writer: Arc<Mutex<()>>,
     pub(crate) auth_cache: Arc<users::AuthCache>,
+    /// PostgreSQL: the plugin generation's reader (see `plugins.rs`).
+    generation_reader: Option<Arc<plugins::GenerationReader>>,
 }
 
 impl Db {
@@ -94,6 +96,8 @@ impl Db {
             backend,
             writer,
             auth_cache: Arc::default(),
+            generation_reader: (backend == Backend::Postgres)
+                .then(|| Arc::new(plugins::GenerationReader::new(url))),
         })
     }
 

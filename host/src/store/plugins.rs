@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use sqlx::Row;
 
-use super::{Db, now_ms};
+use super::{Columns, Db, now_ms};
 
 /// An installed package as stored.
 #[derive(Debug, Clone)]
@@ -27,6 +27,9 @@ pub struct InstanceRow {
     pub approval_json: String,
     pub enabled: bool,
     pub created_at_ms: i64,
+    /// The plugin generation of the instance's last change (its config, approval, enabled,
+    /// secrets or package): what a host compares with the revision it loaded.
+    pub revision: i64,
 }
 
 fn plugin_row(row: &sqlx::any::AnyRow) -> Result<PluginRow> {
@@ -50,24 +53,56 @@ fn instance_row(row: &sqlx::any::AnyRow) -> Result<InstanceRow> {
         approval_json: row.try_get("approval_json")?,
         enabled: row.try_get::<i64, _>("enabled")? != 0,
         created_at_ms: row.try_get("created_at_ms")?,
+        revision: row.try_get("revision")?,
     })
 }
 
 const PLUGIN_COLUMNS: &str =
     "name, version, kind, digest, wasm_sha256, manifest_json, manifest_toml, installed_at_ms";
-const INSTANCE_COLUMNS: &str = "id, plugin, config_json, approval_json, enabled, created_at_ms";
+const INSTANCE_COLUMNS: &str =
+    "id, plugin, config_json, approval_json, enabled, created_at_ms, revision";
+
+/// Starts the next plugin generation inside `tx`: every change to plugins, instances, their
+/// secrets or grants calls this in its own transaction, so a host that sees the new value
+/// also sees the change. Returns the new generation (the revision of what `tx` touches).
+async fn next_generation(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<i64> {
+    let row =
+        sqlx::query("UPDATE plugin_generation SET value = value + 1 WHERE id = 1 RETURNING value")
+            .fetch_one(&mut **tx)
+            .await
+            .context("bumping the plugin generation")?;
+    Ok(row.try_get("value")?)
+}
+
+/// Stamps instance `id` with `revision` inside `tx`.
+async fn stamp_instance(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    revision: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE plugin_instances SET revision = $1 WHERE id = $2")
+        .bind(revision)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
 
 impl Db {
     /// Stores a package and its first instance in one transaction; replaces an older version
-    /// of the same plugin (its instances keep their config, approval and secrets).
+    /// of the same plugin (its instances keep their config, approval and secrets, but for the
+    /// approvals in `approvals`, `(instance id, approval JSON)`, set in the same transaction).
+    /// Returns the plugin generation it started.
     pub async fn put_plugin(
         &self,
         row: &PluginRow,
         package: &[u8],
         first_instance: &InstanceRow,
-    ) -> Result<()> {
+        approvals: &[(String, String)],
+    ) -> Result<i64> {
         let _w = self.write_lock().await;
         let mut tx = self.pool.begin().await?;
+        let generation = next_generation(&mut tx).await?;
         sqlx::query(
             "INSERT INTO plugins (name, version, kind, digest, wasm_sha256, manifest_json, manifest_toml, package, installed_at_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
@@ -88,8 +123,8 @@ impl Db {
         .await
         .context("storing the plugin package")?;
         sqlx::query(
-            "INSERT INTO plugin_instances (id, plugin, config_json, approval_json, enabled, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO plugin_instances (id, plugin, config_json, approval_json, enabled, created_at_ms, revision) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&first_instance.id)
         .bind(&first_instance.plugin)
@@ -97,11 +132,28 @@ impl Db {
         .bind(&first_instance.approval_json)
         .bind(i64::from(first_instance.enabled))
         .bind(now_ms())
+        .bind(generation)
         .execute(&mut *tx)
         .await
         .context("storing the plugin instance")?;
+        for (id, approval_json) in approvals {
+            sqlx::query(
+                "UPDATE plugin_instances SET approval_json = $1 WHERE id = $2 AND plugin = $3",
+            )
+            .bind(approval_json)
+            .bind(id)
+            .bind(&row.name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Every instance of the plugin now runs another package.
+        sqlx::query("UPDATE plugin_instances SET revision = $1 WHERE plugin = $2")
+            .bind(generation)
+            .bind(&row.name)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(generation)
     }
 
     pub async fn list_plugins(&self) -> Result<Vec<PluginRow>> {
@@ -123,6 +175,16 @@ impl Db {
         row.as_ref().map(plugin_row).transpose()
     }
 
+    /// The digest of an installed plugin's package: what a cache of anything derived from the
+    /// package is keyed by, read without the package itself.
+    pub async fn plugin_digest(&self, name: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT digest FROM plugins WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("digest")).transpose()?)
+    }
+
     pub async fn get_package(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let row = sqlx::query("SELECT package FROM plugins WHERE name = $1")
             .bind(name)
@@ -131,10 +193,12 @@ impl Db {
         Ok(row.map(|r| r.try_get("package")).transpose()?)
     }
 
-    /// Removes a plugin with its instances, secrets and kv data.
-    pub async fn delete_plugin(&self, name: &str) -> Result<bool> {
+    /// Removes a plugin with its instances, secrets and kv data. Returns whether it existed
+    /// and the plugin generation the removal started.
+    pub async fn delete_plugin(&self, name: &str) -> Result<(bool, i64)> {
         let _w = self.write_lock().await;
         let mut tx = self.pool.begin().await?;
+        let generation = next_generation(&mut tx).await?;
         sqlx::query(
             "DELETE FROM plugin_kv WHERE instance_id IN (SELECT id FROM plugin_instances WHERE plugin = $1)",
         )
@@ -156,7 +220,27 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok((done.rows_affected() > 0, generation))
+    }
+
+    /// The current plugin generation: one primary-key read, made before every plugin call.
+    pub async fn plugin_generation(&self) -> Result<i64> {
+        const SQL: &str = "SELECT value FROM plugin_generation WHERE id = 1";
+        // On a SQLite file, in place when the writer's connection is free (see
+        // `sqlite_writer.rs`): a few microseconds instead of a hand-off to a pool connection's
+        // thread and back, which would cost a trivial tool call a good part of its time.
+        if let Some(writer) = &self.sqlite_writer
+            && let Some(read) = writer.try_read(SQL, &[], |row| row.int("value"))
+        {
+            return read?.context("the plugin generation row is missing");
+        }
+        if let Some(reader) = &self.generation_reader
+            && let Some(generation) = reader.read(SQL).await
+        {
+            return Ok(generation);
+        }
+        let row = sqlx::query(SQL).fetch_one(&self.pool).await?;
+        Ok(row.try_get("value")?)
     }
 
     pub async fn list_instances(&self) -> Result<Vec<InstanceRow>> {
@@ -178,11 +262,14 @@ impl Db {
         row.as_ref().map(instance_row).transpose()
     }
 
-    pub async fn insert_instance(&self, row: &InstanceRow) -> Result<()> {
+    /// Creates an instance; returns its revision.
+    pub async fn insert_instance(&self, row: &InstanceRow) -> Result<i64> {
         let _w = self.write_lock().await;
+        let mut tx = self.pool.begin().await?;
+        let generation = next_generation(&mut tx).await?;
         sqlx::query(
-            "INSERT INTO plugin_instances (id, plugin, config_json, approval_json, enabled, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO plugin_instances (id, plugin, config_json, approval_json, enabled, created_at_ms, revision) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&row.id)
         .bind(&row.plugin)
@@ -190,16 +277,20 @@ impl Db {
         .bind(&row.approval_json)
         .bind(i64::from(row.enabled))
         .bind(now_ms())
-        .execute(&self.pool)
+        .bind(generation)
+        .execute(&mut *tx)
         .await
         .with_context(|| format!("creating instance `{}` (does it exist already?)", row.id))?;
-        Ok(())
+        tx.commit().await?;
+        Ok(generation)
     }
 
-    /// Deletes one instance with its secrets and kv data.
-    pub async fn delete_instance(&self, id: &str) -> Result<bool> {
+    /// Deletes one instance with its secrets and kv data. Returns whether it existed and the
+    /// plugin generation the deletion started.
+    pub async fn delete_instance(&self, id: &str) -> Result<(bool, i64)> {
         let _w = self.write_lock().await;
         let mut tx = self.pool.begin().await?;
+        let generation = next_generation(&mut tx).await?;
         sqlx::query("DELETE FROM plugin_kv WHERE instance_id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -213,39 +304,54 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok((done.rows_affected() > 0, generation))
     }
 
-    pub async fn set_instance_enabled(&self, id: &str, enabled: bool) -> Result<bool> {
+    /// Enables or disables an instance; its new revision, `None` if there is no such instance.
+    pub async fn set_instance_enabled(&self, id: &str, enabled: bool) -> Result<Option<i64>> {
         let _w = self.write_lock().await;
-        let done = sqlx::query("UPDATE plugin_instances SET enabled = $1 WHERE id = $2")
-            .bind(i64::from(enabled))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let mut tx = self.pool.begin().await?;
+        let generation = next_generation(&mut tx).await?;
+        let done =
+            sqlx::query("UPDATE plugin_instances SET enabled = $1, revision = $2 WHERE id = $3")
+                .bind(i64::from(enabled))
+                .bind(generation)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok((done.rows_affected() > 0).then_some(generation))
     }
 
+    /// Replaces an instance's config and approval; its new revision, `None` if there is no
+    /// such instance.
     pub async fn update_instance(
         &self,
         id: &str,
         config_json: &str,
         approval_json: &str,
-    ) -> Result<bool> {
+    ) -> Result<Option<i64>> {
         let _w = self.write_lock().await;
+        let mut tx = self.pool.begin().await?;
+        let generation = next_generation(&mut tx).await?;
         let done = sqlx::query(
-            "UPDATE plugin_instances SET config_json = $1, approval_json = $2 WHERE id = $3",
+            "UPDATE plugin_instances SET config_json = $1, approval_json = $2, revision = $3 WHERE id = $4",
         )
         .bind(config_json)
         .bind(approval_json)
+        .bind(generation)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        tx.commit().await?;
+        Ok((done.rows_affected() > 0).then_some(generation))
     }
 
-    pub async fn put_secret(&self, instance_id: &str, name: &str, sealed: &str) -> Result<()> {
+    /// Stores a sealed secret of an instance; returns the instance's new revision.
+    pub async fn put_secret(&self, instance_id: &str, name: &str, sealed: &str) -> Result<i64> {
         let _w = self.write_lock().await;
+        let mut tx = self.pool.begin().await?;
+        let generation = next_generation(&mut tx).await?;
         sqlx::query(
             "INSERT INTO instance_secrets (instance_id, name, sealed) VALUES ($1, $2, $3) \
              ON CONFLICT (instance_id, name) DO UPDATE SET sealed = excluded.sealed",
@@ -253,19 +359,26 @@ impl Db {
         .bind(instance_id)
         .bind(name)
         .bind(sealed)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        stamp_instance(&mut tx, instance_id, generation).await?;
+        tx.commit().await?;
+        Ok(generation)
     }
 
-    pub async fn delete_secret(&self, instance_id: &str, name: &str) -> Result<bool> {
+    /// Removes a secret of an instance; whether it existed, and the instance's new revision.
+    pub async fn delete_secret(&self, instance_id: &str, name: &str) -> Result<(bool, i64)> {
         let _w = self.write_lock().await;
+        let mut tx = self.pool.begin().await?;
+        let generation = next_generation(&mut tx).await?;
         let done = sqlx::query("DELETE FROM instance_secrets WHERE instance_id = $1 AND name = $2")
             .bind(instance_id)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        stamp_instance(&mut tx, instance_id, generation).await?;
+        tx.commit().await?;
+        Ok((done.rows_affected() > 0, generation))
     }
 
     /// `(name, sealed value)` pairs of one instance.
@@ -306,9 +419,10 @@ impl Db {
     ) -> Result<Vec<String>> {
         // Prefix match without LIKE, whose wildcards would need escaping: compare the
         // leading characters instead.
+        // PostgreSQL has no substr(text, bigint, …): the length goes in as an INTEGER.
         let rows = sqlx::query(
             "SELECT key FROM plugin_kv WHERE instance_id = $1 AND owner = $2 \
-             AND substr(key, 1, $3) = $4 ORDER BY key",
+             AND substr(key, 1, CAST($3 AS INTEGER)) = $4 ORDER BY key",
         )
         .bind(instance_id)
         .bind(owner)
@@ -319,16 +433,28 @@ impl Db {
         rows.iter().map(|r| Ok(r.try_get("key")?)).collect()
     }
 
+    /// The query of the bytes (keys + values) one instance and owner use. `length` of a text
+    /// counts characters on both databases; the quota is in bytes, as the guest's keys are.
+    fn kv_usage_query(&self) -> &'static str {
+        match self.backend {
+            super::Backend::Sqlite => {
+                "SELECT CAST(COALESCE(SUM(length(CAST(key AS BLOB)) + length(value)), 0) AS BIGINT) AS used \
+                 FROM plugin_kv WHERE instance_id = $1 AND owner = $2"
+            }
+            super::Backend::Postgres => {
+                "SELECT CAST(COALESCE(SUM(octet_length(key) + length(value)), 0) AS BIGINT) AS used \
+                 FROM plugin_kv WHERE instance_id = $1 AND owner = $2"
+            }
+        }
+    }
+
     /// Bytes (keys + values) stored for one instance and owner.
     pub async fn kv_usage(&self, instance_id: &str, owner: &str) -> Result<u64> {
-        let row = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(length(key) + length(value)), 0) AS BIGINT) AS used \
-             FROM plugin_kv WHERE instance_id = $1 AND owner = $2",
-        )
-        .bind(instance_id)
-        .bind(owner)
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query(self.kv_usage_query())
+            .bind(instance_id)
+            .bind(owner)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.try_get::<i64, _>("used")?.max(0) as u64)
     }
 
@@ -395,15 +521,12 @@ impl Db {
                 }
             }
         }
-        let used: i64 = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(length(key) + length(value)), 0) AS BIGINT) AS used \
-             FROM plugin_kv WHERE instance_id = $1 AND owner = $2",
-        )
-        .bind(instance_id)
-        .bind(owner)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("used")?;
+        let used: i64 = sqlx::query(self.kv_usage_query())
+            .bind(instance_id)
+            .bind(owner)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("used")?;
         if used.max(0) as u64 > quota {
             return Ok(KvCommit::OverQuota);
         }
@@ -419,4 +542,76 @@ pub enum KvCommit {
     /// Another call changed this key after this call's compare-and-swap read it.
     Conflict(String),
     OverQuota,
+}
+
+/// Longest wait for one read of the generation on the reader's own connection before the
+/// caller reads through the pool instead.
+const GENERATION_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// PostgreSQL's reader of the plugin generation. Every plugin call on every host reads it, so
+/// it has a connection of its own: a pooled read would add the pool's liveness ping (a second
+/// round trip) and the `Any` driver's overhead, several times the read itself. Concurrent
+/// callers share reads: one that arrives while a read is in flight waits for the next one,
+/// whose answer is as fresh as its own would be, so the connection is never a queue.
+pub(super) struct GenerationReader {
+    url: String,
+    state: tokio::sync::Mutex<ReaderState>,
+}
+
+#[derive(Default)]
+struct ReaderState {
+    conn: Option<sqlx::PgConnection>,
+    /// When the last read was sent, and what it answered.
+    last: Option<(std::time::Instant, i64)>,
+}
+
+impl GenerationReader {
+    pub(super) fn new(url: &str) -> GenerationReader {
+        GenerationReader {
+            url: url.to_owned(),
+            state: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// The generation as of a moment after this call began; `None` if the connection failed
+    /// (it is opened again next time, and the caller reads through the pool).
+    async fn read(&self, sql: &str) -> Option<i64> {
+        use sqlx::Connection;
+        let arrived = std::time::Instant::now();
+        let mut state = self.state.lock().await;
+        // A read sent after this caller arrived saw every change committed before it.
+        if let Some((sent, generation)) = state.last
+            && sent >= arrived
+        {
+            return Some(generation);
+        }
+        let sent = std::time::Instant::now();
+        let conn = match &mut state.conn {
+            Some(conn) => conn,
+            None => match sqlx::PgConnection::connect(&self.url).await {
+                Ok(conn) => state.conn.insert(conn),
+                Err(e) => {
+                    tracing::warn!(error = %e, "connecting for plugin generation reads");
+                    return None;
+                }
+            },
+        };
+        // Bounded: a connection that died without a word must not hold every caller.
+        let read = sqlx::query_scalar::<_, i64>(sql).fetch_one(conn);
+        match tokio::time::timeout(GENERATION_READ_TIMEOUT, read).await {
+            Ok(Ok(generation)) => {
+                state.last = Some((sent, generation));
+                Some(generation)
+            }
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                tracing::warn!(error, "reading the plugin generation");
+                state.conn = None;
+                None
+            }
+        }
+    }
 }

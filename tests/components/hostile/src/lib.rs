@@ -19,6 +19,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("panic", "Panic"),
     ("read_file", "std::fs::read_to_string({path})"),
     ("write_file", "std::fs::write({path}, {content})"),
+    ("append_file", "Append {content} to {path}"),
+    ("set_len", "Set the length of {path} to {bytes}"),
     (
         "http",
         "Send {method, url, headers?, body?} through the host",
@@ -38,6 +40,7 @@ const TOOLS: &[(&str, &str)] = &[
         "kv set {key} to {value}, then return an error",
     ),
     ("kv_set_then_trap", "kv set {key} to {value}, then panic"),
+    ("kv_list", "kv list-keys starting with {prefix}"),
     ("config", "Return the instance config value of {key}"),
     (
         "sleep",
@@ -198,6 +201,28 @@ impl Tool for Hostile {
                     .map_err(|err| ToolError::failed(err.to_string()))?;
                 Ok("ok".into())
             }
+            "append_file" => {
+                use std::io::Write;
+                let content = str_arg(&input, "content")?;
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(str_arg(&input, "path")?)
+                    .and_then(|mut f| f.write_all(content.as_bytes()))
+                    .map_err(|err| ToolError::failed(err.to_string()))?;
+                Ok("ok".into())
+            }
+            "set_len" => {
+                let len = bytes_arg(&input)? as u64;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(str_arg(&input, "path")?)
+                    .and_then(|f| f.set_len(len))
+                    .map_err(|err| ToolError::failed(err.to_string()))?;
+                Ok("ok".into())
+            }
             "http" => http(&input),
             "log_flood" => {
                 let lines = flood(bytes_arg(&input)?, |line| log::info(line));
@@ -226,6 +251,7 @@ impl Tool for Hostile {
                 )?;
                 Ok(json!({ "swapped": swapped }).into())
             }
+            "kv_list" => Ok(json!(kv::list_keys(str_arg(&input, "prefix")?)?).into()),
             "kv_set_then_fail" => {
                 kv_set(&input)?;
                 Err(ToolError::failed("failing on purpose after kv set"))

@@ -2,6 +2,7 @@
 //! schema, for API tests that must pass on both databases.
 
 use kelp::api::AppState;
+use kelp::api::http::HttpSettings;
 use kelp::plugins::{PluginRuntime, RuntimeSettings};
 use kelp::store::Db;
 use reqwest::StatusCode;
@@ -27,6 +28,8 @@ pub struct TestServer {
     pub state: AppState,
     pub dir: tempfile::TempDir,
     pub backend: Backend,
+    /// The `[http]` settings it serves with (a second host gets the same).
+    pub http_settings: HttpSettings,
     /// Dropped after the server stops (see `Drop`): the schema goes with it.
     schema: Option<crate::PgSchema>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -34,6 +37,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
+        TestServer::start_with(backend, HttpSettings::default()).await
+    }
+
+    /// A server with `[http]` settings of its own.
+    pub async fn start_with(backend: Backend, http: HttpSettings) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let (db, schema) = match backend {
             Backend::Sqlite => (Db::open_sqlite_in(dir.path()).await.unwrap(), None),
@@ -42,7 +50,7 @@ impl TestServer {
                 (Db::connect(&schema.url()).await.unwrap(), Some(schema))
             }
         };
-        TestServer::serve(db, dir, backend, schema).await
+        TestServer::serve(db, dir, backend, schema, http).await
     }
 
     /// Another host sharing this one's PostgreSQL database, as several hosts behind a load
@@ -58,7 +66,15 @@ impl TestServer {
         let db = self.another_db().await;
         // Its `dir` is an empty directory of its own; its data directory is the first host's.
         let own = tempfile::tempdir().unwrap();
-        let mut second = TestServer::serve_in(db, self.dir.path(), own, self.backend, None).await;
+        let mut second = TestServer::serve_in(
+            db,
+            self.dir.path(),
+            own,
+            self.backend,
+            None,
+            self.http_settings.clone(),
+        )
+        .await;
         second.http = self.http.clone();
         second
     }
@@ -77,9 +93,10 @@ impl TestServer {
         dir: tempfile::TempDir,
         backend: Backend,
         schema: Option<crate::PgSchema>,
+        http: HttpSettings,
     ) -> TestServer {
         let data = dir.path().to_owned();
-        TestServer::serve_in(db, &data, dir, backend, schema).await
+        TestServer::serve_in(db, &data, dir, backend, schema, http).await
     }
 
     async fn serve_in(
@@ -88,9 +105,10 @@ impl TestServer {
         dir: tempfile::TempDir,
         backend: Backend,
         schema: Option<crate::PgSchema>,
+        http: HttpSettings,
     ) -> TestServer {
         let runtime = PluginRuntime::new(RuntimeSettings::default(), data, db).unwrap();
-        let state = AppState::new(runtime);
+        let state = AppState::new(runtime).with_http(&http).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -108,6 +126,7 @@ impl TestServer {
             state,
             dir,
             backend,
+            http_settings: http,
             schema,
             stop: Some(stop),
         }

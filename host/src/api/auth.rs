@@ -10,6 +10,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::common::{ApiError, ApiJson, ApiQuery, ErrorEnvelope, Page, PageQuery};
+use super::http::ClientInfo;
 use crate::auth::{
     CurrentUser, SESSION_COOKIE, SESSION_TTL_MS, hash_password, new_token, verify_password,
 };
@@ -165,16 +166,33 @@ pub struct Login {
     pub password: String,
 }
 
-/// Signs in. Failed attempts are rate-limited per username and per client address.
+fn invalid_credentials() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "wrong username or password",
+    )
+}
+
+/// Signs in. Failed attempts are limited per username and client address, per client
+/// address, and paced per username (see docs/api.md).
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = Login,
     responses((status = 200, body = SessionGrant), (status = 401, body = ErrorEnvelope), (status = 429, body = ErrorEnvelope)))]
 pub async fn login(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    client: ClientInfo,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Response, ApiError> {
-    let client = super::client_address(&headers);
-    state.login_limiter.check(&body.username, &client)?;
+    // A name no account can have counts against the client only: keeping a counter for
+    // every made-up name would let a flood of them push real counters out.
+    let possible = validate_username(&body.username).is_ok();
+    let attempt = state
+        .login_limiter
+        .attempt(possible.then_some(body.username.as_str()), client.address)
+        .await?;
+    if !possible {
+        return Err(invalid_credentials());
+    }
     let found = state.db().user_with_password(&body.username).await?;
     // Verify against a fixed hash when the user does not exist, so response time does not
     // reveal which usernames exist.
@@ -190,14 +208,10 @@ pub async fn login(
     .map_err(ApiError::internal)?;
     match user {
         Some(user) if password_ok && user.active => {
-            state.login_limiter.succeeded(&body.username, &client);
+            attempt.succeeded();
             start_session(&state, user, StatusCode::OK).await
         }
-        _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
-            "wrong username or password",
-        )),
+        _ => Err(invalid_credentials()),
     }
 }
 

@@ -6,6 +6,7 @@ mod agents;
 pub mod auth;
 pub mod common;
 mod costs;
+pub mod http;
 mod invites;
 mod limits;
 mod metrics;
@@ -25,7 +26,7 @@ use std::sync::{Arc, LazyLock};
 use anyhow::{Context, Result};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -53,6 +54,7 @@ pub struct AppState {
     pub agent: Arc<AgentHost>,
     pub login_limiter: Arc<limits::LoginLimiter>,
     pub metrics: Arc<metrics::HttpMetrics>,
+    pub http: Arc<http::HttpPolicy>,
 }
 
 impl AppState {
@@ -71,7 +73,14 @@ impl AppState {
             runtime,
             login_limiter: Arc::default(),
             metrics: Arc::default(),
+            http: Arc::default(),
         }
+    }
+
+    /// The same state under `[http]` settings other than the defaults.
+    pub fn with_http(mut self, settings: &http::HttpSettings) -> Result<AppState> {
+        self.http = Arc::new(http::HttpPolicy::new(settings)?);
+        Ok(self)
     }
 
     pub fn db(&self) -> &Db {
@@ -83,15 +92,6 @@ impl AppState {
 /// takes as long either way.
 static DUMMY_HASH: LazyLock<String> =
     LazyLock::new(|| crate::auth::hash_password("not a real password").expect("hashing works"));
-
-/// The client's address for rate limiting: the peer address the server saw.
-fn client_address(headers: &HeaderMap) -> String {
-    headers
-        .get("x-kelp-peer")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("unknown")
-        .to_owned()
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -187,7 +187,7 @@ fn describe_responses(openapi: &mut utoipa::openapi::OpenApi) {
 
 /// The whole application, as served.
 pub fn app(state: AppState) -> Router {
-    router(state).layer(middleware::from_fn(peer_address))
+    router(state.clone()).layer(middleware::from_fn_with_state(state, http::client_info))
 }
 
 /// Serves [`app`] on `listener` until `shutdown` completes (also used by tests).
@@ -305,7 +305,8 @@ pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) 
         tracing::warn!(instance = %id, "not serving plugin instance: {e:#}");
     }
     let host_id = crate::config::host_id(&data_dir)?;
-    let state = AppState::with_agent(runtime, config.agent.clone(), host_id);
+    let state =
+        AppState::with_agent(runtime, config.agent.clone(), host_id).with_http(&config.http)?;
     state.agent.recover().await?;
     let needs_setup = state.db().count_users().await? == 0;
     let listener = tokio::net::TcpListener::bind(config.bind)
@@ -321,19 +322,6 @@ pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) 
     serve_on(listener, state, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Records the TCP peer in a header for the rate limiter. It runs first and overwrites any
-/// copy a client sent, so the value is always the server's own observation.
-async fn peer_address(
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    if let Ok(value) = HeaderValue::from_str(&peer.ip().to_string()) {
-        request.headers_mut().insert("x-kelp-peer", value);
-    }
-    next.run(request).await
 }
 
 /// Installs every `.kelp` in `dir` whose plugin is not installed yet, approving what each

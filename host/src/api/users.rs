@@ -10,6 +10,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::{User, validate_password, validate_username};
 use super::common::{ApiError, ApiJson, ApiQuery, ErrorEnvelope, Page, PageQuery};
+use super::http::ClientInfo;
 use crate::auth::{AdminUser, CurrentUser, SESSION_COOKIE, hash_password, verify_password};
 use crate::store::users::{AccountChange, NewUser, UserRow};
 
@@ -104,12 +105,14 @@ pub struct PasswordChange {
 pub async fn change_password(
     State(state): State<AppState>,
     user: CurrentUser,
+    client: ClientInfo,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<StatusCode, ApiError> {
-    let client = super::client_address(&headers);
-    let username = user.0.username.clone();
-    state.login_limiter.check(&username, &client)?;
+    let attempt = state
+        .login_limiter
+        .attempt(Some(&user.0.username), client.address)
+        .await?;
     validate_password(&body.new_password)?;
     let stored = state
         .db()
@@ -129,7 +132,7 @@ pub async fn change_password(
             "the current password is wrong",
         ));
     }
-    state.login_limiter.succeeded(&username, &client);
+    attempt.succeeded();
     let hash = hash_off_thread(body.new_password).await?;
     let keep = request_session_sha256(&headers);
     state

@@ -1,14 +1,15 @@
-//! What the server determines about a request before any route sees it: who the client is
-//! (the TCP peer, or the address a trusted reverse proxy reports).
+//! What the server checks about a request before any route sees it: the name the client
+//! addressed (`Host`, against DNS rebinding) and who the client is (the TCP peer, or the
+//! address a trusted reverse proxy reports).
 
 use std::net::IpAddr;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
-use axum::http::HeaderName;
 use axum::http::request::Parts;
+use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
@@ -17,6 +18,10 @@ use super::{ApiError, AppState};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
+    /// Host names clients use to reach this server besides IP addresses and `localhost`,
+    /// e.g. the public name behind a reverse proxy. A request naming any other host in
+    /// `Host` is refused (421), which stops DNS rebinding; `"*"` accepts any name.
+    pub public_hosts: Vec<String>,
     /// The header a trusted reverse proxy puts the client's address in (`x-forwarded-for`,
     /// whose last entry is taken, or `x-real-ip`). Unset: the TCP peer is the client.
     pub client_address_header: Option<String>,
@@ -28,6 +33,7 @@ pub struct HttpSettings {
 impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
+            public_hosts: Vec::new(),
             client_address_header: None,
             trusted_proxies: vec!["127.0.0.1".into(), "::1".into()],
         }
@@ -37,6 +43,8 @@ impl Default for HttpSettings {
 /// [`HttpSettings`], checked and parsed once at start.
 #[derive(Debug)]
 pub struct HttpPolicy {
+    public_hosts: Vec<String>,
+    any_host: bool,
     client_address_header: Option<HeaderName>,
     trusted_proxies: Vec<(IpAddr, u8)>,
 }
@@ -49,6 +57,25 @@ impl Default for HttpPolicy {
 
 impl HttpPolicy {
     pub fn new(settings: &HttpSettings) -> Result<HttpPolicy> {
+        let mut public_hosts = Vec::new();
+        let mut any_host = false;
+        for name in &settings.public_hosts {
+            let name = name.trim().to_ascii_lowercase();
+            if name == "*" {
+                any_host = true;
+                continue;
+            }
+            let valid = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+            if !valid {
+                bail!(
+                    "http.public_hosts: `{name}` is not a host name (list names without scheme or port)"
+                );
+            }
+            public_hosts.push(name);
+        }
         let client_address_header = settings
             .client_address_header
             .as_deref()
@@ -61,9 +88,26 @@ impl HttpPolicy {
             .map(|p| parse_network(p).with_context(|| format!("http.trusted_proxies: `{p}`")))
             .collect::<Result<_>>()?;
         Ok(HttpPolicy {
+            public_hosts,
+            any_host,
             client_address_header,
             trusted_proxies,
         })
+    }
+
+    /// Whether `host` (a `Host` value: name or address, optional port) names this server.
+    /// DNS rebinding works through a name the attacker controls, so IP addresses and
+    /// `localhost` (which no DNS answer can redirect) pass on any port — a port other than
+    /// the bound one means port forwarding (a container), not an attack — and other names
+    /// pass only when configured.
+    fn allows_host(&self, host: &str) -> bool {
+        let Some(name) = host_name(host) else {
+            return false;
+        };
+        self.any_host
+            || name == "localhost"
+            || name.parse::<IpAddr>().is_ok()
+            || self.public_hosts.contains(&name)
     }
 
     fn trusts(&self, peer: IpAddr) -> bool {
@@ -91,6 +135,21 @@ impl HttpPolicy {
             address: canonical(reported.unwrap_or(peer)),
         }
     }
+}
+
+/// The lower-case name (or address, IPv6 without brackets) of a `Host` value, or `None` if
+/// it is not one.
+fn host_name(host: &str) -> Option<String> {
+    let authority: axum::http::uri::Authority = host.parse().ok()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let name = authority.host();
+    let name = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name);
+    Some(name.to_ascii_lowercase())
 }
 
 fn parse_network(text: &str) -> Result<(IpAddr, u8)> {
@@ -167,16 +226,86 @@ pub async fn client_info(
     next.run(Request::from_parts(parts, body)).await
 }
 
+/// Refuses a request whose `Host` (or HTTP/2 `:authority`) is not a name of this server.
+/// Without it a web page could point a name it controls at 127.0.0.1 and talk to a
+/// loopback-bound Kelp as a same-origin page: set up the first admin, guess passwords,
+/// read `/metrics`.
+pub async fn check_host(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()));
+    match host {
+        Some(host) if state.http.allows_host(&host) => next.run(request).await,
+        host => {
+            let message = match host {
+                Some(host) => format!(
+                    "this server does not answer to the host `{}`; its operator can add the name to http.public_hosts",
+                    host.chars().take(100).collect::<String>()
+                ),
+                None => "the request names no host".to_owned(),
+            };
+            ApiError::new(StatusCode::MISDIRECTED_REQUEST, "unknown_host", message).into_response()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn policy(header: Option<&str>, trusted: &[&str]) -> HttpPolicy {
         HttpPolicy::new(&HttpSettings {
+            public_hosts: vec!["Kelp.Example.com".into()],
             client_address_header: header.map(str::to_owned),
             trusted_proxies: trusted.iter().map(|s| s.to_string()).collect(),
         })
         .unwrap()
+    }
+
+    #[test]
+    fn hosts_are_addresses_localhost_or_listed_names() {
+        let p = policy(None, &[]);
+        for ok in [
+            "localhost:7777",
+            "LOCALHOST",
+            "127.0.0.1:7777",
+            "[::1]:7777",
+            "10.1.2.3",
+            "kelp.example.com",
+            "kelp.example.com:8443",
+        ] {
+            assert!(p.allows_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:7777",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:7777",
+            "user@localhost",
+            "",
+            "kelp.example.com.evil.example",
+        ] {
+            assert!(!p.allows_host(bad), "{bad}");
+        }
+        let any = HttpSettings {
+            public_hosts: vec!["*".into()],
+            ..HttpSettings::default()
+        };
+        assert!(
+            HttpPolicy::new(&any)
+                .unwrap()
+                .allows_host("anything.example")
+        );
+        for bad in ["https://kelp.example.com", "kelp.example.com:443", ""] {
+            let settings = HttpSettings {
+                public_hosts: vec![bad.into()],
+                ..HttpSettings::default()
+            };
+            assert!(HttpPolicy::new(&settings).is_err(), "{bad}");
+        }
     }
 
     #[test]

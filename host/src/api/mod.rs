@@ -147,6 +147,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 /// OpenAPI requires a description on every response (handlers declare only status and body,
 /// so the standard reason phrase fills in where none was written) and unique operation ids.
+/// Responses every route can give (421 from the `Host` check) are added here too.
 fn describe_responses(openapi: &mut utoipa::openapi::OpenApi) {
     for item in openapi.paths.paths.values_mut() {
         let operations = [
@@ -168,6 +169,24 @@ fn describe_responses(openapi: &mut utoipa::openapi::OpenApi) {
             ) {
                 operation.operation_id = Some(format!("{tag}_{id}"));
             }
+            // Every route sits behind the `Host` check.
+            operation.responses.responses.insert(
+                "421".to_owned(),
+                utoipa::openapi::ResponseBuilder::new()
+                    .description(
+                        "the request's `Host` is not a name of this server (`unknown_host`; see http.public_hosts)",
+                    )
+                    .content(
+                        "application/json",
+                        utoipa::openapi::ContentBuilder::new()
+                            .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                                "ErrorEnvelope",
+                            )))
+                            .build(),
+                    )
+                    .build()
+                    .into(),
+            );
             for (status, response) in operation.responses.responses.iter_mut() {
                 if let utoipa::openapi::RefOr::T(response) = response
                     && response.description.is_empty()
@@ -218,6 +237,10 @@ fn router(state: AppState) -> Router {
         .merge(api)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            http::check_host,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

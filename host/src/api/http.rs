@@ -3,6 +3,7 @@
 //! address a trusted reverse proxy reports).
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
@@ -25,9 +26,15 @@ pub struct HttpSettings {
     /// The header a trusted reverse proxy puts the client's address in (`x-forwarded-for`,
     /// whose last entry is taken, or `x-real-ip`). Unset: the TCP peer is the client.
     pub client_address_header: Option<String>,
-    /// Peers (addresses or `address/prefix` networks) whose `client_address_header` is
-    /// believed.
+    /// Peers (addresses or `address/prefix` networks) whose `client_address_header` and
+    /// `x-forwarded-proto` are believed.
     pub trusted_proxies: Vec<String>,
+    /// Event streams (SSE, streamed `/v1/chat/completions`, WebSockets) one user may hold
+    /// open on this host.
+    pub max_streams_per_user: usize,
+    /// Seconds between checks that an open stream's credential is still valid: how soon a
+    /// stream notices a logout, revocation or deactivation made on another host.
+    pub stream_recheck_s: u64,
 }
 
 impl Default for HttpSettings {
@@ -36,6 +43,8 @@ impl Default for HttpSettings {
             public_hosts: Vec::new(),
             client_address_header: None,
             trusted_proxies: vec!["127.0.0.1".into(), "::1".into()],
+            max_streams_per_user: 16,
+            stream_recheck_s: 10,
         }
     }
 }
@@ -47,6 +56,8 @@ pub struct HttpPolicy {
     any_host: bool,
     client_address_header: Option<HeaderName>,
     trusted_proxies: Vec<(IpAddr, u8)>,
+    pub max_streams_per_user: usize,
+    pub stream_recheck: Duration,
 }
 
 impl Default for HttpPolicy {
@@ -87,11 +98,19 @@ impl HttpPolicy {
             .iter()
             .map(|p| parse_network(p).with_context(|| format!("http.trusted_proxies: `{p}`")))
             .collect::<Result<_>>()?;
+        if settings.max_streams_per_user == 0 {
+            bail!("http.max_streams_per_user must be at least 1");
+        }
+        if settings.stream_recheck_s == 0 {
+            bail!("http.stream_recheck_s must be at least 1");
+        }
         Ok(HttpPolicy {
             public_hosts,
             any_host,
             client_address_header,
             trusted_proxies,
+            max_streams_per_user: settings.max_streams_per_user,
+            stream_recheck: Duration::from_secs(settings.stream_recheck_s),
         })
     }
 
@@ -108,6 +127,21 @@ impl HttpPolicy {
             || name == "localhost"
             || name.parse::<IpAddr>().is_ok()
             || self.public_hosts.contains(&name)
+    }
+
+    /// Whether a browser's `Origin` is this server's own: the host the request was sent to
+    /// (`Host`), or one of the public names (a proxy may rewrite `Host`).
+    pub fn is_own_origin(&self, origin: &str, host: Option<&str>) -> bool {
+        let Some(authority) = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"))
+        else {
+            return false;
+        };
+        if host.is_some_and(|h| h.eq_ignore_ascii_case(authority)) {
+            return true;
+        }
+        host_name(authority).is_some_and(|name| self.public_hosts.contains(&name))
     }
 
     fn trusts(&self, peer: IpAddr) -> bool {
@@ -131,8 +165,15 @@ impl HttpPolicy {
                 let last = last.to_str().ok()?.rsplit(',').next()?.trim();
                 last.parse::<IpAddr>().ok()
             });
+        let https = trusted
+            && parts
+                .headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
         ClientInfo {
             address: canonical(reported.unwrap_or(peer)),
+            https,
         }
     }
 }
@@ -197,6 +238,8 @@ fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
 pub struct ClientInfo {
     /// For rate limiting: the TCP peer, or what a trusted proxy reported.
     pub address: IpAddr,
+    /// A trusted proxy said the client used HTTPS, so cookies get `Secure`.
+    pub https: bool,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
@@ -261,6 +304,7 @@ mod tests {
             public_hosts: vec!["Kelp.Example.com".into()],
             client_address_header: header.map(str::to_owned),
             trusted_proxies: trusted.iter().map(|s| s.to_string()).collect(),
+            ..HttpSettings::default()
         })
         .unwrap()
     }
@@ -309,10 +353,21 @@ mod tests {
     }
 
     #[test]
+    fn origins_are_the_requested_host_or_a_public_name() {
+        let p = policy(None, &[]);
+        assert!(p.is_own_origin("http://127.0.0.1:7777", Some("127.0.0.1:7777")));
+        assert!(p.is_own_origin("https://kelp.example.com", Some("127.0.0.1:7777")));
+        assert!(!p.is_own_origin("http://evil.example", Some("127.0.0.1:7777")));
+        assert!(!p.is_own_origin("http://127.0.0.1:7777", Some("evil.example")));
+        assert!(!p.is_own_origin("null", Some("127.0.0.1:7777")));
+    }
+
+    #[test]
     fn a_proxy_header_is_believed_only_from_a_trusted_peer() {
         let request = |xff: &str| {
             axum::http::Request::builder()
                 .header("x-forwarded-for", xff)
+                .header("x-forwarded-proto", "https")
                 .body(())
                 .unwrap()
                 .into_parts()
@@ -323,8 +378,10 @@ mod tests {
         let p = policy(Some("X-Forwarded-For"), &["10.0.0.0/8"]);
         let seen = p.client(&request("1.1.1.1, 203.0.113.7"), proxy);
         assert_eq!(seen.address, "203.0.113.7".parse::<IpAddr>().unwrap());
+        assert!(seen.https);
         let seen = p.client(&request("203.0.113.7"), stranger);
         assert_eq!(seen.address, stranger);
+        assert!(!seen.https, "a stranger cannot claim HTTPS");
         // Unparsable claims fall back to the peer.
         assert_eq!(p.client(&request("not-an-ip"), proxy).address, proxy);
         // No header configured: the peer, whatever is sent.

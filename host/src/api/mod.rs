@@ -39,6 +39,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use common::{ApiError, ApiJson, Page, PageQuery};
 
 use crate::agent::{AgentHost, AgentSettings};
+use crate::auth::streams::StreamRegistry;
 use crate::config::Config;
 use crate::plugins::grants::Approval;
 use crate::plugins::{InstallOptions, PluginRuntime};
@@ -55,6 +56,7 @@ pub struct AppState {
     pub login_limiter: Arc<limits::LoginLimiter>,
     pub metrics: Arc<metrics::HttpMetrics>,
     pub http: Arc<http::HttpPolicy>,
+    pub streams: Arc<StreamRegistry>,
 }
 
 impl AppState {
@@ -68,18 +70,21 @@ impl AppState {
         settings: AgentSettings,
         host_id: String,
     ) -> AppState {
+        let http = Arc::new(http::HttpPolicy::default());
         AppState {
             agent: Arc::new(AgentHost::new(runtime.clone(), settings, host_id)),
+            streams: Arc::new(StreamRegistry::new(runtime.db().clone(), &http)),
             runtime,
             login_limiter: Arc::default(),
             metrics: Arc::default(),
-            http: Arc::default(),
+            http,
         }
     }
 
     /// The same state under `[http]` settings other than the defaults.
     pub fn with_http(mut self, settings: &http::HttpSettings) -> Result<AppState> {
         self.http = Arc::new(http::HttpPolicy::new(settings)?);
+        self.streams = Arc::new(StreamRegistry::new(self.db().clone(), &self.http));
         Ok(self)
     }
 

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::AgentSettings;
+use crate::api::http::HttpSettings;
 use crate::plugins::RuntimeSettings;
 
 /// The whole configuration.
@@ -24,6 +25,8 @@ pub struct Config {
     pub plugins: RuntimeSettings,
     /// The agent loop: retries, timeouts, context guard, prices.
     pub agent: AgentSettings,
+    /// Who may address the server and how it tells clients apart.
+    pub http: HttpSettings,
 }
 
 impl Default for Config {
@@ -34,6 +37,7 @@ impl Default for Config {
             log_format: "human".into(),
             plugins: RuntimeSettings::default(),
             agent: AgentSettings::default(),
+            http: HttpSettings::default(),
         }
     }
 }

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kelp::api::http::HttpSettings;
 use kelp_tests::agent::{new_session, setup};
 use kelp_tests::server::{Backend, TestServer};
 use kelp_tests::vendor::{FakeVendor, Flavor, Reply};
@@ -70,7 +71,12 @@ async fn run() {
          needs {FDS_NEEDED}: raise it (`ulimit -n 4096`) and run again"
     );
     let load_before = load_average();
-    let server = TestServer::start(Backend::Sqlite).await;
+    // One user holds every stream here, far beyond a person's default allowance.
+    let http = HttpSettings {
+        max_streams_per_user: SESSIONS + 10,
+        ..HttpSettings::default()
+    };
+    let server = TestServer::start_with(Backend::Sqlite, http).await;
     let vendor = FakeVendor::start(Flavor::OpenAi).await;
     vendor.set_fallback(Reply::text("ok"));
     let agent = setup(&server, &vendor, "gpt-4o").await;

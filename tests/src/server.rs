@@ -3,6 +3,7 @@
 
 use kelp::agent::AgentSettings;
 use kelp::api::AppState;
+use kelp::api::http::HttpSettings;
 use kelp::plugins::{PluginRuntime, RuntimeSettings};
 use kelp::store::Db;
 use reqwest::StatusCode;
@@ -26,6 +27,16 @@ pub fn postgres_url() -> String {
 pub struct Settings {
     pub agent: AgentSettings,
     pub plugins: RuntimeSettings,
+    pub http: HttpSettings,
+}
+
+impl From<HttpSettings> for Settings {
+    fn from(http: HttpSettings) -> Settings {
+        Settings {
+            http,
+            ..Settings::default()
+        }
+    }
 }
 
 /// A running server. Dropping it stops the server and drops its PostgreSQL schema.
@@ -35,6 +46,9 @@ pub struct TestServer {
     pub state: AppState,
     pub dir: tempfile::TempDir,
     pub backend: Backend,
+    /// The `[http]` settings it serves with (a second host gets the same).
+    /// What it runs with; a second host runs with the same.
+    pub settings: Settings,
     /// Dropped after the server stops (see `Drop`): the schema goes with it.
     schema: Option<crate::PgSchema>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -45,8 +59,9 @@ impl TestServer {
         TestServer::start_with(backend, Settings::default()).await
     }
 
-    /// [`TestServer::start`] with settings of the test's own.
-    pub async fn start_with(backend: Backend, settings: Settings) -> TestServer {
+    /// [`TestServer::start`] with settings of the test's own (`[http]` alone converts).
+    pub async fn start_with(backend: Backend, settings: impl Into<Settings>) -> TestServer {
+        let settings = settings.into();
         let dir = tempfile::tempdir().unwrap();
         let (db, schema) = match backend {
             Backend::Sqlite => (Db::open_sqlite_in(dir.path()).await.unwrap(), None),
@@ -63,7 +78,7 @@ impl TestServer {
     /// each host has a directory of its own, and its host id there, and the key from the
     /// environment); its host id is its own.
     pub async fn second_host(&self) -> TestServer {
-        self.second_host_with(Settings::default()).await
+        self.second_host_with(self.settings.clone()).await
     }
 
     /// [`TestServer::second_host`] with settings of its own.
@@ -116,8 +131,10 @@ impl TestServer {
         schema: Option<crate::PgSchema>,
         settings: Settings,
     ) -> TestServer {
-        let runtime = PluginRuntime::new(settings.plugins, data, db).unwrap();
-        let state = AppState::with_agent(runtime, settings.agent, kelp::util::new_id());
+        let runtime = PluginRuntime::new(settings.plugins.clone(), data, db).unwrap();
+        let state = AppState::with_agent(runtime, settings.agent.clone(), kelp::util::new_id())
+            .with_http(&settings.http)
+            .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -135,6 +152,7 @@ impl TestServer {
             state,
             dir,
             backend,
+            settings,
             schema,
             stop: Some(stop),
         }

@@ -1,9 +1,10 @@
 //! Setup, login, logout, the current user and API tokens, through real HTTP on both databases.
 
+use kelp::api::http::HttpSettings;
 use kelp_tests::both_backends;
-use kelp_tests::server::TestServer;
+use kelp_tests::server::{Backend, TestServer};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// (method, path, bearer token, body, content type, expected status)
 type BadRequest<'a> = (
@@ -250,34 +251,82 @@ both_backends!(
     }
 );
 
+/// Signs in as `username` from `client` (as the proxy reports it in `x-forwarded-for`).
+async fn login_from(
+    s: &TestServer,
+    client: &str,
+    username: &str,
+    password: &str,
+) -> (StatusCode, Value) {
+    let resp = s
+        .http
+        .post(s.url("/api/auth/login"))
+        .header("x-forwarded-for", client)
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or_default())
+}
+
+/// A server behind a reverse proxy on loopback that reports each client's address.
+async fn behind_a_proxy(backend: Backend) -> TestServer {
+    let http = HttpSettings {
+        client_address_header: Some("x-forwarded-for".into()),
+        ..HttpSettings::default()
+    };
+    TestServer::start_with(backend, http).await
+}
+
+/// Ten wrong passwords from one client lock that client out of the account, not the
+/// account's owner signing in from elsewhere (before, anyone could lock out the admin).
+async fn guessing_locks_out_the_guesser_not_the_owner(backend: Backend) {
+    let s = behind_a_proxy(backend).await;
+    s.setup_admin().await;
+    let guesser = "203.0.113.7";
+    for _ in 0..10 {
+        let (status, body) = login_from(&s, guesser, "admin", "nope-nope").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+    let (status, body) = login_from(&s, guesser, "admin", "nope-nope").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_attempts");
+    // The guesser cannot be told from the owner by the password, so it is not checked.
+    let (status, _) = login_from(&s, guesser, "admin", "admin-password").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // Entries the guesser puts before the proxy's own are the guesser's claims, not its address.
+    let spoofed = format!("198.51.100.1, {guesser}");
+    let (status, _) = login_from(&s, &spoofed, "admin", "nope-nope").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // The owner, from another address, signs in.
+    let (status, body) = login_from(&s, "198.51.100.1", "admin", "admin-password").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_locks_out_the_guesser_not_the_owner_sqlite() {
+    guessing_locks_out_the_guesser_not_the_owner(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_locks_out_the_guesser_not_the_owner_postgres() {
+    guessing_locks_out_the_guesser_not_the_owner(Backend::Postgres).await;
+}
+
 both_backends!(
-    login_attempts_are_rate_limited,
+    without_a_configured_proxy_header_clients_cannot_name_themselves,
     |s: TestServer| async move {
         s.setup_admin().await;
-        let mut last = StatusCode::OK;
-        for _ in 0..11 {
-            let (status, _) = s
-                .send(
-                    "POST",
-                    "/api/auth/login",
-                    None,
-                    Some(json!({"username": "admin", "password": "nope-nope"})),
-                )
-                .await;
-            last = status;
+        // A client rotating made-up `x-forwarded-for` values is still one client: the TCP
+        // peer, since no proxy header is configured.
+        for n in 0..10 {
+            let (status, _) =
+                login_from(&s, &format!("198.51.100.{n}"), "admin", "nope-nope").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
         }
-        assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
-        // Even the right password waits out the window now.
-        let (status, body) = s
-            .send(
-                "POST",
-                "/api/auth/login",
-                None,
-                Some(json!({"username": "admin", "password": "admin-password"})),
-            )
-            .await;
+        let (status, body) = login_from(&s, "198.51.100.99", "admin", "nope-nope").await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
-        assert_eq!(body["error"]["code"], "too_many_attempts");
     }
 );
 

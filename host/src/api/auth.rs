@@ -10,6 +10,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::common::{ApiError, ApiJson, ApiQuery, ErrorEnvelope, Page, PageQuery};
+use super::http::ClientInfo;
 use crate::auth::{
     CurrentUser, SESSION_COOKIE, SESSION_TTL_MS, hash_password, new_token, verify_password,
 };
@@ -97,21 +98,26 @@ pub fn validate_password(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The session cookie's `Set-Cookie` value: `Secure` when the client reached Kelp over
+/// HTTPS (as a trusted proxy says), so the browser never sends it over plain HTTP.
+fn session_cookie(value: &str, max_age_s: i64, client: &ClientInfo) -> String {
+    let secure = if client.https { "; Secure" } else { "" };
+    format!("{SESSION_COOKIE}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age_s}{secure}")
+}
+
 /// Starts a login session for `user`: the response carries the token and the cookie.
 pub async fn start_session(
     state: &AppState,
     user: UserRow,
     status: StatusCode,
+    client: &ClientInfo,
 ) -> Result<Response, ApiError> {
     let (token, digest) = new_token();
     state
         .db()
         .create_login_session(&user.id, &digest, SESSION_TTL_MS)
         .await?;
-    let cookie = format!(
-        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}",
-        SESSION_TTL_MS / 1000
-    );
+    let cookie = session_cookie(&token, SESSION_TTL_MS / 1000, client);
     let mut response = (
         status,
         axum::Json(SessionGrant {
@@ -132,6 +138,7 @@ pub async fn start_session(
     responses((status = 201, body = SessionGrant), (status = 400, body = ErrorEnvelope), (status = 409, description = "already set up", body = ErrorEnvelope)))]
 pub async fn setup(
     State(state): State<AppState>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
     validate_username(&body.username)?;
@@ -154,7 +161,7 @@ pub async fn setup(
             "setup is done; sign in instead",
         ));
     };
-    start_session(&state, user, StatusCode::CREATED).await
+    start_session(&state, user, StatusCode::CREATED, &client).await
 }
 
 /// Body of login.
@@ -165,16 +172,33 @@ pub struct Login {
     pub password: String,
 }
 
-/// Signs in. Failed attempts are rate-limited per username and per client address.
+fn invalid_credentials() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "wrong username or password",
+    )
+}
+
+/// Signs in. Failed attempts are limited per username and client address, per client
+/// address, and paced per username (see docs/api.md).
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = Login,
     responses((status = 200, body = SessionGrant), (status = 401, body = ErrorEnvelope), (status = 429, body = ErrorEnvelope)))]
 pub async fn login(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    client: ClientInfo,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Response, ApiError> {
-    let client = super::client_address(&headers);
-    state.login_limiter.check(&body.username, &client)?;
+    // A name no account can have counts against the client only: keeping a counter for
+    // every made-up name would let a flood of them push real counters out.
+    let possible = validate_username(&body.username).is_ok();
+    let attempt = state
+        .login_limiter
+        .attempt(possible.then_some(body.username.as_str()), client.address)
+        .await?;
+    if !possible {
+        return Err(invalid_credentials());
+    }
     let found = state.db().user_with_password(&body.username).await?;
     // Verify against a fixed hash when the user does not exist, so response time does not
     // reveal which usernames exist.
@@ -190,23 +214,21 @@ pub async fn login(
     .map_err(ApiError::internal)?;
     match user {
         Some(user) if password_ok && user.active => {
-            state.login_limiter.succeeded(&body.username, &client);
-            start_session(&state, user, StatusCode::OK).await
+            attempt.succeeded();
+            start_session(&state, user, StatusCode::OK, &client).await
         }
-        _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
-            "wrong username or password",
-        )),
+        _ => Err(invalid_credentials()),
     }
 }
 
-/// Ends the current login session (cookie or bearer session token).
+/// Ends the current login session (cookie or bearer session token), and the event streams
+/// opened with it.
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
     responses((status = 204), (status = 401, body = ErrorEnvelope)), security(("bearer" = []), ("cookie" = [])))]
 pub async fn logout(
     State(state): State<AppState>,
-    _user: CurrentUser,
+    user: CurrentUser,
+    client: ClientInfo,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let bearer = headers
@@ -228,10 +250,11 @@ pub async fn logout(
             .delete_login_session(&crate::util::sha256_hex(token.as_bytes()))
             .await?;
     }
+    state.streams.credentials_changed(user.id());
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("kelp_session=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"),
+        HeaderValue::from_str(&session_cookie("", 0, &client)).map_err(ApiError::internal)?,
     );
     Ok(response)
 }
@@ -356,7 +379,7 @@ pub async fn create_token(
     ))
 }
 
-/// Revokes one of the signed-in user's tokens.
+/// Revokes one of the signed-in user's tokens; event streams opened with it end.
 #[utoipa::path(delete, path = "/api/tokens/{id}", tag = "auth", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)),
     security(("bearer" = []), ("cookie" = [])))]
@@ -366,6 +389,7 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     if state.db().revoke_api_token(user.id(), &id).await? {
+        state.streams.credentials_changed(user.id());
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("token"))

@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus text exposition of HTTP requests and latency and plugin calls.
 //! Hand-written: a few counters and one histogram do not need a metrics framework.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -8,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -21,26 +22,65 @@ const BUCKETS: [f64; 12] = [
 
 #[derive(Default)]
 struct RouteStats {
-    by_status: BTreeMap<u16, u64>,
+    by_status: BTreeMap<Cow<'static, str>, u64>,
     buckets: [u64; BUCKETS.len()],
     count: u64,
     sum_seconds: f64,
 }
 
-/// HTTP request metrics, keyed by method and route template (never the raw path, whose ids
-/// would make the label set unbounded).
+/// HTTP request metrics. Every label comes from a fixed set, because anyone can send a
+/// request: the method from [`method_label`], the route as the matched template (never the
+/// raw path, whose ids would make the label set unbounded) or `unmatched`, and the status
+/// from [`status_label`]. The map therefore has at most (methods × routes) entries whatever
+/// clients send.
 #[derive(Default)]
 pub struct HttpMetrics {
-    routes: Mutex<BTreeMap<(String, String), RouteStats>>,
+    routes: Mutex<BTreeMap<(&'static str, String), RouteStats>>,
+}
+
+/// The standard methods by name; any other token (HTTP allows arbitrary ones, of any
+/// length) is counted as `other`.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    KNOWN
+        .iter()
+        .find(|known| *known == method)
+        .map(Method::as_str)
+        .unwrap_or("other")
+}
+
+/// The status as its code when it is one HTTP names (a fixed list of about sixty), else its
+/// class (`1xx` … `5xx`): a status is chosen by Kelp's own code today, but the label set
+/// should not depend on every handler staying that way.
+fn status_label(status: StatusCode) -> Cow<'static, str> {
+    if status.canonical_reason().is_some() {
+        Cow::Owned(status.as_u16().to_string())
+    } else {
+        Cow::Borrowed(match status.as_u16() / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        })
+    }
 }
 
 impl HttpMetrics {
-    fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    fn record(&self, method: &'static str, route: &str, status: StatusCode, seconds: f64) {
         let mut routes = self.routes.lock().expect("metrics lock");
-        let stats = routes
-            .entry((method.to_owned(), route.to_owned()))
-            .or_default();
-        *stats.by_status.entry(status).or_default() += 1;
+        let stats = routes.entry((method, route.to_owned())).or_default();
+        *stats.by_status.entry(status_label(status)).or_default() += 1;
         stats.count += 1;
         stats.sum_seconds += seconds;
         for (i, bound) in BUCKETS.iter().enumerate() {
@@ -54,7 +94,7 @@ impl HttpMetrics {
 /// Middleware recording each request.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -62,9 +102,9 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .unwrap_or_else(|| "unmatched".to_owned());
     let response = next.run(request).await;
     state.metrics.record(
-        &method,
+        method,
         &route,
-        response.status().as_u16(),
+        response.status(),
         start.elapsed().as_secs_f64(),
     );
     response

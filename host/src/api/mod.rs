@@ -6,6 +6,7 @@ mod agents;
 pub mod auth;
 pub mod common;
 mod costs;
+pub mod http;
 mod invites;
 mod limits;
 mod metrics;
@@ -25,7 +26,7 @@ use std::sync::{Arc, LazyLock};
 use anyhow::{Context, Result};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -38,6 +39,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use common::{ApiError, ApiJson, Page, PageQuery};
 
 use crate::agent::{AgentHost, AgentSettings};
+use crate::auth::streams::StreamRegistry;
 use crate::config::Config;
 use crate::plugins::grants::Approval;
 use crate::plugins::{InstallOptions, PluginRuntime};
@@ -53,6 +55,8 @@ pub struct AppState {
     pub agent: Arc<AgentHost>,
     pub login_limiter: Arc<limits::LoginLimiter>,
     pub metrics: Arc<metrics::HttpMetrics>,
+    pub http: Arc<http::HttpPolicy>,
+    pub streams: Arc<StreamRegistry>,
 }
 
 impl AppState {
@@ -66,12 +70,22 @@ impl AppState {
         settings: AgentSettings,
         host_id: String,
     ) -> AppState {
+        let http = Arc::new(http::HttpPolicy::default());
         AppState {
             agent: Arc::new(AgentHost::new(runtime.clone(), settings, host_id)),
+            streams: Arc::new(StreamRegistry::new(runtime.db().clone(), &http)),
             runtime,
             login_limiter: Arc::default(),
             metrics: Arc::default(),
+            http,
         }
+    }
+
+    /// The same state under `[http]` settings other than the defaults.
+    pub fn with_http(mut self, settings: &http::HttpSettings) -> Result<AppState> {
+        self.http = Arc::new(http::HttpPolicy::new(settings)?);
+        self.streams = Arc::new(StreamRegistry::new(self.db().clone(), &self.http));
+        Ok(self)
     }
 
     pub fn db(&self) -> &Db {
@@ -83,15 +97,6 @@ impl AppState {
 /// takes as long either way.
 static DUMMY_HASH: LazyLock<String> =
     LazyLock::new(|| crate::auth::hash_password("not a real password").expect("hashing works"));
-
-/// The client's address for rate limiting: the peer address the server saw.
-fn client_address(headers: &HeaderMap) -> String {
-    headers
-        .get("x-kelp-peer")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("unknown")
-        .to_owned()
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -147,6 +152,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 /// OpenAPI requires a description on every response (handlers declare only status and body,
 /// so the standard reason phrase fills in where none was written) and unique operation ids.
+/// Responses every route can give (421 from the `Host` check) are added here too.
 fn describe_responses(openapi: &mut utoipa::openapi::OpenApi) {
     for item in openapi.paths.paths.values_mut() {
         let operations = [
@@ -168,6 +174,24 @@ fn describe_responses(openapi: &mut utoipa::openapi::OpenApi) {
             ) {
                 operation.operation_id = Some(format!("{tag}_{id}"));
             }
+            // Every route sits behind the `Host` check.
+            operation.responses.responses.insert(
+                "421".to_owned(),
+                utoipa::openapi::ResponseBuilder::new()
+                    .description(
+                        "the request's `Host` is not a name of this server (`unknown_host`; see http.public_hosts)",
+                    )
+                    .content(
+                        "application/json",
+                        utoipa::openapi::ContentBuilder::new()
+                            .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                                "ErrorEnvelope",
+                            )))
+                            .build(),
+                    )
+                    .build()
+                    .into(),
+            );
             for (status, response) in operation.responses.responses.iter_mut() {
                 if let utoipa::openapi::RefOr::T(response) = response
                     && response.description.is_empty()
@@ -187,7 +211,7 @@ fn describe_responses(openapi: &mut utoipa::openapi::OpenApi) {
 
 /// The whole application, as served.
 pub fn app(state: AppState) -> Router {
-    router(state).layer(middleware::from_fn(peer_address))
+    router(state.clone()).layer(middleware::from_fn_with_state(state, http::client_info))
 }
 
 /// Serves [`app`] on `listener` until `shutdown` completes (also used by tests).
@@ -218,6 +242,10 @@ fn router(state: AppState) -> Router {
         .merge(api)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            http::check_host,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
@@ -305,7 +333,8 @@ pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) 
         tracing::warn!(instance = %id, "not serving plugin instance: {e:#}");
     }
     let host_id = crate::config::host_id(&data_dir)?;
-    let state = AppState::with_agent(runtime, config.agent.clone(), host_id);
+    let state =
+        AppState::with_agent(runtime, config.agent.clone(), host_id).with_http(&config.http)?;
     state.agent.recover().await?;
     let needs_setup = state.db().count_users().await? == 0;
     let listener = tokio::net::TcpListener::bind(config.bind)
@@ -321,19 +350,6 @@ pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) 
     serve_on(listener, state, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Records the TCP peer in a header for the rate limiter. It runs first and overwrites any
-/// copy a client sent, so the value is always the server's own observation.
-async fn peer_address(
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    if let Ok(value) = HeaderValue::from_str(&peer.ip().to_string()) {
-        request.headers_mut().insert("x-kelp-peer", value);
-    }
-    next.run(request).await
 }
 
 /// Installs every `.kelp` in `dir` whose plugin is not installed yet, approving what each

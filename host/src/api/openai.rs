@@ -62,7 +62,7 @@ fn content_text(content: &Value) -> String {
     responses((status = 200, description = "a chat.completion, or a text/event-stream of chat.completion.chunk"),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 402, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope),
-        (status = 429, body = ErrorEnvelope, description = "you have `max_runs_per_user` runs in progress")),
+        (status = 429, description = "`too_many_runs` (you have `max_runs_per_user` runs in progress), `too_many_streams` (streamed: you have `http.max_streams_per_user` open), or `provider_rate_limited`", body = ErrorEnvelope)),
     security(("bearer" = [])))]
 pub async fn chat_completions(
     State(state): State<AppState>,
@@ -100,6 +100,8 @@ pub async fn chat_completions(
         return Err(ApiError::bad_request("messages: no user message"));
     };
     let (_, prompt) = history.remove(last);
+    // A stream's slot is taken before anything is created, so a refusal leaves nothing behind.
+    let guard = body.stream.then(|| state.streams.open(&user)).transpose()?;
     let session = new_session(&state, &user, &agent.id, &title_of(&prompt)).await?;
     let history: Vec<(&str, Value)> = history
         .into_iter()
@@ -108,7 +110,7 @@ pub async fn chat_completions(
     state.db().insert_history(&session.id, &history).await?;
     let model = agent.name.clone();
     let created = crate::store::now_ms() / 1000;
-    if !body.stream {
+    let Some(guard) = guard else {
         let started = state
             .agent
             .start(user.id(), &session.id, prompt)
@@ -137,7 +139,7 @@ pub async fn chat_completions(
             "usage": usage_json(&outcome.usage),
         }))
         .into_response());
-    }
+    };
     let include_usage = body
         .stream_options
         .as_ref()
@@ -200,7 +202,7 @@ pub async fn chat_completions(
         .chain(futures::stream::once(async {
             Ok(SseEvent::default().data("[DONE]"))
         }));
-    let mut response = sse_response(stream);
+    let mut response = sse_response(guard.wrap(stream));
     if let Ok(v) = HeaderValue::from_str(&session.id) {
         response.headers_mut().insert("x-kelp-session-id", v);
     }

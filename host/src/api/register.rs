@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::{SessionGrant, start_session, validate_password, validate_username};
 use super::common::{ApiError, ApiJson, ErrorEnvelope};
+use super::http::ClientInfo;
 use super::users::{display_name, hash_off_thread, username_taken};
 use crate::store::invites::InviteRefusal;
 use crate::store::users::RegistrationRefusal;
@@ -51,6 +52,7 @@ fn refused(refusal: InviteRefusal) -> ApiError {
         (status = 409, description = "username taken", body = ErrorEnvelope)))]
 pub async fn register(
     State(state): State<AppState>,
+    client: ClientInfo,
     ApiJson(body): ApiJson<Registration>,
 ) -> Result<Response, ApiError> {
     validate_username(&body.username)?;
@@ -72,5 +74,5 @@ pub async fn register(
             RegistrationRefusal::Invite(r) => refused(r),
             RegistrationRefusal::UsernameTaken => username_taken(),
         })?;
-    start_session(&state, user, StatusCode::CREATED).await
+    start_session(&state, user, StatusCode::CREATED, &client).await
 }

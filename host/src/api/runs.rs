@@ -4,9 +4,11 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{
+    CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade, close_code,
+};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, BoxStream, Stream, StreamExt};
@@ -22,6 +24,7 @@ use super::common::{ApiError, ApiJson, ApiQuery, ErrorEnvelope};
 use crate::agent::events::{Event, SessionChannel, Subscription};
 use crate::agent::{RunOutcome, StartError, StartedRun};
 use crate::auth::CurrentUser;
+use crate::auth::streams::StreamGuard;
 use crate::store::Db;
 use crate::store::sessions::{SessionRow, SessionWrite};
 
@@ -218,7 +221,8 @@ fn last_event_id(headers: &HeaderMap, query: Option<i64>) -> Option<i64> {
 #[utoipa::path(get, path = "/api/sessions/{id}/events", tag = "runs",
     params(("id" = String, Path), EventsQuery),
     responses((status = 200, content_type = "text/event-stream", description = "run-start, text-delta, tool-call, tool-result, step-finish, finish, error, snapshot"),
-        (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+        (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 429, description = "`too_many_streams`: you have `http.max_streams_per_user` open", body = ErrorEnvelope)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn events(
     State(state): State<AppState>,
@@ -228,11 +232,12 @@ pub async fn events(
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let session = session_of(&state, &user, &id).await?;
+    let guard = state.streams.open(&user)?;
     let channel = state.agent.channel(&session.id).await?;
     let after = last_event_id(&headers, query.last_event_id);
     let sub = channel.subscribe(after);
     let stream = follow(state.db().clone(), channel, sub, None).map(|e| Ok(sse(&e)));
-    Ok(sse_response(stream))
+    Ok(sse_response(guard.wrap(stream)))
 }
 
 pub(super) fn sse(e: &Event) -> SseEvent {
@@ -407,7 +412,7 @@ pub struct Ask {
     responses((status = 200, content_type = "text/event-stream", description = "the run's events"),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 402, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
-        (status = 429, body = ErrorEnvelope, description = "you have `max_runs_per_user` runs in progress")),
+        (status = 429, description = "`too_many_runs` (you have `max_runs_per_user` runs in progress) or `too_many_streams` (you have `http.max_streams_per_user` open)", body = ErrorEnvelope)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn ask(
     State(state): State<AppState>,
@@ -415,6 +420,8 @@ pub async fn ask(
     ApiJson(body): ApiJson<Ask>,
 ) -> Result<Response, ApiError> {
     check_text(&body.text)?;
+    // Taken before anything is created, so a refusal leaves no session or run behind.
+    let guard = state.streams.open(&user)?;
     let session = match &body.session_id {
         Some(id) => session_of(&state, &user, id).await?,
         None => {
@@ -432,7 +439,7 @@ pub async fn ask(
         .map_err(start_error)?;
     let stream =
         follow(state.db().clone(), channel, sub, Some(started.run_id)).map(|e| Ok(sse(&e)));
-    let mut response = sse_response(stream);
+    let mut response = sse_response(guard.wrap(stream));
     if let Ok(v) = HeaderValue::from_str(&session.id) {
         response.headers_mut().insert("x-kelp-session-id", v);
     }
@@ -507,15 +514,32 @@ pub(super) async fn new_session(
 /// `{"type":"subscribe","session_id":"…","last_event_id":N}` (the id is optional) or
 /// `{"type":"unsubscribe","session_id":"…"}`; receive
 /// `{"type":"event","session_id","id","event","data"}` and `{"type":"error","message"}`.
+///
+/// The socket closes (code 1008) when the credential it was opened with stops being valid.
 #[utoipa::path(get, path = "/api/ws", tag = "runs",
-    responses((status = 101, description = "switching to the WebSocket protocol"), (status = 401, body = ErrorEnvelope)),
+    responses((status = 101, description = "switching to the WebSocket protocol"), (status = 401, body = ErrorEnvelope),
+        (status = 403, description = "`cross_origin`: opened from another site's page", body = ErrorEnvelope),
+        (status = 429, description = "`too_many_streams`: you have `http.max_streams_per_user` open", body = ErrorEnvelope)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn ws(
     State(state): State<AppState>,
     user: CurrentUser,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
-) -> Response {
-    upgrade.on_upgrade(move |socket| ws_session(state, user, socket))
+) -> Result<Response, ApiError> {
+    // A browser lets any page open a WebSocket to any server, with that server's cookies, and
+    // the handshake is a GET that the cookie's CSRF check lets through; what tells another
+    // site's page apart is the `Origin` every browser sends on it. Clients that are not
+    // browsers send none.
+    if headers.contains_key(header::ORIGIN) && !crate::auth::same_origin(&headers, &state) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "WebSockets must be opened from this server's own origin",
+        ));
+    }
+    let guard = state.streams.open(&user)?;
+    Ok(upgrade.on_upgrade(move |socket| ws_session(state, user, guard, socket)))
 }
 
 #[derive(Deserialize)]
@@ -530,12 +554,20 @@ enum WsCommand {
     },
 }
 
-async fn ws_session(state: AppState, user: CurrentUser, mut socket: WebSocket) {
+async fn ws_session(state: AppState, user: CurrentUser, guard: StreamGuard, mut socket: WebSocket) {
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Value>(256);
     let mut forwarders: std::collections::HashMap<String, tokio::task::JoinHandle<()>> =
         Default::default();
     loop {
         tokio::select! {
+            _ = guard.closed() => {
+                let close = CloseFrame {
+                    code: close_code::POLICY,
+                    reason: "signed out: the credential this socket was opened with is no longer valid".into(),
+                };
+                let _ = socket.send(WsMessage::Close(Some(close))).await;
+                break;
+            }
             incoming = socket.recv() => {
                 let text = match incoming {
                     Some(Ok(WsMessage::Text(t))) => t,

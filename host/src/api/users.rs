@@ -10,6 +10,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::{User, validate_password, validate_username};
 use super::common::{ApiError, ApiJson, ApiQuery, ErrorEnvelope, Page, PageQuery};
+use super::http::ClientInfo;
 use crate::auth::{AdminUser, CurrentUser, SESSION_COOKIE, hash_password, verify_password};
 use crate::store::users::{AccountChange, NewUser, UserRow};
 
@@ -91,8 +92,9 @@ pub struct PasswordChange {
     pub new_password: String,
 }
 
-/// Changes the signed-in user's password. Every other login session of theirs ends; the one
-/// making the call (if it is a login session, not an API token) stays signed in. API tokens
+/// Changes the signed-in user's password. Every other login session of theirs ends, with the
+/// event streams opened with it; the one making the call (if it is a login session, not an
+/// API token) stays signed in. API tokens
 /// stay valid: revoke them with `DELETE /api/tokens/{id}`. A wrong current password answers
 /// 403 `wrong_password` (not 401, which would read as "signed out"); failures count towards
 /// the sign-in rate limit.
@@ -104,12 +106,14 @@ pub struct PasswordChange {
 pub async fn change_password(
     State(state): State<AppState>,
     user: CurrentUser,
+    client: ClientInfo,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<StatusCode, ApiError> {
-    let client = super::client_address(&headers);
-    let username = user.0.username.clone();
-    state.login_limiter.check(&username, &client)?;
+    let attempt = state
+        .login_limiter
+        .attempt(Some(&user.0.username), client.address)
+        .await?;
     validate_password(&body.new_password)?;
     let stored = state
         .db()
@@ -129,13 +133,14 @@ pub async fn change_password(
             "the current password is wrong",
         ));
     }
-    state.login_limiter.succeeded(&username, &client);
+    attempt.succeeded();
     let hash = hash_off_thread(body.new_password).await?;
     let keep = request_session_sha256(&headers);
     state
         .db()
         .set_password(user.id(), &hash, keep.as_deref())
         .await?;
+    state.streams.credentials_changed(user.id());
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -289,6 +294,7 @@ pub async fn delete_user(
     // Read before the rows cascade away; the directories go only if the delete happened.
     let sessions = state.db().session_ids(&id).await?;
     account_change(state.db().delete_user(&admin.0.id, &id).await?)?;
+    state.streams.credentials_changed(&id);
     for session in sessions {
         if let Ok(dir) = state.runtime.session_workspace_path(&session)
             && let Err(e) = tokio::fs::remove_dir_all(&dir).await
@@ -314,8 +320,9 @@ pub async fn activate_user(
     Ok(axum::Json(account_change(change)?.into()))
 }
 
-/// Deactivates a user: their sessions end and their API tokens stop working at once. An
-/// admin cannot deactivate themselves, nor the last active admin be deactivated (409).
+/// Deactivates a user: their sessions and event streams end and their API tokens stop
+/// working at once. An admin cannot deactivate themselves, nor the last active admin be
+/// deactivated (409).
 #[utoipa::path(post, path = "/api/admin/users/{id}/deactivate", tag = "admin", params(("id" = String, Path)),
     responses((status = 200, body = User), (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope), (status = 409, description = "`own_account` or `last_admin`", body = ErrorEnvelope)),
@@ -326,5 +333,7 @@ pub async fn deactivate_user(
     Path(id): Path<String>,
 ) -> Result<axum::Json<User>, ApiError> {
     let change = state.db().set_user_active(&admin.0.id, &id, false).await?;
-    Ok(axum::Json(account_change(change)?.into()))
+    let user = account_change(change)?;
+    state.streams.credentials_changed(&id);
+    Ok(axum::Json(user.into()))
 }

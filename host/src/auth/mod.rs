@@ -1,14 +1,18 @@
 //! Authentication: argon2id passwords, random bearer tokens stored as SHA-256, login sessions
-//! carried by an HttpOnly cookie (or as a bearer token), and the extractors handlers use.
+//! carried by an HttpOnly cookie (or as a bearer token), the extractors handlers use, and the
+//! event streams open on a credential.
+
+pub mod streams;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use rand::RngCore;
 
 use crate::api::{ApiError, AppState};
+use crate::store::Db;
 use crate::store::users::UserRow;
 
 /// Name of the login session cookie.
@@ -47,13 +51,37 @@ pub fn new_token() -> (String, String) {
     (plain, digest)
 }
 
-/// The authenticated user of a request.
+/// What a request authenticated with, by SHA-256: asked again later, it says whether a
+/// stream opened with it may go on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Credential {
+    /// An API token or a login session's token, sent as `Authorization: Bearer`.
+    Bearer(String),
+    /// A login session's cookie.
+    Cookie(String),
+}
+
+impl Credential {
+    /// The active user the credential belongs to now, if it is still valid.
+    pub async fn user(&self, db: &Db) -> anyhow::Result<Option<UserRow>> {
+        match self {
+            Credential::Bearer(digest) => db.user_by_bearer(digest).await,
+            Credential::Cookie(digest) => db.user_by_login_session(digest).await,
+        }
+    }
+}
+
+/// The authenticated user of a request, and the credential it came with.
 #[derive(Debug, Clone)]
-pub struct CurrentUser(pub UserRow);
+pub struct CurrentUser(pub UserRow, Credential);
 
 impl CurrentUser {
     pub fn id(&self) -> &str {
         &self.0.id
+    }
+
+    pub fn credential(&self) -> &Credential {
+        &self.1
     }
 
     pub fn is_admin(&self) -> bool {
@@ -74,27 +102,14 @@ fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
 }
 
 /// A cookie-authenticated write must come from a page of this server: the browser's
-/// `Origin` must name the host the request was sent to. Bearer tokens are not sent by
-/// browsers on their own, so they need no such check.
-fn same_origin(parts: &Parts) -> bool {
-    let Some(origin) = parts
-        .headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-    else {
+/// `Origin` must name the host the request was sent to (or one of its public names). Bearer
+/// tokens are not sent by browsers on their own, so they need no such check.
+pub(crate) fn same_origin(headers: &HeaderMap, state: &AppState) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let Some(host) = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let origin_host = origin
-        .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"));
-    origin_host == Some(host)
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    state.http.is_own_origin(origin, host)
 }
 
 impl FromRequestParts<AppState> for CurrentUser {
@@ -125,7 +140,9 @@ impl FromRequestParts<AppState> for CurrentUser {
                 .user_by_bearer(&digest)
                 .await
                 .map_err(ApiError::internal)?;
-            return user.map(CurrentUser).ok_or_else(unauthorized);
+            return user
+                .map(|user| CurrentUser(user, Credential::Bearer(digest)))
+                .ok_or_else(unauthorized);
         }
         let Some(cookie) = cookie_value(parts, SESSION_COOKIE) else {
             return Err(unauthorized());
@@ -137,14 +154,14 @@ impl FromRequestParts<AppState> for CurrentUser {
             .map_err(ApiError::internal)?
             .ok_or_else(unauthorized)?;
         let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        if !safe && !same_origin(parts) {
+        if !safe && !same_origin(&parts.headers, state) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "cross_origin",
                 "cookie-authenticated writes must come from this server's own origin",
             ));
         }
-        Ok(CurrentUser(user))
+        Ok(CurrentUser(user, Credential::Cookie(digest)))
     }
 }
 

@@ -116,8 +116,12 @@ impl Decoder for ChatDecoder {
             self.error_body.extend_from_slice(chunk);
             return Ok(Vec::new());
         }
-        let mut events: Vec<StreamEvent> =
-            self.echo.take().map(StreamEvent::TextDelta).into_iter().collect();
+        let mut events: Vec<StreamEvent> = self
+            .echo
+            .take()
+            .map(StreamEvent::TextDelta)
+            .into_iter()
+            .collect();
         for event in self.sse.feed(chunk) {
             events.extend(self.decode(&event.data)?);
         }

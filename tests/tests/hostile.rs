@@ -915,3 +915,45 @@ async fn p_a_schema_that_does_not_compile_is_refused_on_postgres() {
     let (host, _schema) = Host::on_postgres(settings()).await;
     schema_that_does_not_compile(&host).await;
 }
+
+/// One owner's calls beyond `max_plugin_calls_per_user` wait for that owner's own calls, not
+/// for a slot: another user's call goes through meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q_one_users_calls_wait_for_each_other_not_for_everyone() {
+    let mut s = settings();
+    s.max_plugin_calls_per_user = 1;
+    s.limits.timeout_ms = 5_000;
+    let host = Host::with_settings(s).await;
+    host.install(
+        &manifest(c::COMPONENT_HOSTILE_MANIFEST),
+        c::COMPONENT_HOSTILE_WASM,
+        &[],
+        json!({}),
+    )
+    .await
+    .unwrap();
+    let call = |owner: &'static str, tool: &'static str, input: serde_json::Value| {
+        let rt = host.runtime.clone();
+        tokio::spawn(async move {
+            rt.call_tool("hostile", tool, &input.to_string(), owner, None)
+                .await
+        })
+    };
+    // Stopped at its 5 s budget.
+    let sleeper = call("alice", "sleep", json!({"ms": 600_000}));
+    // Alice has a call in flight once she holds her share (it is free: taken at once).
+    kelp_tests::agent::eventually("alice's first call under way", || async {
+        host.runtime.owners_with_calls() == 1
+    })
+    .await;
+    let alices = call("alice", "echo", json!({"n": 1}));
+    let bobs = call("bob", "echo", json!({"n": 2}));
+    assert!(bobs.await.unwrap().is_ok());
+    assert!(!sleeper.is_finished(), "bob did not wait for alice's calls");
+    assert!(alices.await.unwrap().is_ok());
+    assert!(
+        sleeper.is_finished(),
+        "alice's second call waited for her first"
+    );
+    assert_eq!(host.runtime.owners_with_calls(), 0);
+}

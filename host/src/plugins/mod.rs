@@ -5,6 +5,7 @@
 //! - `contract.rs` — which `kelp:plugin` versions a component uses, checked before compiling
 //! - `cache.rs` — precompiled components on disk, HMAC-protected
 //! - `since_v0_1_0.rs` — bindings of the frozen contract version and type conversions
+//! - `fair.rs` — a bound on one owner's calls in flight
 //! - `grants.rs` — requested ∩ approved capabilities
 //! - `state.rs` — per-call store data and the host imports
 //! - `workspace.rs` — the workspaces' disk quota, kept on the guest's file writes
@@ -13,6 +14,7 @@
 pub mod cache;
 pub mod contract;
 pub mod engine;
+mod fair;
 pub mod grants;
 mod provider;
 mod runtime;

@@ -148,6 +148,8 @@ pub struct PluginRuntime {
     /// Taken by a provider stream before a pool slot, and held as long: fewer permits than
     /// the pool has slots, so streams that last minutes leave slots for short tool calls.
     pub(super) stream_permits: Arc<Semaphore>,
+    /// Each owner's share of the slots for tool calls.
+    owner_limits: super::fair::OwnerLimits,
     db: Db,
     secret_box: SecretBox,
     resolver: Arc<dyn Resolve>,
@@ -217,6 +219,8 @@ impl PluginRuntime {
         let slots = settings.max_concurrent_plugin_calls.max(1) as usize;
         let permits = Arc::new(Semaphore::new(slots));
         let stream_permits = Arc::new(Semaphore::new(stream_slots(slots)));
+        let owner_limits =
+            super::fair::OwnerLimits::new(settings.max_plugin_calls_per_user as usize);
         Ok(Arc::new(PluginRuntime {
             engine,
             linker,
@@ -224,6 +228,7 @@ impl PluginRuntime {
             settings,
             permits,
             stream_permits,
+            owner_limits,
             db,
             secret_box,
             resolver,
@@ -921,6 +926,11 @@ impl PluginRuntime {
     }
 
     /// Tool call counters since start.
+    /// Owners (users) with tool calls running or waiting for their share.
+    pub fn owners_with_calls(&self) -> usize {
+        self.owner_limits.owners()
+    }
+
     pub fn stats(&self) -> &CallStats {
         &self.stats
     }
@@ -1004,6 +1014,9 @@ impl PluginRuntime {
             instance: instance_id.to_owned(),
             detail: format!("{e:#}"),
         };
+        // One owner's calls wait for each other before they wait for a slot, so a burst from one
+        // user does not fill the queue for the slots ahead of everyone else.
+        let _share = self.owner_limits.acquire(owner).await;
         // Queue here rather than fail in the pool: the semaphore has exactly as many permits
         // as the pool has slots.
         let _permit = self

@@ -96,6 +96,9 @@ pub struct RuntimeSettings {
     /// "No space left on device". Workspaces live on the host's disk, shared by every user;
     /// 0 turns the quota off.
     pub workspace_quota_bytes: u64,
+    /// Tool calls one owner (a user) may have running at once; more wait for their own. Keeps
+    /// one user's burst of slow calls from taking every slot while other users' calls queue.
+    pub max_plugin_calls_per_user: u32,
     /// Default limits for each call; also the ceiling a manifest cannot exceed.
     pub limits: CallLimits,
 }
@@ -107,6 +110,7 @@ impl Default for RuntimeSettings {
             epoch_tick_ms: 10,
             max_wasm_stack_kib: 1024,
             workspace_quota_bytes: 1024 * 1024 * 1024,
+            max_plugin_calls_per_user: 16,
             limits: CallLimits::default(),
         }
     }

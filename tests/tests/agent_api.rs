@@ -409,6 +409,30 @@ async fn websocket_carries_the_events_of_subscribed_sessions() {
     }
     assert_eq!(kinds.first().map(String::as_str), Some("run-start"));
     assert_eq!(text, "over the socket");
+    // One socket follows at most 64 sessions (it holds one stream slot).
+    for _ in 0..64 {
+        let session = new_session(&s, &a.admin, &a.agent_id).await;
+        ws.send(Message::text(
+            json!({"type": "subscribe", "session_id": session}).to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    let refused = loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(30), ws.next())
+            .await
+            .expect("an answer within 30 s")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = message {
+            break serde_json::from_str::<Value>(&t).unwrap();
+        }
+    };
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("at most 64"),
+        "{refused}"
+    );
     // Without a token there is no socket.
     let denied = tokio_tungstenite::connect_async(url.as_str()).await;
     assert!(denied.is_err());

@@ -173,7 +173,12 @@ both_backends!(
             .send()
             .await;
         assert!(gave_up.is_err(), "{gave_up:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // The server dropped the request's handler with the connection, and with it the run's
+        // mark, while the database still holds the start up.
+        eventually("the dropped start left no run behind", || async {
+            !s.state.agent.has_runs()
+        })
+        .await;
         hold.release().await;
 
         eventually("the session's claim released", || async {
@@ -183,6 +188,12 @@ both_backends!(
         let (status, body) = abort(&s, &a.admin, &a.session_id).await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         assert_eq!(body["error"]["code"], "no_active_run");
+        let runs: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM runs WHERE session_id = $1")
+            .bind(&a.session_id)
+            .fetch_one(&s.state.db().pool)
+            .await
+            .unwrap();
+        assert_eq!(runs.0, 0, "the dropped message started no run");
         vendor.push(Reply::text("here"));
         let (status, out) = ask_and_wait(&s, &a.admin, &a.session_id, "again").await;
         assert_eq!(status, StatusCode::OK, "{out}");
@@ -249,6 +260,30 @@ async fn a_user_may_run_only_so_many_runs_at_once(backend: Backend) {
     let (status, body) = post_message(&s, &a.admin, &sessions[2]).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(body["error"]["code"], "too_many_runs");
+    // A refused /v1 request or one-shot ask leaves no session (nor history) behind.
+    let (status, body) = s
+        .send(
+            "POST",
+            "/v1/chat/completions",
+            Some(&a.admin),
+            Some(json!({"model": "helper", "messages": [
+                {"role": "user", "content": "earlier"},
+                {"role": "assistant", "content": "yes"},
+                {"role": "user", "content": "now"}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let (status, body) = s
+        .send(
+            "POST",
+            "/api/ask",
+            Some(&a.admin),
+            Some(json!({"text": "one more", "agent": "helper"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let (_, page) = s.send("GET", "/api/sessions", Some(&a.admin), None).await;
+    assert_eq!(page["total"], 3, "{page}");
     if backend == Backend::Postgres {
         let b = s.second_host_with(settings()).await;
         let (status, _) = post_message(&b, &a.admin, &sessions[2]).await;
@@ -474,12 +509,13 @@ async fn deletes_and_aborts_reach_the_host_running_the_session() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    // The delete waited for the run to stop and store its end, costs included.
+    let today = today(&s, &a.admin).await;
+    assert_eq!(today["calls"], 2, "both calls are on the books: {today}");
     eventually("the deleted session's run stopped", || async {
         vendor.open_streams() == 0 && !s.state.agent.has_runs()
     })
     .await;
-    let today = today(&s, &a.admin).await;
-    assert_eq!(today["calls"], 2, "both calls are on the books: {today}");
 }
 
 both_backends!(

@@ -118,6 +118,16 @@ async fn open_streams_become(s: &TestServer, user: &str, n: usize) {
 both_backends!(
     streams_end_when_their_credential_does,
     |s: TestServer| async move {
+        // Without periodic re-checks in the test's time: on its own host a stream must end
+        // because of the change itself.
+        let s = TestServer::start_with(
+            s.backend,
+            HttpSettings {
+                stream_recheck_s: 3600,
+                ..HttpSettings::default()
+            },
+        )
+        .await;
         let admin = s.setup_admin().await;
         s.user("bob").await;
         let (bob, _) = login(&s, "bob").await;

@@ -318,9 +318,7 @@ impl AgentHost {
         if let Some(run_id) = self.abort_local(session_id, |r| r.owner_id == owner_id) {
             return Ok(Some(run_id));
         }
-        self.db()
-            .request_abort(owner_id, session_id, now_ms())
-            .await
+        self.db().request_abort(owner_id, session_id).await
     }
 
     fn abort_local(&self, session_id: &str, mine: impl Fn(&ActiveRun) -> bool) -> Option<String> {
@@ -330,10 +328,10 @@ impl AgentHost {
         Some(run.run_id.clone())
     }
 
-    /// Stops the session's run before the session is deleted: aborts it and, if it runs on
-    /// this host, waits (a bounded time) for it to store its end, so no step of it is written
-    /// against a deleted session and its costs reach the ledger. A run on another host is
-    /// asked to stop through the database; its costs are kept however its writes end.
+    /// Stops the session's run before the session is deleted: aborts it and waits (a bounded
+    /// time) for it to store its end, so no step of it is written against a deleted session,
+    /// its costs reach the ledger, and it makes no workspace again. A run on another host is
+    /// asked to stop through the database, and waited for until its claim is cleared.
     pub async fn stop_session(&self, owner_id: &str, session_id: &str) -> anyhow::Result<()> {
         let done = {
             let active = self.active.lock().expect("active lock");
@@ -348,10 +346,31 @@ impl AgentHost {
         match done {
             Some(done) => wait_for_end(done).await,
             None => {
-                self.db()
-                    .request_abort(owner_id, session_id, now_ms())
-                    .await?;
+                if self
+                    .db()
+                    .request_abort(owner_id, session_id)
+                    .await?
+                    .is_some()
+                {
+                    self.wait_for_release(session_id).await?;
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// Waits until the session has no live claim: the host running it saw the abort at its
+    /// next renewal (a third of the lease) and stored the run's end. At most that long and a
+    /// few seconds more; a host that died leaves a claim that lapses on its own.
+    async fn wait_for_release(&self, session_id: &str) -> anyhow::Result<()> {
+        let patience = Duration::from_millis((self.lease_ms() / 3) as u64) + Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + patience;
+        while self.db().live_claim(session_id).await?.is_some() {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(session = %session_id, "a run on another host did not stop in time; going ahead without it");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())
     }
@@ -370,10 +389,30 @@ impl AgentHost {
                 .collect()
         };
         futures::future::join_all(local.into_iter().map(wait_for_end)).await;
-        for (session_id, _) in self.db().running_sessions(owner_id, now_ms()).await? {
-            self.db()
-                .request_abort(owner_id, &session_id, now_ms())
-                .await?;
+        let mut elsewhere = Vec::new();
+        for (session_id, _) in self.db().running_sessions(owner_id).await? {
+            if self
+                .db()
+                .request_abort(owner_id, &session_id)
+                .await?
+                .is_some()
+            {
+                elsewhere.push(session_id);
+            }
+        }
+        for session_id in elsewhere {
+            self.wait_for_release(&session_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the owner may start another run now (`TooManyRuns` if not): for a request
+    /// that would store something (a session, history) before starting it. `start` checks
+    /// again, atomically.
+    pub async fn has_room(&self, owner_id: &str) -> Result<(), StartError> {
+        let max = self.settings.max_runs_per_user.max(1);
+        if self.db().running_sessions(owner_id).await?.len() >= max as usize {
+            return Err(StartError::TooManyRuns(max));
         }
         Ok(())
     }
@@ -425,7 +464,6 @@ impl AgentHost {
             run_id: run_id.clone(),
             stored: true.into(),
         };
-        let now = now_ms();
         let claimed = self
             .db()
             .claim_session(&ClaimRequest {
@@ -434,8 +472,7 @@ impl AgentHost {
                 run_id: &run_id,
                 host_id: &self.host_id,
                 max_runs: self.settings.max_runs_per_user.max(1),
-                now_ms: now,
-                lease_until_ms: now + self.lease_ms(),
+                lease_ms: self.lease_ms(),
             })
             .await?;
         match claimed {

@@ -474,7 +474,7 @@ impl Run {
                 // Stored with the run's end: one transaction instead of two for the common
                 // one-step answer.
                 if cost > 0 {
-                    events.extend(self.budget_alerts(budget, cost, cost).await?);
+                    events.extend(self.budget_alerts(budget, cost, cost).await);
                 }
                 totals.pending = Some(Pending {
                     message: (!message.content.is_empty()).then(|| message.clone()),
@@ -496,7 +496,7 @@ impl Run {
                     self.channel.publish(e);
                 }
                 if cost > 0 {
-                    let alerts = self.budget_alerts(budget, cost, 0).await?;
+                    let alerts = self.budget_alerts(budget, cost, 0).await;
                     if !alerts.is_empty() {
                         self.commit(StepWrite {
                             events: alerts.iter().map(|e| e.row()).collect(),
@@ -549,13 +549,30 @@ impl Run {
     }
 
     /// A `budget-alert` (reserved, not yet sent) for each alert threshold this step's `cost`
-    /// crossed; `unstored` is the part of it not on the ledger yet.
+    /// crossed; `unstored` is the part of it not on the ledger yet. A failure to read the
+    /// spending only costs the alerts: it must not cost the step's ledger row, which is
+    /// written after this.
     async fn budget_alerts(
         &self,
         budget: &super::budget::BudgetSettings,
         cost: i64,
         unstored: i64,
-    ) -> Result<Vec<Arc<Event>>, Failure> {
+    ) -> Vec<Arc<Event>> {
+        match self.try_budget_alerts(budget, cost, unstored).await {
+            Ok(alerts) => alerts,
+            Err(e) => {
+                tracing::warn!(run = %self.run_id, error = %format!("{e:#}"), "budget alerts skipped: reading the spending failed");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn try_budget_alerts(
+        &self,
+        budget: &super::budget::BudgetSettings,
+        cost: i64,
+        unstored: i64,
+    ) -> anyhow::Result<Vec<Arc<Event>>> {
         let mut alerts = Vec::new();
         if budget.alert_thresholds.is_empty() {
             return Ok(alerts);
@@ -605,7 +622,9 @@ impl Run {
         let runtime = self.host.runtime();
         let settings = self.host.settings();
         let mut attempt = 0u32;
-        // An attempt the vendor accepted may have cost money, even if a retry followed.
+        // Whether any attempt was accepted: a call that ends without usage after one is settled
+        // at its estimate. (An accepted attempt broken off before a retry that does report
+        // usage is not billed on top; the retry's usage stands for the call.)
         let mut answered = false;
         loop {
             let mut partial = StepResult {
@@ -929,8 +948,9 @@ impl Run {
 
 /// Renews the run's claim on its session every third of its lease, for as long as the task
 /// lives (the run holds it). Stops the run when an abort arrived through another host, or
-/// when the claim is gone: the session was deleted, or the lease lapsed and the session moved
-/// on without this run.
+/// when the claim is gone: the session was deleted, the lease lapsed and the session moved on
+/// without this run, or renewals have failed for longer than the lease (another host may have
+/// taken the session over meanwhile, and two runs must not write one session).
 async fn renew_claim(
     db: crate::store::Db,
     lease_ms: i64,
@@ -938,16 +958,14 @@ async fn renew_claim(
     run_id: String,
     cancel: CancellationToken,
 ) {
-    let every = Duration::from_millis((lease_ms / 3) as u64);
+    let lease = Duration::from_millis(lease_ms as u64);
+    let mut renewed = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(every).await;
-        match db
-            .renew_claim(&session_id, &run_id, now_ms() + lease_ms)
-            .await
-        {
-            Ok(Some(false)) => {}
-            Ok(Some(true)) => {
-                if !cancel.is_cancelled() {
+        tokio::time::sleep(lease / 3).await;
+        match db.renew_claim(&session_id, &run_id, lease_ms).await {
+            Ok(Some(abort)) => {
+                renewed = tokio::time::Instant::now();
+                if abort && !cancel.is_cancelled() {
                     tracing::info!(run = %run_id, "aborting the run: asked through another host");
                     cancel.cancel();
                 }
@@ -957,8 +975,11 @@ async fn renew_claim(
                 cancel.cancel();
                 return;
             }
-            // The lease has room for two more renewals; a database that stays away that long
-            // loses the claim, and the next renewal says so.
+            Err(e) if renewed.elapsed() >= lease => {
+                tracing::error!(run = %run_id, error = %format!("{e:#}"), "stopping the run: its session's claim could not be renewed within its lease");
+                cancel.cancel();
+                return;
+            }
             Err(e) => {
                 tracing::warn!(run = %run_id, error = %format!("{e:#}"), "renewing a session's claim failed")
             }

@@ -44,6 +44,22 @@ const WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Bound on remembered keys, so a flood of made-up usernames or addresses cannot grow memory.
 const MAX_KEYS: usize = 100_000;
 
+/// The client a limit counts: an IPv4 address, or the /64 network of an IPv6 one. One IPv6
+/// subscriber usually holds a whole /64 (2^64 addresses), so counting single addresses there
+/// would let one machine be as many clients as it likes.
+fn network_of(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(bits))
+            }
+        },
+        v4 => v4,
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
     Pair(String, IpAddr),
@@ -132,6 +148,7 @@ impl LoginLimiter {
         username: Option<&str>,
         client: IpAddr,
     ) -> Result<Attempt<'_>, ApiError> {
+        let client = network_of(client);
         let wait = self.admit(username, client, Instant::now())?;
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
@@ -233,6 +250,28 @@ impl LoginLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_ipv6_network_is_one_client() {
+        let limiter = LoginLimiter::default();
+        let now = Instant::now();
+        for n in 0..PAIR_LIMIT {
+            // A new address in the same /64 for every guess.
+            let address: IpAddr = format!("2001:db8:1:2::{:x}", n + 1).parse().unwrap();
+            limiter
+                .admit(Some("admin"), network_of(address), now)
+                .unwrap();
+        }
+        let next: IpAddr = "2001:db8:1:2:ffff::1".parse().unwrap();
+        assert!(limiter.admit(Some("bob"), network_of(next), now).is_ok());
+        let err = limiter
+            .admit(Some("admin"), network_of(next), now)
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::TOO_MANY_REQUESTS);
+        // Another network is another client.
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(limiter.admit(Some("admin"), network_of(other), now).is_ok());
+    }
 
     fn ip(n: u32) -> IpAddr {
         IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n))

@@ -18,7 +18,9 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::common::{ApiError, ApiJson, ErrorEnvelope};
-use super::runs::{follow, new_session, sse_response, start_error, title_of, wait_outcome};
+use super::runs::{
+    follow, new_session, sse_response, start_error, start_run, title_of, wait_outcome,
+};
 use crate::auth::CurrentUser;
 use crate::llm::{Part, Role};
 
@@ -102,6 +104,9 @@ pub async fn chat_completions(
     let (_, prompt) = history.remove(last);
     // A stream's slot is taken before anything is created, so a refusal leaves nothing behind.
     let guard = body.stream.then(|| state.streams.open(&user)).transpose()?;
+    // Nor is a session (and its history, up to a megabyte of it) stored for a run that would
+    // be refused for the user's runs in progress.
+    state.agent.has_room(user.id()).await.map_err(start_error)?;
     let session = new_session(&state, &user, &agent.id, &title_of(&prompt)).await?;
     let history: Vec<(&str, Value)> = history
         .into_iter()
@@ -111,11 +116,7 @@ pub async fn chat_completions(
     let model = agent.name.clone();
     let created = crate::store::now_ms() / 1000;
     let Some(guard) = guard else {
-        let started = state
-            .agent
-            .start(user.id(), &session.id, prompt)
-            .await
-            .map_err(start_error)?;
+        let started = start_run(&state, &user, &session.id, prompt, true).await?;
         let outcome = wait_outcome(started).await?;
         if let Some(error) = &outcome.error {
             return Err(run_error(error));
@@ -148,11 +149,7 @@ pub async fn chat_completions(
         .unwrap_or(false);
     let channel = state.agent.channel(&session.id).await?;
     let sub = channel.subscribe(None);
-    let started = state
-        .agent
-        .start(user.id(), &session.id, prompt)
-        .await
-        .map_err(start_error)?;
+    let started = start_run(&state, &user, &session.id, prompt, true).await?;
     let id = format!("chatcmpl-{}", started.run_id);
     let chunk = move |delta: Value, finish: Value| {
         json!({

@@ -370,10 +370,17 @@ pub(super) fn follow(
     .boxed()
 }
 
+/// `202` body of an abort.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct RunStopping {
+    /// The run being stopped.
+    pub run_id: String,
+}
+
 /// Stops the session's run at its next await point. What it produced so far is kept; the run
 /// ends with a `finish` event whose status is `aborted`.
 #[utoipa::path(post, path = "/api/sessions/{id}/abort", tag = "runs", params(("id" = String, Path)),
-    responses((status = 202, description = "the run is stopping"), (status = 401, body = ErrorEnvelope),
+    responses((status = 202, body = RunStopping, description = "the run is stopping"), (status = 401, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope, description = "no run in progress")),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn abort(
@@ -384,7 +391,7 @@ pub async fn abort(
     let session = session_of(&state, &user, &id).await?;
     match state.agent.abort(user.id(), &session.id).await? {
         Some(run_id) => {
-            Ok((StatusCode::ACCEPTED, axum::Json(json!({"run_id": run_id}))).into_response())
+            Ok((StatusCode::ACCEPTED, axum::Json(RunStopping { run_id })).into_response())
         }
         None => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -422,21 +429,19 @@ pub async fn ask(
     check_text(&body.text)?;
     // Taken before anything is created, so a refusal leaves no session or run behind.
     let guard = state.streams.open(&user)?;
-    let session = match &body.session_id {
-        Some(id) => session_of(&state, &user, id).await?,
+    let (session, made) = match &body.session_id {
+        Some(id) => (session_of(&state, &user, id).await?, false),
         None => {
             let agent_id = resolve_agent(&state, &user, body.agent.as_deref()).await?;
-            new_session(&state, &user, &agent_id, &title_of(&body.text)).await?
+            state.agent.has_room(user.id()).await.map_err(start_error)?;
+            let title = title_of(&body.text);
+            (new_session(&state, &user, &agent_id, &title).await?, true)
         }
     };
     let channel = state.agent.channel(&session.id).await?;
     // Subscribed before the run starts, so its first event cannot be missed.
     let sub = channel.subscribe(None);
-    let started = state
-        .agent
-        .start(user.id(), &session.id, body.text)
-        .await
-        .map_err(start_error)?;
+    let started = start_run(&state, &user, &session.id, body.text, made).await?;
     let stream =
         follow(state.db().clone(), channel, sub, Some(started.run_id)).map(|e| Ok(sse(&e)));
     let mut response = sse_response(guard.wrap(stream));
@@ -444,6 +449,31 @@ pub async fn ask(
         response.headers_mut().insert("x-kelp-session-id", v);
     }
     Ok(response)
+}
+
+/// Starts a run on the session; when the request made the session (`made`) and the run is
+/// refused, the session goes again, so a refusal leaves nothing behind.
+pub(super) async fn start_run(
+    state: &AppState,
+    user: &CurrentUser,
+    session_id: &str,
+    text: String,
+    made: bool,
+) -> Result<StartedRun, ApiError> {
+    match state.agent.start(user.id(), session_id, text).await {
+        Ok(started) => Ok(started),
+        Err(e) => {
+            if made {
+                match state.db().delete_session(user.id(), session_id).await {
+                    Ok(_) => super::sessions::remove_workspace(state, session_id).await,
+                    Err(e) => {
+                        tracing::warn!(session = %session_id, error = %format!("{e:#}"), "removing a session whose run was refused")
+                    }
+                }
+            }
+            Err(start_error(e))
+        }
+    }
 }
 
 pub(super) fn title_of(text: &str) -> String {
@@ -554,6 +584,10 @@ enum WsCommand {
     },
 }
 
+/// Sessions one WebSocket may follow at once. Each holds a channel on the host; a socket takes
+/// one of its user's stream slots, so without a bound one slot could hold any number.
+const MAX_WS_SUBSCRIPTIONS: usize = 64;
+
 async fn ws_session(state: AppState, user: CurrentUser, guard: StreamGuard, mut socket: WebSocket) {
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Value>(256);
     let mut forwarders: std::collections::HashMap<String, tokio::task::JoinHandle<()>> =
@@ -579,6 +613,15 @@ async fn ws_session(state: AppState, user: CurrentUser, guard: StreamGuard, mut 
                     Ok(WsCommand::Unsubscribe { session_id }) => {
                         if let Some(task) = forwarders.remove(&session_id) { task.abort(); }
                         None
+                    }
+                    Ok(WsCommand::Subscribe { session_id, .. })
+                        if !forwarders.contains_key(&session_id) && {
+                            forwarders.retain(|_, task| !task.is_finished());
+                            forwarders.len() >= MAX_WS_SUBSCRIPTIONS
+                        } =>
+                    {
+                        Some(json!({"type": "error", "session_id": session_id,
+                            "message": format!("at most {MAX_WS_SUBSCRIPTIONS} sessions per WebSocket; unsubscribe from one first")}))
                     }
                     Ok(WsCommand::Subscribe { session_id, last_event_id }) => {
                         match subscribe_ws(&state, &user, &session_id, last_event_id, out_tx.clone()).await {

@@ -242,9 +242,14 @@ pub async fn delete(
     if !state.db().delete_session(user.id(), &id).await? {
         return Err(ApiError::not_found("session"));
     }
-    // The session is gone either way; a leftover directory is an operator's cleanup, not a
-    // reason to tell the user the delete failed.
-    match state.runtime.session_workspace_path(&id) {
+    remove_workspace(&state, &id).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes a deleted session's workspace directory. The session is gone either way; a
+/// leftover directory is an operator's cleanup, not a reason to tell the user a delete failed.
+pub(super) async fn remove_workspace(state: &AppState, id: &str) {
+    match state.runtime.session_workspace_path(id) {
         Ok(dir) => {
             if let Err(e) = tokio::fs::remove_dir_all(&dir).await
                 && e.kind() != std::io::ErrorKind::NotFound
@@ -254,7 +259,6 @@ pub async fn delete(
         }
         Err(e) => tracing::warn!(session = %id, "locating workspace: {e:#}"),
     }
-    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A session's messages in order.

@@ -7,6 +7,9 @@
 //! ([`release_statement`]). A host that dies leaves its claims behind; once their lease has
 //! passed, the next message takes the session over (marking the dead host's run
 //! interrupted), and the host clears its own claims when it starts again.
+//!
+//! Leases are reckoned by the database's clock, not the hosts': a host whose clock ran ahead
+//! would otherwise take live sessions over, and one whose clock lagged would keep dead ones.
 
 use anyhow::Result;
 use sqlx::Row;
@@ -23,8 +26,8 @@ pub struct ClaimRequest<'a> {
     pub host_id: &'a str,
     /// Runs the owner may have in progress, this one included.
     pub max_runs: u32,
-    pub now_ms: i64,
-    pub lease_until_ms: i64,
+    /// How long the claim holds without renewal.
+    pub lease_ms: i64,
 }
 
 /// Outcome of [`Db::claim_session`].
@@ -51,6 +54,14 @@ pub(crate) fn release_statement(session_id: &str, run_id: &str) -> Statement {
     )
 }
 
+/// The database's clock in epoch milliseconds, as SQL.
+fn clock(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+    }
+}
+
 impl Db {
     /// Claims the session for the run, unless another run holds it or the owner has
     /// `max_runs` runs in progress already (on any host). A claim whose lease has passed is
@@ -62,9 +73,9 @@ impl Db {
             run_id,
             host_id,
             max_runs,
-            now_ms,
-            lease_until_ms,
+            lease_ms,
         } = *c;
+        let now = clock(self.backend);
         let mut statements = Vec::with_capacity(4);
         if self.backend == Backend::Postgres {
             // The count of the owner's runs and the claim must not interleave with another
@@ -81,11 +92,12 @@ impl Db {
         }
         // The run of a lapsed claim was cut off with its host: it is over.
         statements.push(Statement::new(
-            "UPDATE runs SET status = 'interrupted', finished_at_ms = $1, error_json = $2 \
-             WHERE status = 'running' AND id = (SELECT run_id FROM chat_sessions \
-             WHERE id = $3 AND owner_id = $4 AND run_id IS NOT NULL AND run_lease_until < $1)",
+            format!(
+                "UPDATE runs SET status = 'interrupted', finished_at_ms = {now}, error_json = $1 \
+                 WHERE status = 'running' AND id = (SELECT run_id FROM chat_sessions \
+                 WHERE id = $2 AND owner_id = $3 AND run_id IS NOT NULL AND run_lease_until < {now})"
+            ),
             vec![
-                Arg::Int(now_ms),
                 Arg::Text(
                     serde_json::json!({"code": "interrupted", "message": "the host running this run stopped answering"})
                         .to_string(),
@@ -95,17 +107,19 @@ impl Db {
             ],
         ));
         statements.push(Statement::new(
-            "UPDATE chat_sessions SET run_id = $1, run_host = $2, run_lease_until = $3, run_abort = 0 \
-             WHERE id = $4 AND owner_id = $5 AND (run_id IS NULL OR run_lease_until < $6) \
-             AND (SELECT COUNT(*) FROM chat_sessions c WHERE c.owner_id = $5 \
-                  AND c.run_id IS NOT NULL AND c.run_lease_until >= $6 AND c.id <> $4) < $7",
+            format!(
+                "UPDATE chat_sessions SET run_id = $1, run_host = $2, run_lease_until = {now} + $3, \
+                 run_abort = 0 WHERE id = $4 AND owner_id = $5 \
+                 AND (run_id IS NULL OR run_lease_until < {now}) \
+                 AND (SELECT COUNT(*) FROM chat_sessions c WHERE c.owner_id = $5 \
+                      AND c.run_id IS NOT NULL AND c.run_lease_until >= {now} AND c.id <> $4) < $6"
+            ),
             vec![
                 Arg::Text(run_id.to_owned()),
                 Arg::Text(host_id.to_owned()),
-                Arg::Int(lease_until_ms),
+                Arg::Int(lease_ms),
                 Arg::Text(session_id.to_owned()),
                 Arg::Text(owner_id.to_owned()),
-                Arg::Int(now_ms),
                 Arg::Int(i64::from(max_runs)),
             ],
         ));
@@ -114,9 +128,10 @@ impl Db {
             return Ok(Claim::Claimed);
         }
         // Refused: say why (the state may have moved since, which only matters to the reason).
-        let row = sqlx::query(
-            "SELECT run_id, run_lease_until FROM chat_sessions WHERE id = $1 AND owner_id = $2",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT CASE WHEN run_lease_until >= {now} THEN run_id END AS holder \
+             FROM chat_sessions WHERE id = $1 AND owner_id = $2"
+        ))
         .bind(session_id)
         .bind(owner_id)
         .fetch_optional(&self.pool)
@@ -124,29 +139,28 @@ impl Db {
         let Some(row) = row else {
             return Ok(Claim::NotFound);
         };
-        let holder: Option<String> = row.try_get("run_id")?;
-        let until: Option<i64> = row.try_get("run_lease_until")?;
-        Ok(match holder {
-            Some(holder) if until.is_some_and(|u| u >= now_ms) => Claim::Busy(holder),
-            _ => Claim::TooManyRuns(max_runs),
+        Ok(match row.try_get::<Option<String>, _>("holder")? {
+            Some(holder) => Claim::Busy(holder),
+            None => Claim::TooManyRuns(max_runs),
         })
     }
 
-    /// Extends the lease of `run_id`'s claim on `session_id` to `until_ms`. `None` if the run
-    /// no longer holds it (the session was deleted, or the lease lapsed and another run took
-    /// it); otherwise whether an abort was asked for meanwhile.
+    /// Extends the lease of `run_id`'s claim on `session_id` by `lease_ms` from now. `None`
+    /// if the run no longer holds it (the session was deleted, or the lease lapsed and another
+    /// run took it); otherwise whether an abort was asked for meanwhile.
     pub async fn renew_claim(
         &self,
         session_id: &str,
         run_id: &str,
-        until_ms: i64,
+        lease_ms: i64,
     ) -> Result<Option<bool>> {
         let _w = self.write_lock().await;
-        let row = sqlx::query(
-            "UPDATE chat_sessions SET run_lease_until = $1 WHERE id = $2 AND run_id = $3 \
+        let row = sqlx::query(&format!(
+            "UPDATE chat_sessions SET run_lease_until = {} + $1 WHERE id = $2 AND run_id = $3 \
              RETURNING run_abort",
-        )
-        .bind(until_ms)
+            clock(self.backend)
+        ))
+        .bind(lease_ms)
         .bind(session_id)
         .bind(run_id)
         .fetch_optional(&self.pool)
@@ -164,37 +178,41 @@ impl Db {
 
     /// Asks the host running the owner's session's run to stop it; the run's id, or `None`
     /// if the session has no live run.
-    pub async fn request_abort(
-        &self,
-        owner_id: &str,
-        session_id: &str,
-        now_ms: i64,
-    ) -> Result<Option<String>> {
+    pub async fn request_abort(&self, owner_id: &str, session_id: &str) -> Result<Option<String>> {
         let _w = self.write_lock().await;
-        let row = sqlx::query(
+        let row = sqlx::query(&format!(
             "UPDATE chat_sessions SET run_abort = 1 WHERE id = $1 AND owner_id = $2 \
-             AND run_id IS NOT NULL AND run_lease_until >= $3 RETURNING run_id",
-        )
+             AND run_id IS NOT NULL AND run_lease_until >= {} RETURNING run_id",
+            clock(self.backend)
+        ))
         .bind(session_id)
         .bind(owner_id)
-        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok(r.try_get("run_id")?)).transpose()
+    }
+
+    /// The run holding a live claim on the session, if any.
+    pub async fn live_claim(&self, session_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query(&format!(
+            "SELECT run_id FROM chat_sessions WHERE id = $1 AND run_id IS NOT NULL \
+             AND run_lease_until >= {}",
+            clock(self.backend)
+        ))
+        .bind(session_id)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| Ok(r.try_get("run_id")?)).transpose()
     }
 
     /// The owner's sessions with a live run, and the runs' ids.
-    pub async fn running_sessions(
-        &self,
-        owner_id: &str,
-        now_ms: i64,
-    ) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query(
+    pub async fn running_sessions(&self, owner_id: &str) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(&format!(
             "SELECT id, run_id FROM chat_sessions WHERE owner_id = $1 AND run_id IS NOT NULL \
-             AND run_lease_until >= $2",
-        )
+             AND run_lease_until >= {}",
+            clock(self.backend)
+        ))
         .bind(owner_id)
-        .bind(now_ms)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -69,7 +69,7 @@ async fn a_change_on_one_host_is_in_effect_on_the_other_before_its_next_call() {
             Some(json!({"base_url": second.base_url(), "api_key": "sk-replaced"})),
         )
         .await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(status, StatusCode::OK, "{body}");
     let before = first.request_count();
     let (_, run) = ask_and_wait(&b, &set.admin, &set.session_id, "again").await;
     assert_eq!(run["status"], "completed", "{run}");
@@ -623,5 +623,89 @@ both_backends!(
             instance["error"].as_str().unwrap().contains("schema"),
             "{instance}"
         );
+    }
+);
+
+async fn put_auth(s: &TestServer, token: &str, body: Value) -> Value {
+    let (status, out) = s
+        .send("PUT", "/api/providers/openai/auth", Some(token), Some(body))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    out
+}
+
+// A provider's base URL and key change together, in one change every host sees whole; and a
+// key set for one address is never sent to another.
+both_backends!(
+    a_provider_moved_elsewhere_does_not_take_its_key_along,
+    |s: TestServer| async move {
+        let first = FakeVendor::start(Flavor::OpenAi).await;
+        let second = FakeVendor::start(Flavor::OpenAi).await;
+        let set = setup(&s, &first, "gpt-4o").await;
+        let generation = || async { s.state.db().plugin_generation().await.unwrap() };
+
+        // Another address, no key given: the stored key is dropped, and the answer says so.
+        let before = generation().await;
+        let out = put_auth(&s, &set.admin, json!({"base_url": second.base_url()})).await;
+        assert_eq!(generation().await, before + 1);
+        assert_eq!(out["removed_secrets"], json!(["API_KEY"]), "{out}");
+        assert_eq!(out["configured"], false, "{out}");
+        assert_eq!(out["base_url"], second.base_url(), "{out}");
+        let (_, run) = ask_and_wait(&s, &set.admin, &set.session_id, "hi").await;
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(
+            second.requests().last().unwrap().header("authorization"),
+            None
+        );
+
+        // A key for it, then another path on the same origin: the key stays.
+        put_auth(&s, &set.admin, json!({"api_key": "sk-second"})).await;
+        let out = put_auth(
+            &s,
+            &set.admin,
+            json!({"base_url": format!("{}/", second.base_url())}),
+        )
+        .await;
+        assert_eq!(out["removed_secrets"], json!([]), "{out}");
+        assert_eq!(out["configured"], true, "{out}");
+        let (_, run) = ask_and_wait(&s, &set.admin, &set.session_id, "again").await;
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(
+            second.requests().last().unwrap().header("authorization"),
+            Some("Bearer sk-second")
+        );
+
+        // A new address with its own key: one change, and that key.
+        let before = generation().await;
+        let out = put_auth(
+            &s,
+            &set.admin,
+            json!({"base_url": first.base_url(), "api_key": "sk-first-again"}),
+        )
+        .await;
+        assert_eq!(generation().await, before + 1);
+        assert_eq!(out["removed_secrets"], json!([]), "{out}");
+        let (_, run) = ask_and_wait(&s, &set.admin, &set.session_id, "once more").await;
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(
+            first.requests().last().unwrap().header("authorization"),
+            Some("Bearer sk-first-again")
+        );
+
+        // Members see which providers exist and whether they are set up, not where they point.
+        let member = s.user("mel").await;
+        let (status, list) = s.send("GET", "/api/providers", Some(&member), None).await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        assert_eq!(list["items"][0]["id"], "openai", "{list}");
+        assert_eq!(list["items"][0]["configured"], true, "{list}");
+        assert!(list["items"][0].get("base_url").is_none(), "{list}");
+        assert!(
+            !list.to_string().contains(&first.addr().to_string()),
+            "{list}"
+        );
+        let (_, list) = s
+            .send("GET", "/api/providers", Some(&set.admin), None)
+            .await;
+        assert_eq!(list["items"][0]["base_url"], first.base_url(), "{list}");
     }
 );

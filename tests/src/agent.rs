@@ -64,7 +64,7 @@ pub async fn setup(s: &TestServer, vendor: &FakeVendor, model: &str) -> Setup {
             Some(auth),
         )
         .await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = upload(
         s,
         &admin,

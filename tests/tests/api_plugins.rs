@@ -618,7 +618,7 @@ both_backends!(provider_credentials, |s: TestServer| async move {
             Some(json!({"api_key": "sk-local", "base_url": "http://127.0.0.1:11434/v1"})),
         )
         .await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(status, StatusCode::OK, "{body}");
     let (_, list) = s.send("GET", "/api/providers", Some(&admin), None).await;
     assert_eq!(list["items"][0]["configured"], true);
     assert_eq!(list["items"][0]["base_url"], "http://127.0.0.1:11434/v1");

@@ -58,7 +58,7 @@ impl Served {
         let (status, body) = s
             .send("PUT", "/api/providers/openai/auth", Some(auth))
             .await;
-        assert_eq!(status, 204, "{body}");
+        assert_eq!(status, 200, "{body}");
         s.agent("helper").await;
         s
     }

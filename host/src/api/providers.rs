@@ -13,7 +13,7 @@ use super::common::{ApiError, ApiJson, ApiQuery, ErrorEnvelope, Page, PageQuery}
 use crate::auth::{AdminUser, CurrentUser};
 use crate::llm::{ChatRequest, Message, ModelInfo, Role, StreamEvent};
 use crate::plugins::grants::{Approval, ApprovedHost};
-use crate::plugins::{Manifest, PluginKind, SecretValues};
+use crate::plugins::{Manifest, PluginKind, SecretUpdate, SecretValues};
 use crate::store::plugins::InstanceRow;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -33,15 +33,61 @@ pub struct Provider {
     pub description: String,
     /// Every secret the plugin declares has a value.
     pub configured: bool,
+    /// Where its requests go. Admins only: a member picks a provider by id, and the address
+    /// of the operator's model server (a LAN host, a private proxy) is the operator's.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
 }
 
-/// Provider instances and whether each is configured.
+/// An instance's `base_url`, its manifest's default filled in.
+fn base_url_of(instance: &InstanceRow, manifest: &Manifest) -> Result<Option<String>, ApiError> {
+    let config: serde_json::Value =
+        serde_json::from_str(&instance.config_json).map_err(ApiError::internal)?;
+    let config = crate::plugins::with_config_defaults(manifest, config);
+    Ok(config
+        .get("base_url")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned))
+}
+
+/// What `admin` (or a member, without the base URL) sees of a provider instance.
+async fn provider_view(
+    state: &AppState,
+    instance: InstanceRow,
+    manifest: &Manifest,
+    admin: bool,
+) -> Result<Provider, ApiError> {
+    let set: Vec<String> = state
+        .db()
+        .sealed_secrets(&instance.id)
+        .await?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    Ok(Provider {
+        configured: manifest
+            .capabilities
+            .secrets
+            .iter()
+            .all(|s| set.contains(&s.name)),
+        base_url: if admin {
+            base_url_of(&instance, manifest)?
+        } else {
+            None
+        },
+        id: instance.id,
+        plugin: instance.plugin,
+        description: manifest.description.clone(),
+    })
+}
+
+/// Provider instances and whether each is configured; admins also see each one's
+/// `base_url`.
 #[utoipa::path(get, path = "/api/providers", tag = "providers", params(PageQuery),
     responses((status = 200, body = Page<Provider>), (status = 401, body = ErrorEnvelope)), security(("bearer" = []), ("cookie" = [])))]
 pub async fn list(
     State(state): State<AppState>,
-    _user: CurrentUser,
+    user: CurrentUser,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Page<Provider>>, ApiError> {
     let mut providers = Vec::new();
@@ -53,30 +99,7 @@ pub async fn list(
         if manifest.kind != PluginKind::Provider {
             continue;
         }
-        let set: Vec<String> = state
-            .db()
-            .sealed_secrets(&instance.id)
-            .await?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        let config: serde_json::Value =
-            serde_json::from_str(&instance.config_json).map_err(ApiError::internal)?;
-        let config = crate::plugins::with_config_defaults(&manifest, config);
-        providers.push(Provider {
-            configured: manifest
-                .capabilities
-                .secrets
-                .iter()
-                .all(|s| set.contains(&s.name)),
-            base_url: config
-                .get("base_url")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned),
-            id: instance.id,
-            plugin: instance.plugin,
-            description: manifest.description,
-        });
+        providers.push(provider_view(&state, instance, &manifest, user.is_admin()).await?);
     }
     let total = providers.len() as i64;
     let items = providers
@@ -111,45 +134,75 @@ fn is_private_host(host: &url::Host<&str>) -> bool {
     }
 }
 
-/// Sets a provider's API key and/or base URL. Setting the base URL also approves its host for
-/// the instance — as a private host when it is a loopback or private address, which is the
-/// one explicit step a local model server needs.
+/// A provider after a change of its credentials.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderAuthChange {
+    #[serde(flatten)]
+    pub provider: Provider,
+    /// Stored keys this change removed: a `base_url` on another origin (scheme, host or port)
+    /// given without a new `api_key` drops the stored one, which was set for the old address.
+    pub removed_secrets: Vec<String>,
+}
+
+/// Sets a provider's API key and/or base URL, in one change every host sees whole. Setting
+/// the base URL also approves its host for the instance — as a private host when it is a
+/// loopback or private address, which is the one explicit step a local model server needs.
+/// A base URL on another origin (scheme, host or port) without a new `api_key` removes the
+/// stored key: it was given for the old address and is never sent to the new one.
 #[utoipa::path(put, path = "/api/providers/{id}/auth", tag = "providers", params(("id" = String, Path)),
     request_body = ProviderAuth,
-    responses((status = 204), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope)),
+    responses((status = 200, body = ProviderAuthChange), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn put_auth(
     State(state): State<AppState>,
     _admin: AdminUser,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ProviderAuth>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<axum::Json<ProviderAuthChange>, ApiError> {
     let (instance, manifest) = provider_instance(&state, &id).await?;
     if body.api_key.is_none() && body.base_url.is_none() {
         return Err(ApiError::bad_request("give api_key, base_url or both"));
     }
-    if let Some(base_url) = &body.base_url {
-        let (config, approval) = with_base_url(&instance, base_url)?;
-        state
-            .runtime
-            .update_instance(&id, config, approval)
-            .await
-            .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
-    }
-    if let Some(key) = &body.api_key {
+    let mut key = Vec::new();
+    if let Some(value) = &body.api_key {
         let Some(secret) = manifest.capabilities.secrets.first() else {
             return Err(ApiError::bad_request(format!(
                 "{} takes no API key",
                 manifest.name
             )));
         };
-        state
-            .runtime
-            .set_secret(&id, &secret.name, key)
-            .await
-            .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+        key.push((secret.name.clone(), value.clone()));
     }
-    Ok(StatusCode::NO_CONTENT)
+    let (config, approval, moved) = match &body.base_url {
+        Some(base_url) => {
+            let (config, approval) = with_base_url(&instance, base_url)?;
+            let own = base_url_of(&instance, &manifest)?;
+            let moved = !own.is_some_and(|own| same_origin(&own, base_url));
+            (config, approval, moved)
+        }
+        None => (
+            serde_json::from_str(&instance.config_json).map_err(ApiError::internal)?,
+            serde_json::from_str(&instance.approval_json).map_err(ApiError::internal)?,
+            false,
+        ),
+    };
+    // The same rule as `/api/providers/test`: a stored key goes only to the address it was
+    // set for.
+    let secrets = if moved {
+        SecretUpdate::Replace(&key)
+    } else {
+        SecretUpdate::Set(&key)
+    };
+    let removed_secrets = state
+        .runtime
+        .update_instance_with(&id, config, approval, secrets)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+    let (instance, manifest) = provider_instance(&state, &id).await?;
+    Ok(axum::Json(ProviderAuthChange {
+        provider: provider_view(&state, instance, &manifest, true).await?,
+        removed_secrets,
+    }))
 }
 
 async fn provider_instance(
@@ -275,15 +328,7 @@ pub async fn test(
     // it would hand the key to whoever runs that address.
     let stored_key_fits = match &body.base_url {
         None => true,
-        Some(url) => {
-            let config: serde_json::Value =
-                serde_json::from_str(&instance.config_json).map_err(ApiError::internal)?;
-            let config = crate::plugins::with_config_defaults(&manifest, config);
-            config
-                .get("base_url")
-                .and_then(|v| v.as_str())
-                .is_some_and(|own| same_origin(own, url))
-        }
+        Some(url) => base_url_of(&instance, &manifest)?.is_some_and(|own| same_origin(&own, url)),
     };
     let (config, approval) = match &body.base_url {
         Some(url) => with_base_url(&instance, url)?,

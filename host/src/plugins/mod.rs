@@ -30,8 +30,8 @@ use serde::Serialize;
 
 pub use provider::ProviderStream;
 pub use runtime::{
-    CallError, InstallOptions, InstalledPlugin, PackageReview, PluginRuntime, SecretValues,
-    with_config_defaults,
+    CallError, InstallOptions, InstalledPlugin, PackageReview, PluginRuntime, SecretUpdate,
+    SecretValues, with_config_defaults,
 };
 pub use settings::{CallLimits, RuntimeSettings};
 

@@ -124,7 +124,7 @@ impl PluginRuntime {
     ) -> Result<ProviderStream, ProviderFailure> {
         // The instance's base URL, key and grants as the database has them now: a change made
         // on another host must not send this request (and its key) to the old address.
-        self.catch_up().await.map_err(|e| {
+        self.catch_up_for(Some(id)).await.map_err(|e| {
             plugin_failure(format!(
                 "provider `{id}`: checking for plugin changes: {e:#}"
             ))

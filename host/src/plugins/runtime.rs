@@ -25,7 +25,7 @@ use super::{InstanceContext, ToolFailure, ToolSpec};
 use crate::net::{self, OutboundClient, OutboundPolicy, Redactor, Resolve};
 use crate::schema::Schema;
 use crate::secrets::SecretBox;
-use crate::store::plugins::{InstanceRow, PluginRow};
+use crate::store::plugins::{InstanceRow, PluginRow, SecretWrites};
 use crate::store::{Db, now_ms};
 
 /// Why a call did not produce output. Each variant is one clear, user-facing reason.
@@ -109,6 +109,37 @@ pub enum SecretValues<'a> {
     /// not take the stored key there).
     Only(&'a [(String, String)]),
 }
+
+/// What a reconfiguration ([`PluginRuntime::update_instance_with`]) does with the instance's
+/// stored secrets, in the same transaction as its config.
+#[derive(Debug, Clone, Copy)]
+pub enum SecretUpdate<'a> {
+    /// Sets these `(name, value)`, keeping the other stored ones.
+    Set(&'a [(String, String)]),
+    /// The instance's secrets become exactly these: every other stored one is removed.
+    Replace(&'a [(String, String)]),
+}
+
+/// A load that failed for a reason outside the instance: the database did not answer a read
+/// of its row, package or secrets. The instance keeps what it had and the load is tried again
+/// at the next catch-up, whereas a load that fails for the instance's own reasons (its config,
+/// schema or grants, a component that does not start) replaces it with the error.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the plugin from the database: {0:#}")]
+struct StorageUnavailable(anyhow::Error);
+
+fn unavailable(error: anyhow::Error) -> anyhow::Error {
+    StorageUnavailable(error).into()
+}
+
+/// Whether a load failure is worth trying again rather than the instance's own.
+fn retry_later(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<StorageUnavailable>().is_some()
+}
+
+/// The revision recorded for an instance that never loaded on this host because of a
+/// [`StorageUnavailable`] failure: it matches no row, so the next catch-up tries again.
+const NEVER_LOADED: i64 = i64::MIN;
 
 /// Options of an install.
 #[derive(Debug, Clone, Default)]
@@ -353,12 +384,16 @@ impl PluginRuntime {
             // An upgrade reloads every instance of the plugin against the new package; one
             // that no longer loads shows that in its status rather than failing the install.
             let _reload = self.reload.lock().await;
+            let mut reloaded = Ok(());
             for other in self.db.list_instances().await? {
-                if other.plugin == row.name {
-                    let _ = self.load_row(&other).await;
+                if other.plugin == row.name
+                    && let Err(e) = self.load_row(&other).await
+                    && retry_later(&e)
+                {
+                    reloaded = Err(e);
                 }
             }
-            self.caught_up(generation);
+            self.caught_up(generation, &reloaded);
         }
         let grants = loaded.ctx.grants.describe();
         Ok(InstalledPlugin {
@@ -434,7 +469,10 @@ impl PluginRuntime {
             }
         }
         self.forget_all_but(&rows);
-        self.seen_generation.fetch_max(generation, Ordering::SeqCst);
+        // A load the database failed is tried again at the first call.
+        if !failures.iter().any(|(_, e)| retry_later(e)) {
+            self.seen_generation.fetch_max(generation, Ordering::SeqCst);
+        }
         Ok(failures)
     }
 
@@ -446,33 +484,73 @@ impl PluginRuntime {
     /// every listing of loaded instances starts with it; after a change it reloads only the
     /// instances whose revision moved.
     pub async fn catch_up(&self) -> Result<()> {
+        self.catch_up_for(None).await
+    }
+
+    /// [`catch_up`](Self::catch_up) before a call to instance `only`: while another caller
+    /// holds the reload (rebuilding what changed, which may mean compiling), a call to an
+    /// instance whose row has not moved since it was loaded goes ahead — what it would wait
+    /// for cannot change what it runs. A call to a changed instance waits, as every listing
+    /// does.
+    pub(super) async fn catch_up_for(&self, only: Option<&str>) -> Result<()> {
         let generation = self.db.plugin_generation().await?;
         if generation <= self.seen_generation.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let _reload = self.reload.lock().await;
+        let _reload = match (self.reload.try_lock(), only) {
+            (Ok(reload), _) => reload,
+            (Err(_), Some(id)) => {
+                // Every change to an instance stamps its row, and what is loaded is never
+                // older than the revision it carries.
+                let current = self.db.get_instance(id).await?.map(|row| row.revision);
+                let loaded = self
+                    .instances
+                    .read()
+                    .expect("instances lock")
+                    .get(id)
+                    .map(|i| i.revision);
+                if current.is_some() && loaded == current {
+                    return Ok(());
+                }
+                self.reload.lock().await
+            }
+            (Err(_), None) => self.reload.lock().await,
+        };
         // Read again under the lock: a caller that waited for it may find the work done.
         let generation = self.db.plugin_generation().await?;
         if generation <= self.seen_generation.load(Ordering::SeqCst) {
             return Ok(());
         }
         let rows = self.db.list_instances().await?;
+        let mut retry = false;
         for row in &rows {
             if self.loaded_revision(&row.id) != Some(row.revision)
                 && let Err(e) = self.load_row(row).await
             {
-                tracing::warn!(instance = %row.id, error = %format!("{e:#}"), "not serving plugin instance");
+                if retry_later(&e) {
+                    retry = true;
+                    tracing::warn!(instance = %row.id, error = %format!("{e:#}"), "plugin instance not reloaded; serving it as it was");
+                } else {
+                    tracing::warn!(instance = %row.id, error = %format!("{e:#}"), "not serving plugin instance");
+                }
             }
         }
         self.forget_all_but(&rows);
-        self.seen_generation.fetch_max(generation, Ordering::SeqCst);
+        // Unseen, the generation makes the next call try the failed loads again.
+        if !retry {
+            self.seen_generation.fetch_max(generation, Ordering::SeqCst);
+        }
         Ok(())
     }
 
     /// After this host made the change that started `generation` and put its result in
-    /// place: if it had seen every change before it, it has now seen this one too, and the
-    /// next call need not reload. Called with `reload` held.
-    fn caught_up(&self, generation: i64) {
+    /// place (`reloaded`): if it had seen every change before it, it has now seen this one
+    /// too, and the next call need not reload — unless the reload failed for want of the
+    /// database, which the next call then tries again. Called with `reload` held.
+    fn caught_up(&self, generation: i64, reloaded: &Result<()>) {
+        if reloaded.as_ref().is_err_and(retry_later) {
+            return;
+        }
         let _ = self.seen_generation.compare_exchange(
             generation - 1,
             generation,
@@ -520,9 +598,16 @@ impl PluginRuntime {
     }
 
     /// Puts what building revision `revision` of instance `id` gave in place: the instance,
-    /// served from now on, or why it did not load (and it is not served). Called with
-    /// `reload` held.
+    /// served from now on, or why it did not load (and it is not served). A failure that is
+    /// not the instance's own ([`StorageUnavailable`]) leaves what was there. Nothing replaces
+    /// the state of a newer revision. Called with `reload` held.
     fn settle(&self, id: &str, revision: i64, built: Result<LoadedInstance>) -> Result<()> {
+        if self
+            .loaded_revision(id)
+            .is_some_and(|loaded| loaded > revision)
+        {
+            return Ok(());
+        }
         match built {
             Ok(mut loaded) => {
                 loaded.revision = revision;
@@ -535,6 +620,17 @@ impl PluginRuntime {
                     .expect("load errors lock")
                     .remove(id);
                 Ok(())
+            }
+            Err(e) if retry_later(&e) => {
+                // Serving the instance as it was beats not serving it until a restart; the
+                // revision stays unseen, so the next catch-up builds it again.
+                if self.loaded_revision(id).is_none() {
+                    self.load_errors
+                        .write()
+                        .expect("load errors lock")
+                        .insert(id.to_owned(), (NEVER_LOADED, format!("{e:#}")));
+                }
+                Err(e)
             }
             Err(e) => {
                 self.load_errors
@@ -550,6 +646,19 @@ impl PluginRuntime {
     /// Builds a stored row and settles the result. Called with `reload` held.
     async fn load_row(&self, row: &InstanceRow) -> Result<()> {
         let built = self.build_row(row).await;
+        // Disabling is the operator's off switch: an instance disabled since it was loaded
+        // is not served as it was while the database fails its reload.
+        if !row.enabled
+            && built.as_ref().is_err_and(retry_later)
+            && self
+                .loaded_revision(&row.id)
+                .is_some_and(|loaded| loaded < row.revision)
+        {
+            self.instances
+                .write()
+                .expect("instances lock")
+                .remove(&row.id);
+        }
         self.settle(&row.id, row.revision, built)
     }
 
@@ -561,7 +670,7 @@ impl PluginRuntime {
     }
 
     async fn load_instance_locked(&self, id: &str) -> Result<()> {
-        match self.db.get_instance(id).await? {
+        match self.db.get_instance(id).await.map_err(unavailable)? {
             Some(row) => self.load_row(&row).await,
             None => {
                 self.forget(id);
@@ -593,17 +702,20 @@ impl PluginRuntime {
         secret_values: SecretValues<'_>,
     ) -> Result<LoadedInstance> {
         let id = &row.id;
-        let plugin =
-            self.db.get_plugin(&row.plugin).await?.ok_or_else(|| {
-                anyhow!("instance `{id}` refers to missing plugin {}", row.plugin)
-            })?;
+        let plugin = self
+            .db
+            .get_plugin(&row.plugin)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| anyhow!("instance `{id}` refers to missing plugin {}", row.plugin))?;
         let manifest: Manifest = Manifest::parse(&plugin.manifest_toml)?;
         let wasm = match &plugin.wasm_sha256 {
             Some(_) => {
                 let bytes = self
                     .db
                     .get_package(&plugin.name)
-                    .await?
+                    .await
+                    .map_err(unavailable)?
                     .ok_or_else(|| anyhow!("package missing"))?;
                 read_package(&bytes, &PackageLimits::default())?.wasm
             }
@@ -835,9 +947,13 @@ impl PluginRuntime {
         secret_values: SecretValues<'_>,
     ) -> Result<Vec<net::BoundSecret>> {
         let (sealed, overrides) = match secret_values {
-            SecretValues::Stored(overrides) => {
-                (self.db.sealed_secrets(instance_id).await?, overrides)
-            }
+            SecretValues::Stored(overrides) => (
+                self.db
+                    .sealed_secrets(instance_id)
+                    .await
+                    .map_err(unavailable)?,
+                overrides,
+            ),
             SecretValues::Only(values) => (Vec::new(), values),
         };
         let mut values = Vec::new();
@@ -973,10 +1089,12 @@ impl PluginRuntime {
         owner: &str,
         workspace: Option<&Path>,
     ) -> Result<String, CallError> {
-        self.catch_up().await.map_err(|e| CallError::Internal {
-            instance: instance_id.to_owned(),
-            detail: format!("checking for plugin changes: {e:#}"),
-        })?;
+        self.catch_up_for(Some(instance_id))
+            .await
+            .map_err(|e| CallError::Internal {
+                instance: instance_id.to_owned(),
+                detail: format!("checking for plugin changes: {e:#}"),
+            })?;
         let instance = self
             .instances
             .read()
@@ -1146,7 +1264,7 @@ impl PluginRuntime {
         let _reload = self.reload.lock().await;
         let rows = self.db.list_instances().await?;
         self.forget_all_but(&rows);
-        self.caught_up(generation);
+        self.caught_up(generation, &Ok(()));
         Ok(removed)
     }
 
@@ -1156,7 +1274,7 @@ impl PluginRuntime {
         };
         let _reload = self.reload.lock().await;
         let loaded = self.load_instance_locked(instance_id).await;
-        self.caught_up(generation);
+        self.caught_up(generation, &loaded);
         loaded
     }
 
@@ -1173,30 +1291,14 @@ impl PluginRuntime {
             .get_plugin(&row.plugin)
             .await?
             .ok_or_else(|| anyhow!("plugin missing"))?;
-        let manifest = Manifest::parse(&plugin.manifest_toml)?;
-        if !manifest.capabilities.secrets.iter().any(|s| s.name == name) {
-            bail!(
-                "{} declares no secret `{name}` (it declares: {})",
-                manifest.name,
-                manifest
-                    .capabilities
-                    .secrets
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-        if value.is_empty() {
-            bail!("secret `{name}` must not be empty");
-        }
+        check_secret(&Manifest::parse(&plugin.manifest_toml)?, name, value)?;
         let sealed = self
             .secret_box
             .seal(&secret_context(instance_id, name), value)?;
         let generation = self.db.put_secret(instance_id, name, &sealed).await?;
         let _reload = self.reload.lock().await;
         let loaded = self.load_instance_locked(instance_id).await;
-        self.caught_up(generation);
+        self.caught_up(generation, &loaded);
         loaded
     }
 
@@ -1209,6 +1311,8 @@ impl PluginRuntime {
         approval: Approval,
     ) -> Result<()> {
         validate_instance_id(id)?;
+        // Read before anything the build reads (see `settle_change`).
+        let before = self.db.plugin_generation().await?;
         let stored = self
             .db
             .get_plugin(plugin)
@@ -1227,10 +1331,31 @@ impl PluginRuntime {
         // Built before it is stored: an instance that cannot load is never created.
         let loaded = self.build_row(&row).await?;
         let generation = self.db.insert_instance(&row).await?;
-        let _reload = self.reload.lock().await;
-        self.settle(id, generation, Ok(loaded))?;
-        self.caught_up(generation);
+        self.settle_change(id, before, generation, loaded).await;
         Ok(())
+    }
+
+    /// Puts in place the instance a change built before writing itself — `built`, from
+    /// reads made after the plugin generation was `before` — now that the write started
+    /// `generation`.
+    async fn settle_change(&self, id: &str, before: i64, generation: i64, built: LoadedInstance) {
+        let _reload = self.reload.lock().await;
+        let reloaded = if generation == before + 1 {
+            // No other change committed between the build's reads and this write: what was
+            // built is what the database now holds.
+            self.settle(id, generation, Ok(built))
+        } else {
+            // Another change landed in between (on another host, by the CLI, or a concurrent
+            // request here): the package or secrets the build read may be older than this
+            // write, and an instance stamped newer than what it holds would never be rebuilt.
+            // The build was the check; load what is stored.
+            drop(built);
+            self.load_instance_locked(id).await
+        };
+        if let Err(e) = &reloaded {
+            tracing::warn!(instance = %id, error = %format!("{e:#}"), "plugin instance changed but did not reload");
+        }
+        self.caught_up(generation, &reloaded);
     }
 
     /// The workspace directory of a chat session (created if needed). Workspaces always live
@@ -1261,6 +1386,23 @@ impl PluginRuntime {
         config: serde_json::Value,
         approval: Approval,
     ) -> Result<()> {
+        self.update_instance_with(id, config, approval, SecretUpdate::Set(&[]))
+            .await
+            .map(drop)
+    }
+
+    /// [`update_instance`](Self::update_instance) that also writes secrets, in the same
+    /// transaction: every host loads the new config with the new secrets, never one without
+    /// the other. Returns the names of stored secrets it removed.
+    pub async fn update_instance_with(
+        &self,
+        id: &str,
+        config: serde_json::Value,
+        approval: Approval,
+        secrets: SecretUpdate<'_>,
+    ) -> Result<Vec<String>> {
+        // Read before anything the build reads (see `settle_change`).
+        let before = self.db.plugin_generation().await?;
         let row = self
             .db
             .get_instance(id)
@@ -1271,7 +1413,20 @@ impl PluginRuntime {
             .get_plugin(&row.plugin)
             .await?
             .ok_or_else(|| anyhow!("plugin missing"))?;
-        validate_config(&Manifest::parse(&plugin.manifest_toml)?, &config)?;
+        let manifest = Manifest::parse(&plugin.manifest_toml)?;
+        validate_config(&manifest, &config)?;
+        let (values, replace) = match secrets {
+            SecretUpdate::Set(values) => (values, false),
+            SecretUpdate::Replace(values) => (values, true),
+        };
+        let mut sealed = Vec::new();
+        for (name, value) in values {
+            check_secret(&manifest, name, value)?;
+            sealed.push((
+                name.clone(),
+                self.secret_box.seal(&secret_context(id, name), value)?,
+            ));
+        }
         let changed = InstanceRow {
             config_json: serde_json::to_string(&config)?,
             approval_json: serde_json::to_string(&approval)?,
@@ -1279,18 +1434,26 @@ impl PluginRuntime {
         };
         // Try the change first: a configuration the instance cannot load with is refused and
         // nothing is stored, so the running instance keeps working.
-        let loaded = self.build_row(&changed).await?;
-        let Some(generation) = self
+        let trial = if replace {
+            SecretValues::Only(values)
+        } else {
+            SecretValues::Stored(values)
+        };
+        let loaded = self.build_row_with(&changed, trial).await?;
+        let writes = if replace {
+            SecretWrites::Replace(&sealed)
+        } else {
+            SecretWrites::Put(&sealed)
+        };
+        let Some((generation, removed)) = self
             .db
-            .update_instance(id, &changed.config_json, &changed.approval_json)
+            .reconfigure_instance(id, &changed.config_json, &changed.approval_json, writes)
             .await?
         else {
             bail!("no plugin instance `{id}`");
         };
-        let _reload = self.reload.lock().await;
-        self.settle(id, generation, Ok(loaded))?;
-        self.caught_up(generation);
-        Ok(())
+        self.settle_change(id, before, generation, loaded).await;
+        Ok(removed)
     }
 
     /// Deletes an instance with its secrets and kv data.
@@ -1298,7 +1461,7 @@ impl PluginRuntime {
         let (deleted, generation) = self.db.delete_instance(id).await?;
         let _reload = self.reload.lock().await;
         self.forget(id);
-        self.caught_up(generation);
+        self.caught_up(generation, &Ok(()));
         Ok(deleted)
     }
 
@@ -1308,8 +1471,8 @@ impl PluginRuntime {
         // Without the secret the instance may no longer load; that is its status to report,
         // not a failure of the delete.
         let _reload = self.reload.lock().await;
-        let _ = self.load_instance_locked(instance_id).await;
-        self.caught_up(generation);
+        let reloaded = self.load_instance_locked(instance_id).await;
+        self.caught_up(generation, &reloaded);
         Ok(deleted)
     }
 
@@ -1398,6 +1561,27 @@ fn config_schema(manifest: &Manifest) -> Result<Option<Schema>> {
             })
         })
         .transpose()
+}
+
+/// Checks that `manifest` declares secret `name` and that `value` is one.
+fn check_secret(manifest: &Manifest, name: &str, value: &str) -> Result<()> {
+    if !manifest.capabilities.secrets.iter().any(|s| s.name == name) {
+        bail!(
+            "{} declares no secret `{name}` (it declares: {})",
+            manifest.name,
+            manifest
+                .capabilities
+                .secrets
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if value.is_empty() {
+        bail!("secret `{name}` must not be empty");
+    }
+    Ok(())
 }
 
 fn secret_context(instance_id: &str, name: &str) -> String {

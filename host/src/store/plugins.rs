@@ -331,6 +331,23 @@ impl Db {
         config_json: &str,
         approval_json: &str,
     ) -> Result<Option<i64>> {
+        let changed = self
+            .reconfigure_instance(id, config_json, approval_json, SecretWrites::Put(&[]))
+            .await?;
+        Ok(changed.map(|(generation, _)| generation))
+    }
+
+    /// Replaces an instance's config and approval and writes its secrets, all in one
+    /// transaction and one generation: no host ever loads the new config with the old secrets
+    /// (a new base URL with the key meant for the old one). Returns the new revision and the
+    /// names of the stored secrets it removed; `None` if there is no such instance.
+    pub async fn reconfigure_instance(
+        &self,
+        id: &str,
+        config_json: &str,
+        approval_json: &str,
+        secrets: SecretWrites<'_>,
+    ) -> Result<Option<(i64, Vec<String>)>> {
         let _w = self.write_lock().await;
         let mut tx = self.pool.begin().await?;
         let generation = next_generation(&mut tx).await?;
@@ -343,8 +360,41 @@ impl Db {
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 0 {
+            // Dropping `tx` rolls the generation back too: nothing changed.
+            return Ok(None);
+        }
+        let (put, mut removed) = match secrets {
+            SecretWrites::Put(put) => (put, Vec::new()),
+            SecretWrites::Replace(put) => {
+                let rows = sqlx::query(
+                    "DELETE FROM instance_secrets WHERE instance_id = $1 RETURNING name",
+                )
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+                let removed = rows
+                    .iter()
+                    .map(|r| r.try_get::<String, _>("name"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (put, removed)
+            }
+        };
+        for (name, sealed) in put {
+            sqlx::query(
+                "INSERT INTO instance_secrets (instance_id, name, sealed) VALUES ($1, $2, $3) \
+                 ON CONFLICT (instance_id, name) DO UPDATE SET sealed = excluded.sealed",
+            )
+            .bind(id)
+            .bind(name)
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await?;
+            removed.retain(|n| n != name);
+        }
         tx.commit().await?;
-        Ok((done.rows_affected() > 0).then_some(generation))
+        removed.sort();
+        Ok(Some((generation, removed)))
     }
 
     /// Stores a sealed secret of an instance; returns the instance's new revision.
@@ -535,6 +585,15 @@ impl Db {
     }
 }
 
+/// What [`Db::reconfigure_instance`] does with an instance's stored secrets.
+#[derive(Debug, Clone, Copy)]
+pub enum SecretWrites<'a> {
+    /// Stores these `(name, sealed value)`, keeping the others.
+    Put(&'a [(String, String)]),
+    /// Stores exactly these: every other secret of the instance is removed.
+    Replace(&'a [(String, String)]),
+}
+
 /// Outcome of [`Db::kv_commit`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum KvCommit {
@@ -544,9 +603,15 @@ pub enum KvCommit {
     OverQuota,
 }
 
-/// Longest wait for one read of the generation on the reader's own connection before the
-/// caller reads through the pool instead.
+/// Longest wait for one read of the generation on the reader's own connection, or for that
+/// connection to open, before the caller reads through the pool instead.
 const GENERATION_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// After the reader's connection failed or could not be opened, how long callers read through
+/// the pool before it tries again: with the database unreachable (an address that drops
+/// packets answers nothing until the OS gives up), every plugin call would otherwise wait out
+/// another attempt.
+const GENERATION_RECONNECT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// PostgreSQL's reader of the plugin generation. Every plugin call on every host reads it, so
 /// it has a connection of its own: a pooled read would add the pool's liveness ping (a second
@@ -555,6 +620,10 @@ const GENERATION_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// whose answer is as fresh as its own would be, so the connection is never a queue.
 pub(super) struct GenerationReader {
     url: String,
+    /// Bounds the connect and each read ([`GENERATION_READ_TIMEOUT`]).
+    timeout: std::time::Duration,
+    /// [`GENERATION_RECONNECT_BACKOFF`].
+    backoff: std::time::Duration,
     state: tokio::sync::Mutex<ReaderState>,
 }
 
@@ -563,18 +632,30 @@ struct ReaderState {
     conn: Option<sqlx::PgConnection>,
     /// When the last read was sent, and what it answered.
     last: Option<(std::time::Instant, i64)>,
+    /// When the connection last failed or could not be opened.
+    failed_at: Option<std::time::Instant>,
 }
 
 impl GenerationReader {
     pub(super) fn new(url: &str) -> GenerationReader {
+        GenerationReader::with_limits(url, GENERATION_READ_TIMEOUT, GENERATION_RECONNECT_BACKOFF)
+    }
+
+    fn with_limits(
+        url: &str,
+        timeout: std::time::Duration,
+        backoff: std::time::Duration,
+    ) -> GenerationReader {
         GenerationReader {
             url: url.to_owned(),
+            timeout,
+            backoff,
             state: tokio::sync::Mutex::default(),
         }
     }
 
-    /// The generation as of a moment after this call began; `None` if the connection failed
-    /// (it is opened again next time, and the caller reads through the pool).
+    /// The generation as of a moment after this call began; `None` if the connection failed,
+    /// could not be opened in time, or failed lately (the caller reads through the pool).
     async fn read(&self, sql: &str) -> Option<i64> {
         use sqlx::Connection;
         let arrived = std::time::Instant::now();
@@ -585,22 +666,40 @@ impl GenerationReader {
         {
             return Some(generation);
         }
+        if state.conn.is_none()
+            && state
+                .failed_at
+                .is_some_and(|failed| failed.elapsed() < self.backoff)
+        {
+            return None;
+        }
         let sent = std::time::Instant::now();
         let conn = match &mut state.conn {
             Some(conn) => conn,
-            None => match sqlx::PgConnection::connect(&self.url).await {
-                Ok(conn) => state.conn.insert(conn),
-                Err(e) => {
-                    tracing::warn!(error = %e, "connecting for plugin generation reads");
-                    return None;
+            // Bounded like the read: callers wait on this one behind the mutex.
+            None => {
+                match tokio::time::timeout(self.timeout, sqlx::PgConnection::connect(&self.url))
+                    .await
+                {
+                    Ok(Ok(conn)) => state.conn.insert(conn),
+                    failed => {
+                        let error = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "timed out".to_owned(),
+                        };
+                        tracing::warn!(error, "connecting for plugin generation reads");
+                        state.failed_at = Some(std::time::Instant::now());
+                        return None;
+                    }
                 }
-            },
+            }
         };
         // Bounded: a connection that died without a word must not hold every caller.
         let read = sqlx::query_scalar::<_, i64>(sql).fetch_one(conn);
-        match tokio::time::timeout(GENERATION_READ_TIMEOUT, read).await {
+        match tokio::time::timeout(self.timeout, read).await {
             Ok(Ok(generation)) => {
                 state.last = Some((sent, generation));
+                state.failed_at = None;
                 Some(generation)
             }
             failed => {
@@ -610,8 +709,54 @@ impl GenerationReader {
                 };
                 tracing::warn!(error, "reading the plugin generation");
                 state.conn = None;
+                state.failed_at = Some(std::time::Instant::now());
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::GenerationReader;
+
+    /// A database address that accepts connections and never answers (a proxy whose database
+    /// is gone, a half-dead server): the reader gives up within its timeout, the caller reads
+    /// through the pool, and the next calls do not wait out another connect.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_that_never_answers_does_not_hold_generation_reads() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let held = tokio::spawn(async move {
+            let mut sockets = Vec::new();
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                // Held open, never read or answered.
+                sockets.push(socket);
+            }
+        });
+        let reader = GenerationReader::with_limits(
+            &format!("postgres://kelp@{addr}/kelp"),
+            Duration::from_millis(300),
+            Duration::from_secs(3600),
+        );
+        let read = tokio::time::timeout(Duration::from_secs(20), reader.read("SELECT 1"))
+            .await
+            .expect("the reader gave up on a database that never answers");
+        assert_eq!(read, None);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // Within the back-off, callers go to the pool without another attempt.
+        for _ in 0..3 {
+            assert_eq!(reader.read("SELECT 1").await, None);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        held.abort();
     }
 }

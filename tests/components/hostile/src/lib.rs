@@ -174,6 +174,11 @@ impl Tool for Hostile {
                 "additionalProperties": false
             }),
         ));
+        // With config `list_gate` (a URL), listing first fetches it: a test that holds the
+        // answer holds every load of this instance right there.
+        if let Some(url) = kelp_sdk::config::<String>("list_gate") {
+            let _ = Request::new("GET", &url).send();
+        }
         // With config `bad_schema`, a tool whose schema no validator can compile.
         if kelp_sdk::config::<bool>("bad_schema").unwrap_or(false) {
             tools.push(ToolSpec::new(

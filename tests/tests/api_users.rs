@@ -772,7 +772,7 @@ both_backends!(
                 "/api/admin/users/no-such-id",
                 Some(&admin),
                 r#"{"role": 1}"#,
-                400,
+                422,
             ),
             (
                 "PATCH",

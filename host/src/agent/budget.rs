@@ -69,13 +69,16 @@ pub fn default_prices() -> BTreeMap<String, Price> {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetSettings {
-    /// US dollars per UTC day; `null` for no limit.
+    /// US dollars per UTC day, 0 or more; `null` for no limit.
     #[serde(default)]
+    #[schema(minimum = 0.0)]
     pub daily_limit_usd: Option<f64>,
-    /// US dollars per calendar month (UTC); `null` for no limit.
+    /// US dollars per calendar month (UTC), 0 or more; `null` for no limit.
     #[serde(default)]
+    #[schema(minimum = 0.0)]
     pub monthly_limit_usd: Option<f64>,
-    /// Fractions of a limit (e.g. `[0.5, 0.8]`) at which a run emits a `budget-alert` event.
+    /// Fractions of a limit, each in (0, 1] (e.g. `[0.5, 0.8]`), at which a run emits a
+    /// `budget-alert` event.
     #[serde(default)]
     pub alert_thresholds: Vec<f64>,
 }

@@ -20,6 +20,10 @@ const DEFAULT_MAX_STEPS: i64 = 10;
 /// Most tools or skills one agent may list; each adds to every prompt.
 const MAX_LIST: usize = 256;
 
+/// Largest `max_tokens` an agent may ask for: beyond any model's output today, and a bound the
+/// document can state.
+const MAX_TOKENS: u32 = 1_000_000;
+
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
@@ -75,19 +79,30 @@ impl From<AgentRow> for Agent {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAgentBody {
-    /// 1–64 characters, unique among your agents.
+    /// 1–64 characters, unique among your agents, without control characters or leading
+    /// or trailing spaces.
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$",
+        min_length = 1,
+        max_length = 64
+    )]
     pub name: String,
-    /// System prompt, at most 100 KiB.
+    /// System prompt, at most 102400 characters.
     #[serde(default)]
+    #[schema(max_length = 102400)]
     pub instructions: String,
     pub provider: ProviderChoice,
-    /// `instance/tool` names of enabled tools.
+    /// `instance/tool` names of enabled tools, each once.
     #[serde(default)]
+    #[schema(max_items = 256)]
     pub tools: Vec<String>,
+    /// Installed plugins with a `SKILL.md` (`namespace/name`), each once.
     #[serde(default)]
+    #[schema(max_items = 256)]
     pub skills: Vec<String>,
     /// 1–100 (default 10): most provider calls in one run.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_steps: Option<i64>,
 }
 
@@ -95,11 +110,20 @@ pub struct NewAgentBody {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentUpdate {
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$",
+        min_length = 1,
+        max_length = 64
+    )]
     pub name: Option<String>,
+    #[schema(max_length = 102400)]
     pub instructions: Option<String>,
     pub provider: Option<ProviderChoice>,
+    #[schema(max_items = 256)]
     pub tools: Option<Vec<String>>,
+    #[schema(max_items = 256)]
     pub skills: Option<Vec<String>>,
+    #[schema(minimum = 1, maximum = 100)]
     pub max_steps: Option<i64>,
 }
 
@@ -114,29 +138,32 @@ fn validate_name(name: &str) -> Result<(), ApiError> {
 }
 
 fn validate_instructions(instructions: &str) -> Result<(), ApiError> {
-    if instructions.len() > MAX_INSTRUCTIONS {
+    if instructions.chars().count() > MAX_INSTRUCTIONS {
         return Err(ApiError::bad_request(format!(
-            "instructions must be at most {MAX_INSTRUCTIONS} bytes"
+            "instructions must be at most {MAX_INSTRUCTIONS} characters"
         )));
     }
     Ok(())
 }
 
 fn validate_provider(provider: &ProviderChoice) -> Result<(), ApiError> {
-    if provider.plugin.is_empty() || provider.plugin.len() > 128 {
+    if !(1..=128).contains(&provider.plugin.chars().count()) {
         return Err(ApiError::bad_request(
             "provider.plugin must be a plugin instance id",
         ));
     }
-    if provider.model.is_empty() || provider.model.len() > 200 {
+    if !(1..=200).contains(&provider.model.chars().count()) {
         return Err(ApiError::bad_request(
             "provider.model must be 1-200 characters",
         ));
     }
-    if provider.max_tokens == Some(0) {
-        return Err(ApiError::bad_request(
-            "provider.max_tokens must be positive",
-        ));
+    if provider
+        .max_tokens
+        .is_some_and(|n| !(1..=MAX_TOKENS).contains(&n))
+    {
+        return Err(ApiError::bad_request(format!(
+            "provider.max_tokens must be 1-{MAX_TOKENS}"
+        )));
     }
     if let Some(t) = provider.temperature
         && !(0.0..=2.0).contains(&t)
@@ -187,7 +214,10 @@ async fn validate_skills(state: &AppState, skills: &[String]) -> Result<(), ApiE
             "skills: at most {MAX_LIST} entries"
         )));
     }
-    if let Some(bad) = skills.iter().find(|s| s.is_empty() || s.len() > 128) {
+    if let Some(bad) = skills
+        .iter()
+        .find(|s| !(1..=128).contains(&s.chars().count()))
+    {
         return Err(ApiError::bad_request(format!(
             "skills: `{bad}` must be 1-128 characters"
         )));

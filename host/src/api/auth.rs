@@ -58,9 +58,13 @@ impl From<UserRow> for User {
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// 1–64 characters of a-z, 0-9, `.`, `_`, `-`.
+    #[schema(pattern = r"^[a-z0-9._-]{1,64}$", min_length = 1, max_length = 64)]
     pub username: String,
-    /// At least 8 characters.
+    /// 8–1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
+    /// 1–100 characters, not all spaces (trimmed); defaults to the username.
+    #[schema(pattern = r"\S", max_length = 100)]
     pub display_name: Option<String>,
 }
 
@@ -90,7 +94,7 @@ pub fn validate_username(username: &str) -> Result<(), ApiError> {
 
 /// Checks a new password.
 pub fn validate_password(password: &str) -> Result<(), ApiError> {
-    if password.chars().count() < 8 || password.len() > 1024 {
+    if !(8..=1024).contains(&password.chars().count()) {
         return Err(ApiError::bad_request(
             "password must be 8 to 1024 characters",
         ));
@@ -143,8 +147,12 @@ pub async fn setup(
 ) -> Result<Response, ApiError> {
     validate_username(&body.username)?;
     validate_password(&body.password)?;
+    // Checked like every other display name (setup used to store any string given).
+    let display_name = match &body.display_name {
+        Some(name) => super::users::display_name(name)?,
+        None => &body.username,
+    };
     let hash = hash_password(&body.password)?;
-    let display_name = body.display_name.as_deref().unwrap_or(&body.username);
     let created = state
         .db()
         .create_first_admin(NewUser {
@@ -270,6 +278,8 @@ pub async fn get_me(user: CurrentUser) -> axum::Json<User> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MeUpdate {
+    /// 1–100 characters, not all spaces (trimmed).
+    #[schema(pattern = r"\S", max_length = 100)]
     pub display_name: String,
 }
 
@@ -322,7 +332,8 @@ impl From<ApiTokenRow> for ApiToken {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
-    /// What the token is for, e.g. `laptop script`.
+    /// What the token is for, e.g. `laptop script`: 1–100 characters, not all spaces.
+    #[schema(pattern = r"\S", max_length = 100)]
     pub name: String,
 }
 

@@ -4,6 +4,7 @@
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Deserializer;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -100,19 +101,81 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+        let bytes = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            // Parsed once as JSON: malformed bodies, wrong content types and oversized bodies
+            // are rejected here, with the status axum chose.
+            Ok(axum::Json(value)) => value,
             Err(rejection) => {
-                let status = rejection.status();
-                let code = match status {
-                    StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-                    StatusCode::UNPROCESSABLE_ENTITY => "invalid_fields",
-                    _ => "invalid_json",
-                };
-                Err(ApiError::new(status, code, rejection.body_text()))
+                return Err(json_rejection(rejection.status(), rejection.body_text()));
+            }
+        };
+        // Every body of this API is an object. serde would also read a struct from an array
+        // of its fields in order (`[null, null]`), a form the document does not have.
+        if !bytes.is_object() {
+            return Err(json_rejection(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the body must be a JSON object".to_owned(),
+            ));
+        }
+        match T::deserialize(&bytes) {
+            Ok(value) => Ok(ApiJson(value)),
+            Err(first) => {
+                // JSON Schema counts `3.0` as an integer, and so do clients that write every
+                // number as a float (JavaScript's `JSON.stringify(3.0)` aside, many do): the
+                // document promises integers, so a whole-valued float is one. Tried only after
+                // the body failed as sent, so free-form fields keep the numbers they were given.
+                let mut normalized = bytes;
+                if whole_floats_to_integers(&mut normalized)
+                    && let Ok(value) = T::deserialize(&normalized)
+                {
+                    return Ok(ApiJson(value));
+                }
+                Err(json_rejection(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("Failed to deserialize the JSON body into the target type: {first}"),
+                ))
             }
         }
+    }
+}
+
+fn json_rejection(status: StatusCode, message: String) -> ApiError {
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_fields",
+        _ => "invalid_json",
+    };
+    ApiError::new(status, code, message)
+}
+
+/// Rewrites every float with no fractional part that fits an `i64`/`u64` as that integer;
+/// true if anything changed.
+fn whole_floats_to_integers(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // 2^63 and 2^64 are exact as f64; below them every whole float converts exactly.
+            if f.fract() == 0.0
+                && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f)
+            {
+                *value = Value::from(f as i64);
+                true
+            } else if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                *value = Value::from(f as u64);
+                true
+            } else {
+                false
+            }
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |changed, item| {
+            whole_floats_to_integers(item) | changed
+        }),
+        Value::Object(fields) => fields.values_mut().fold(false, |changed, item| {
+            whole_floats_to_integers(item) | changed
+        }),
+        _ => false,
     }
 }
 
@@ -141,23 +204,44 @@ where
     }
 }
 
-/// `?limit=&offset=` of list endpoints.
-#[derive(Debug, Clone, Copy, Deserialize, IntoParams)]
+/// `?limit=&offset=` of list endpoints. Out-of-range values are refused (`400`), as the
+/// document says, rather than quietly clamped.
+#[derive(Debug, Clone, Copy, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Items per page, 1–200 (default 50).
+    #[serde(default, deserialize_with = "page_limit")]
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// Items to skip (default 0).
+    #[serde(default, deserialize_with = "page_offset")]
+    #[param(minimum = 0, value_type = Option<i64>)]
     pub offset: Option<u64>,
+}
+
+fn page_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let limit = u32::deserialize(d)?;
+    if !(1..=200).contains(&limit) {
+        return Err(serde::de::Error::custom("limit: must be 1-200"));
+    }
+    Ok(Some(limit))
+}
+
+fn page_offset<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    // Offsets are SQL `OFFSET`s, signed 64-bit there.
+    let offset = i64::deserialize(d)?;
+    u64::try_from(offset)
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom("offset: must be 0 or more"))
 }
 
 impl PageQuery {
     pub fn limit(&self) -> i64 {
-        i64::from(self.limit.unwrap_or(50).clamp(1, 200))
+        i64::from(self.limit.unwrap_or(50))
     }
 
     pub fn offset(&self) -> i64 {
-        self.offset.unwrap_or(0).min(i64::MAX as u64) as i64
+        self.offset.unwrap_or(0) as i64
     }
 
     /// This page's slice of a list held in memory (short host-wide lists: plugins,

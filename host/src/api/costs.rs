@@ -125,6 +125,7 @@ pub async fn today(
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Days back, including today: 1–366 (default 30).
+    #[param(minimum = 1, maximum = 366)]
     pub days: Option<i64>,
 }
 
@@ -171,6 +172,7 @@ pub async fn history(
 #[into_params(parameter_in = Query)]
 pub struct BreakdownQuery {
     /// `day` (today), `week` (the last 7 days) or `month` (this calendar month).
+    #[param(pattern = "^(day|week|month)$")]
     pub period: Option<String>,
 }
 

@@ -75,8 +75,10 @@ pub struct InviteTerms {
     #[serde(default)]
     pub role: Role,
     /// How many registrations it admits, 1–10000 (default 1).
+    #[schema(minimum = 1, maximum = 10000)]
     pub max_uses: Option<u32>,
     /// Hours until it expires, 1–87840 (default: never).
+    #[schema(minimum = 1, maximum = 87840)]
     pub expires_in_hours: Option<u32>,
 }
 
@@ -85,10 +87,15 @@ pub struct InviteTerms {
 #[serde(deny_unknown_fields)]
 pub struct InviteBatch {
     /// How many codes, 1–100.
+    #[schema(minimum = 1, maximum = 100)]
     pub count: u32,
     #[serde(default)]
     pub role: Role,
+    /// As for one invite: 1–10000 (default 1).
+    #[schema(minimum = 1, maximum = 10000)]
     pub max_uses: Option<u32>,
+    /// As for one invite: 1–87840 (default: never).
+    #[schema(minimum = 1, maximum = 87840)]
     pub expires_in_hours: Option<u32>,
 }
 

@@ -31,8 +31,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde_json::{Value, json};
 use utoipa::OpenApi;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::path::ParameterIn;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
@@ -175,23 +177,59 @@ fn describe_responses(openapi: &mut utoipa::openapi::OpenApi) {
                 operation.operation_id = Some(format!("{tag}_{id}"));
             }
             // Every route sits behind the `Host` check.
-            operation.responses.responses.insert(
-                "421".to_owned(),
-                utoipa::openapi::ResponseBuilder::new()
-                    .description(
-                        "the request's `Host` is not a name of this server (`unknown_host`; see http.public_hosts)",
-                    )
-                    .content(
-                        "application/json",
-                        utoipa::openapi::ContentBuilder::new()
-                            .schema(Some(utoipa::openapi::Ref::from_schema_name(
-                                "ErrorEnvelope",
-                            )))
-                            .build(),
-                    )
-                    .build()
-                    .into(),
+            add_error(
+                operation,
+                "421",
+                "the request's `Host` is not a name of this server (`unknown_host`; see http.public_hosts)",
             );
+            // What the shared extractors refuse, wherever they are used.
+            let parameters = operation.parameters.as_deref().unwrap_or_default();
+            let has = |place: ParameterIn| {
+                parameters
+                    .iter()
+                    .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == place))
+            };
+            let (query, path) = (has(ParameterIn::Query), has(ParameterIn::Path));
+            let json_body = operation.request_body.as_ref().is_some_and(
+                |body| matches!(body, RefOr::T(b) if b.content.contains_key("application/json")),
+            );
+            if query || path || json_body {
+                let mut what = Vec::new();
+                if json_body {
+                    what.push("the body is not JSON (`invalid_json`)");
+                }
+                if query {
+                    what.push("a query parameter is malformed or out of range (`invalid_query`)");
+                }
+                if path {
+                    what.push("a path segment is not valid UTF-8 (`invalid_request`)");
+                }
+                add_error(operation, "400", &what.join("; "));
+            }
+            if json_body {
+                add_error(
+                    operation,
+                    "413",
+                    "the body is larger than the route takes (`payload_too_large`)",
+                );
+                add_error(
+                    operation,
+                    "415",
+                    "the body is not sent as `application/json` (`unsupported_media_type`)",
+                );
+                add_error(
+                    operation,
+                    "422",
+                    "the body is JSON but not of the documented shape: a missing or unknown field, a wrong type (`invalid_fields`)",
+                );
+            }
+            if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                add_error(
+                    operation,
+                    "401",
+                    "not signed in, or the credential is no longer valid (`unauthorized`)",
+                );
+            }
             for (status, response) in operation.responses.responses.iter_mut() {
                 if let utoipa::openapi::RefOr::T(response) = response
                     && response.description.is_empty()
@@ -207,6 +245,127 @@ fn describe_responses(openapi: &mut utoipa::openapi::OpenApi) {
             }
         }
     }
+}
+
+/// The served document: what the annotations say, plus the constraints they cannot express,
+/// so that the document states every rule the handlers enforce.
+pub fn document(openapi: &utoipa::openapi::OpenApi) -> Value {
+    let mut doc = serde_json::to_value(openapi).expect("the document serializes");
+    let schemas = &mut doc["components"]["schemas"];
+    // An agent names each tool and skill once.
+    for body in ["NewAgentBody", "AgentUpdate"] {
+        for list in ["tools", "skills"] {
+            if let Some(property) = schemas[body]["properties"][list].as_object_mut() {
+                property.insert("uniqueItems".into(), Value::Bool(true));
+            }
+        }
+    }
+    // Alert thresholds are fractions of a limit (`BudgetSettings::validate`).
+    if let Some(thresholds) =
+        schemas["BudgetSettings"]["properties"]["alert_thresholds"].as_object_mut()
+    {
+        thresholds.insert(
+            "items".into(),
+            json!({"type": "number", "exclusiveMinimum": 0, "maximum": 1}),
+        );
+    }
+    // A provider change gives a key, an address or both, and the address is an absolute
+    // http(s) URL with a host (`providers::with_base_url`).
+    if let Some(auth) = schemas["ProviderAuth"].as_object_mut() {
+        auth.insert(
+            "anyOf".into(),
+            json!([
+                {"required": ["api_key"], "properties": {"api_key": {"type": "string"}}},
+                {"required": ["base_url"], "properties": {"base_url": {"type": "string"}}}
+            ]),
+        );
+    }
+    for schema in ["ProviderAuth", "ProviderTest"] {
+        if let Some(url) = schemas[schema]["properties"]["base_url"].as_object_mut() {
+            url.insert(
+                "pattern".into(),
+                json!(r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\s@]+"),
+            );
+        }
+    }
+    // `/v1/chat/completions` answers the last user message that has text (`openai::chat`).
+    if let Some(messages) =
+        schemas["ChatCompletionRequest"]["properties"]["messages"].as_object_mut()
+    {
+        messages.insert(
+            "contains".into(),
+            json!({
+                "type": "object",
+                "required": ["role", "content"],
+                "properties": {
+                    "role": {"const": "user"},
+                    "content": {"anyOf": [
+                        {"type": "string", "minLength": 1},
+                        {"type": "array", "contains": {
+                            "type": "object",
+                            "required": ["text"],
+                            "properties": {"text": {"type": "string", "minLength": 1}}
+                        }}
+                    ]}
+                }
+            }),
+        );
+    }
+    // Settings change by merge patch: the settings schema, where `null` resets a key.
+    let mut patch = crate::store::settings::schema().clone();
+    patch["properties"]["budget"] = json!({"$ref": "#/components/schemas/BudgetSettings"});
+    if let Some(object) = patch.as_object_mut() {
+        object.remove("$schema");
+        object.insert(
+            "description".into(),
+            json!("A JSON merge patch of the settings: the keys given are set; `null` resets one to its default."),
+        );
+    }
+    if let Some(properties) = patch["properties"].as_object_mut() {
+        for property in properties.values_mut() {
+            let mut property_schema = property.take();
+            let description = property_schema
+                .as_object_mut()
+                .and_then(|o| o.remove("description"));
+            *property = json!({"anyOf": [property_schema, {"type": "null"}]});
+            if let Some(description) = description {
+                property["description"] = description;
+            }
+        }
+    }
+    schemas["SettingsPatch"] = patch;
+    if let Some(content) =
+        doc["paths"]["/api/settings"]["patch"]["requestBody"]["content"]["application/json"]
+            .as_object_mut()
+    {
+        content.insert(
+            "schema".into(),
+            json!({"$ref": "#/components/schemas/SettingsPatch"}),
+        );
+    }
+    doc
+}
+
+/// Documents an error answer of `operation`, unless its handler already does.
+fn add_error(operation: &mut utoipa::openapi::path::Operation, status: &str, description: &str) {
+    operation
+        .responses
+        .responses
+        .entry(status.to_owned())
+        .or_insert_with(|| {
+            utoipa::openapi::ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                            "ErrorEnvelope",
+                        )))
+                        .build(),
+                )
+                .build()
+                .into()
+        });
 }
 
 /// The whole application, as served.
@@ -230,13 +389,13 @@ pub async fn serve_on(
 
 fn router(state: AppState) -> Router {
     let (api, openapi) = api();
-    let openapi = Arc::new(openapi);
+    let openapi = Arc::new(document(&openapi));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route(
             "/openapi.json",
-            get(move || async move { Json(openapi.as_ref().clone()) }),
+            get(move || async move { Json(Value::clone(&openapi)) }),
         )
         .route("/metrics", get(metrics::render))
         .merge(api)
@@ -300,13 +459,26 @@ async fn fill_request_id(response: Response, id: &str) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !is_json {
-        return response;
-    }
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
         return ApiError::internal("error body unreadable").into_response();
     };
+    if !is_json {
+        // axum's own rejections (a path segment that is not UTF-8, a GET to the WebSocket
+        // route without the upgrade headers, a method the route does not take) answer in
+        // plain text; every error of this API is the envelope, so they are wrapped in one.
+        let body = json!({"error": {
+            "code": plain_error_code(parts.status),
+            "message": String::from_utf8_lossy(&bytes).trim(),
+            "request_id": id,
+        }});
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::from(body.to_string()));
+    }
     let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(mut value) if value.get("error").is_some_and(|e| e.is_object()) => {
             value["error"]["request_id"] = json!(id);
@@ -316,6 +488,21 @@ async fn fill_request_id(response: Response, id: &str) -> Response {
     };
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, body)
+}
+
+/// The envelope code for an error that came without one.
+fn plain_error_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "invalid_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_fields",
+        StatusCode::UPGRADE_REQUIRED => "upgrade_required",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    }
 }
 
 /// Runs the server until SIGINT or SIGTERM.

@@ -64,7 +64,8 @@ fn content_text(content: &Value) -> String {
     responses((status = 200, description = "a chat.completion, or a text/event-stream of chat.completion.chunk"),
         (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 402, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope),
-        (status = 429, description = "`too_many_runs` (you have `max_runs_per_user` runs in progress), `too_many_streams` (streamed: you have `http.max_streams_per_user` open), or `provider_rate_limited`", body = ErrorEnvelope)),
+        (status = 429, description = "`too_many_runs` (you have `max_runs_per_user` runs in progress), `too_many_streams` (streamed: you have `http.max_streams_per_user` open), or `provider_rate_limited`", body = ErrorEnvelope),
+        (status = 502, description = "`run_failed`: not streamed, the run failed (the provider answered with an error, or the agent's provider is not installed)", body = ErrorEnvelope)),
     security(("bearer" = [])))]
 pub async fn chat_completions(
     State(state): State<AppState>,

@@ -268,7 +268,8 @@ fn same_origin(a: &str, b: &str) -> bool {
 
 /// The models a provider offers: what its plugin lists plus the instance's `models` config.
 #[utoipa::path(get, path = "/api/providers/{id}/models", tag = "providers", params(("id" = String, Path)),
-    responses((status = 200, body = Vec<ModelInfo>), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    responses((status = 200, body = Vec<ModelInfo>), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "`provider_unavailable`: the instance is disabled or not loaded", body = ErrorEnvelope)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn models(
     State(state): State<AppState>,

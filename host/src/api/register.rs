@@ -27,10 +27,13 @@ pub struct Registration {
     /// The invite code an admin handed out.
     pub invite: String,
     /// 1–64 characters of a-z, 0-9, `.`, `_`, `-`.
+    #[schema(pattern = r"^[a-z0-9._-]{1,64}$", min_length = 1, max_length = 64)]
     pub username: String,
-    /// At least 8 characters.
+    /// 8–1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
-    /// Defaults to the username.
+    /// 1–100 characters, not all spaces (trimmed); defaults to the username.
+    #[schema(pattern = r"\S", max_length = 100)]
     pub display_name: Option<String>,
 }
 

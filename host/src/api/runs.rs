@@ -83,13 +83,15 @@ pub async fn get_run(
     }))
 }
 
-/// Longest message text accepted.
+/// Longest message text accepted, in characters (as the document's `maxLength` counts).
 const MAX_TEXT: usize = 256 * 1024;
 
 /// A message to the session's agent.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMessage {
+    /// Not blank; at most 262144 characters.
+    #[schema(pattern = r"\S", max_length = 262144)]
     pub text: String,
 }
 
@@ -127,9 +129,9 @@ fn check_text(text: &str) -> Result<(), ApiError> {
     if text.trim().is_empty() {
         return Err(ApiError::bad_request("text: must not be empty"));
     }
-    if text.len() > MAX_TEXT {
+    if text.chars().count() > MAX_TEXT {
         return Err(ApiError::bad_request(format!(
-            "text: at most {MAX_TEXT} bytes"
+            "text: at most {MAX_TEXT} characters"
         )));
     }
     Ok(())
@@ -405,6 +407,8 @@ pub async fn abort(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ask {
+    /// Not blank; at most 262144 characters.
+    #[schema(pattern = r"\S", max_length = 262144)]
     pub text: String,
     /// Continue this session; default: a new one.
     pub session_id: Option<String>,
@@ -547,7 +551,9 @@ pub(super) async fn new_session(
 ///
 /// The socket closes (code 1008) when the credential it was opened with stops being valid.
 #[utoipa::path(get, path = "/api/ws", tag = "runs",
-    responses((status = 101, description = "switching to the WebSocket protocol"), (status = 401, body = ErrorEnvelope),
+    responses((status = 101, description = "switching to the WebSocket protocol"),
+        (status = 400, description = "not a WebSocket handshake: `Connection: upgrade`, `Upgrade: websocket` or a `Sec-WebSocket-*` header is missing or wrong", body = ErrorEnvelope),
+        (status = 401, body = ErrorEnvelope),
         (status = 403, description = "`cross_origin`: opened from another site's page", body = ErrorEnvelope),
         (status = 429, description = "`too_many_streams`: you have `http.max_streams_per_user` open", body = ErrorEnvelope)),
     security(("bearer" = []), ("cookie" = [])))]

@@ -64,8 +64,9 @@ impl From<MessageRow> for Message {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSession {
-    /// At most 200 characters (default empty).
+    /// At most 200 characters, without control characters (default empty).
     #[serde(default)]
+    #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]*$", max_length = 200)]
     pub title: String,
     /// One of your agents; default: the `default_agent_id` setting, if it is still yours.
     pub agent_id: Option<String>,
@@ -75,6 +76,8 @@ pub struct NewSession {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionUpdate {
+    /// At most 200 characters, without control characters.
+    #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]*$", max_length = 200)]
     pub title: Option<String>,
     /// One of your agents, or `null` to detach the session from its agent.
     #[serde(default, deserialize_with = "present")]

@@ -66,7 +66,8 @@ pub async fn list(
 /// Invokes a tool with JSON input, on behalf of the signed-in user (whose `kv` space the
 /// plugin sees).
 #[utoipa::path(post, path = "/api/tools/{instance}/{tool}", tag = "tools",
-    params(("instance" = String, Path), ("tool" = String, Path)), request_body = Value,
+    params(("instance" = String, Path), ("tool" = String, Path)),
+    request_body(content = Object, description = "the tool's input: an object its input schema (in `/api/tools`) accepts"),
     responses((status = 200, body = ToolOutput), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
         (status = 409, description = "instance disabled", body = ErrorEnvelope),
         (status = 422, description = "the tool failed or was stopped", body = ErrorEnvelope)),

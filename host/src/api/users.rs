@@ -88,7 +88,8 @@ fn request_session_sha256(headers: &HeaderMap) -> Option<String> {
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
     pub current_password: String,
-    /// At least 8 characters.
+    /// 8–1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     pub new_password: String,
 }
 
@@ -164,10 +165,13 @@ pub async fn list_users(
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
     /// 1–64 characters of a-z, 0-9, `.`, `_`, `-`.
+    #[schema(pattern = r"^[a-z0-9._-]{1,64}$", min_length = 1, max_length = 64)]
     pub username: String,
-    /// At least 8 characters.
+    /// 8–1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
-    /// Defaults to the username.
+    /// 1–100 characters, not all spaces (trimmed); defaults to the username.
+    #[schema(pattern = r"\S", max_length = 100)]
     pub display_name: Option<String>,
     #[serde(default)]
     pub role: Role,
@@ -233,6 +237,8 @@ pub async fn get_user(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountUpdate {
+    /// 1–100 characters, not all spaces (trimmed).
+    #[schema(pattern = r"\S", max_length = 100)]
     pub display_name: Option<String>,
     pub role: Option<Role>,
 }

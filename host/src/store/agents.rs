@@ -13,14 +13,19 @@ use super::{Columns, Db, now_ms};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderChoice {
-    /// Id of the provider plugin instance.
+    /// Id of the provider plugin instance (1–128 characters).
+    #[schema(min_length = 1, max_length = 128)]
     pub plugin: String,
-    /// Model name as the provider knows it.
+    /// Model name as the provider knows it (1–200 characters).
+    #[schema(min_length = 1, max_length = 200)]
     pub model: String,
+    /// 1–1000000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000000)]
     pub max_tokens: Option<u32>,
     /// 0–2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: Option<f64>,
 }
 

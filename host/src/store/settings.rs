@@ -34,6 +34,7 @@ static SCHEMA: LazyLock<Value> = LazyLock::new(|| {
                 "type": "string",
                 "minLength": 1,
                 "maxLength": 64,
+                "pattern": "^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$",
                 "default": "UTC"
             },
             "budget": {
@@ -46,6 +47,7 @@ static SCHEMA: LazyLock<Value> = LazyLock::new(|| {
                 "type": "string",
                 "minLength": 2,
                 "maxLength": 35,
+                "pattern": "^[A-Za-z]{2}[A-Za-z0-9]{0,6}(-[A-Za-z0-9]{1,8})*$",
                 "default": "en"
             }
         }
@@ -95,8 +97,8 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// Checks `value` against [`schema`], plus the shape of the fields a schema keyword cannot
-/// express without a regex engine. The error names the offending field (`settings.theme`).
+/// Checks `value` against [`schema`]; the shapes its patterns give are checked again here for
+/// an error message a person can act on. The error names the offending field (`settings.theme`).
 pub fn validate(value: &Value) -> Result<(), String> {
     static COMPILED: LazyLock<crate::schema::Schema> = LazyLock::new(|| {
         crate::schema::Schema::compile(schema()).expect("the settings schema compiles")

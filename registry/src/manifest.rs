@@ -6,7 +6,7 @@
 //! implement `Serialize` for API output but, apart from [`PluginName`] and [`PluginKind`], not
 //! `Deserialize`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
@@ -75,6 +75,25 @@ pub struct Manifest {
     pub config_schema: Option<serde_json::Value>,
     /// Limits the plugin asks for; the host may only use them to lower its own maxima.
     pub limits: RequestedLimits,
+    /// `[provider]`: what the host needs to know about a provider's vendor API beyond the
+    /// plugin's calls (only for `kind = "provider"`).
+    pub provider: ProviderInfo,
+}
+
+/// `[provider]` of a provider plugin's manifest.
+///
+/// The plugin contract is sans-IO and its `models()` answers without asking anyone, so a
+/// server's own model list (a local vLLM, Ollama or llama.cpp) is fetched by the host: the
+/// manifest says where.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ProviderInfo {
+    /// `models-url`: where a `GET` lists the server's models, e.g.
+    /// `{config.base_url}/models`; `{config.KEY}` is replaced by the instance's config value.
+    /// The answer is read as `{"data": [{"id"}]}` (OpenAI, Anthropic, vLLM, llama.cpp) or
+    /// `{"models": [{"name"}]}` (Ollama).
+    pub models_url: Option<String>,
+    /// `models-headers`: headers that request needs (e.g. `anthropic-version`).
+    pub models_headers: Vec<(String, String)>,
 }
 
 /// `namespace/name`, each part lowercase kebab case (`[a-z0-9]+(-[a-z0-9]+)*`), 1 to 64 chars.
@@ -286,6 +305,15 @@ struct RawManifest {
     config: Option<toml::Value>,
     #[serde(default)]
     limits: RawLimits,
+    provider: Option<RawProvider>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawProvider {
+    models_url: Option<String>,
+    #[serde(default)]
+    models_headers: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -383,6 +411,7 @@ impl Manifest {
 
         let capabilities = validate_capabilities(raw.capabilities, config_schema.as_ref())?;
         let limits = validate_limits(raw.limits)?;
+        let provider = validate_provider(raw.provider, kind)?;
 
         Ok(Manifest {
             name,
@@ -394,8 +423,51 @@ impl Manifest {
             capabilities,
             config_schema,
             limits,
+            provider,
         })
     }
+}
+
+fn validate_provider(
+    raw: Option<RawProvider>,
+    kind: PluginKind,
+) -> Result<ProviderInfo, ManifestError> {
+    let Some(raw) = raw else {
+        return Ok(ProviderInfo::default());
+    };
+    if kind != PluginKind::Provider {
+        return Err(ManifestError::invalid(
+            "provider",
+            format!("only a provider plugin has a [provider] table, not a {kind}"),
+        ));
+    }
+    if let Some(url) = &raw.models_url {
+        let starts_well = ["{config.", "http://", "https://"]
+            .iter()
+            .any(|p| url.starts_with(p));
+        if !starts_well || url.chars().any(char::is_whitespace) {
+            return Err(ManifestError::invalid(
+                "provider.models-url",
+                "must be an http(s) URL or start with `{config.KEY}`",
+            ));
+        }
+    }
+    for name in raw.models_headers.keys() {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(ManifestError::invalid(
+                format!("provider.models-headers.{name}"),
+                "header names are letters, digits and hyphens",
+            ));
+        }
+    }
+    Ok(ProviderInfo {
+        models_url: raw.models_url,
+        models_headers: raw
+            .models_headers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect(),
+    })
 }
 
 fn parse_semver(field: &str, s: &str) -> Result<semver::Version, ManifestError> {
@@ -1180,5 +1252,32 @@ output-bytes = 1048576
         let name: PluginName = serde_json::from_str("\"kelp/calc\"").unwrap();
         assert_eq!(serde_json::to_string(&name).unwrap(), "\"kelp/calc\"");
         assert!(serde_json::from_str::<PluginName>("\"Kelp/calc\"").is_err());
+    }
+
+    #[test]
+    fn provider_table_is_read_and_checked() {
+        let base = "name = \"kelp/x\"\nversion = \"0.1.0\"\nkind = \"provider\"\n\
+                    description = \"x\"\nwit = \"0.1.0\"\n";
+        let text = format!(
+            "{base}[provider]\nmodels-url = \"{{config.base_url}}/v1/models\"\n\
+             models-headers = {{ Anthropic-Version = \"2023-06-01\" }}\n"
+        );
+        let m = Manifest::parse(&text).unwrap();
+        assert_eq!(
+            m.provider.models_url.as_deref(),
+            Some("{config.base_url}/v1/models")
+        );
+        assert_eq!(
+            m.provider.models_headers,
+            vec![("anthropic-version".to_owned(), "2023-06-01".to_owned())]
+        );
+        let bad = format!("{base}[provider]\nmodels-url = \"ftp://x/models\"\n");
+        assert_eq!(invalid_field(&bad), "provider.models-url");
+        let tool = format!("{base}[provider]\n").replace("\"provider\"", "\"tool\"");
+        assert_eq!(invalid_field(&tool), "provider");
+        assert_eq!(
+            Manifest::parse(base).unwrap().provider,
+            ProviderInfo::default()
+        );
     }
 }

@@ -23,11 +23,42 @@ pub fn postgres_url() -> String {
 }
 
 /// What a test server runs with: `kelp serve`'s `[agent]` and `[plugins]` settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub agent: AgentSettings,
     pub plugins: RuntimeSettings,
     pub http: HttpSettings,
+}
+
+impl Default for Settings {
+    /// `kelp serve`'s defaults, but for prices: the fake vendors listen on loopback, where a
+    /// provider's calls are free unless priced, so the suite prices the first-party
+    /// instances' models (`openai/gpt-4o`, …) at their vendors' built-in rates, as an
+    /// operator would price a server of their own. Costs and budgets are exercised that way;
+    /// [`Settings::unpriced`] is what a server without those entries does.
+    fn default() -> Settings {
+        let mut agent = AgentSettings::default();
+        for (model, price) in kelp::agent::budget::default_prices() {
+            for instance in ["openai", "anthropic", "ollama"] {
+                agent.prices.insert(format!("{instance}/{model}"), price);
+            }
+        }
+        Settings {
+            agent,
+            ..Settings::unpriced()
+        }
+    }
+}
+
+impl Settings {
+    /// `kelp serve`'s defaults exactly: calls through a provider on a local address are free.
+    pub fn unpriced() -> Settings {
+        Settings {
+            agent: AgentSettings::default(),
+            plugins: RuntimeSettings::default(),
+            http: HttpSettings::default(),
+        }
+    }
 }
 
 impl From<HttpSettings> for Settings {

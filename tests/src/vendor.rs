@@ -223,6 +223,7 @@ impl FakeVendor {
             recorded: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
             open_streams: Arc::new(AtomicUsize::new(0)),
+            models: Mutex::new(None),
         });
         let app = Router::new().fallback(receive).with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -287,6 +288,13 @@ impl FakeVendor {
         self.shared.script().fallback = prepared;
     }
 
+    /// The models its model list (`GET /models`, `/v1/models`, Ollama's `/api/tags`) names
+    /// from now on, in the vendor's format, instead of the vendor's own — what a local
+    /// server that loaded other models lists.
+    pub fn set_models(&self, ids: &[&str]) {
+        *lock(&self.shared.models) = Some(ids.iter().map(|id| (*id).to_owned()).collect());
+    }
+
     /// Whether to keep every request for [`FakeVendor::requests`] (on by default). A
     /// benchmark turns it off so memory stays flat; the count is kept either way.
     pub fn set_recording(&self, on: bool) {
@@ -329,6 +337,8 @@ struct Shared {
     recorded: Mutex<Vec<Recorded>>,
     count: AtomicUsize,
     open_streams: Arc<AtomicUsize>,
+    /// Model ids its model list names instead of the recorded ones.
+    models: Mutex<Option<Vec<String>>>,
 }
 
 struct Script {
@@ -459,10 +469,44 @@ async fn receive(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     ask.credential = credential(&parts);
     let plan = match wire.route(&parts.method, parts.uri.path(), &ask) {
         Route::Chat => answer(wire, &shared.next_reply(&json), &ask),
-        Route::Other(plan) => plan,
+        Route::Other(plan) => match model_list(&shared, &parts) {
+            Some(body) => Plan::json(StatusCode::OK, wire, body),
+            None => plan,
+        },
     };
     shared.record(&parts, json);
     plan.into_response(wire, &ask, &shared.open_streams)
+}
+
+/// The body of a model list request when [`FakeVendor::set_models`] chose the models, in
+/// the vendor's shape.
+fn model_list(shared: &Shared, parts: &Parts) -> Option<String> {
+    let ids = lock(&shared.models).clone()?;
+    if parts.method != Method::GET {
+        return None;
+    }
+    let path = parts.uri.path();
+    let entries: Vec<Value> = match shared.flavor {
+        Flavor::OpenAi if path == "/v1/models" || path == "/models" => ids
+            .iter()
+            .map(|id| serde_json::json!({"id": id, "object": "model", "created": 1721172741, "owned_by": "system"}))
+            .collect(),
+        Flavor::Anthropic if path == "/v1/models" => ids
+            .iter()
+            .map(|id| serde_json::json!({"type": "model", "id": id, "display_name": id, "created_at": "2025-09-29T00:00:00Z"}))
+            .collect(),
+        Flavor::Ollama if path == "/api/tags" => ids
+            .iter()
+            .map(|id| serde_json::json!({"name": id, "model": id, "modified_at": "2025-10-01T12:00:00.000000000Z", "size": 1, "digest": "0", "details": {}}))
+            .collect(),
+        _ => return None,
+    };
+    let body = match shared.flavor {
+        Flavor::OpenAi => serde_json::json!({"object": "list", "data": entries}),
+        Flavor::Anthropic => serde_json::json!({"data": entries, "has_more": false}),
+        Flavor::Ollama => serde_json::json!({"models": entries}),
+    };
+    Some(body.to_string())
 }
 
 /// What a chat request asks for.

@@ -677,7 +677,7 @@ both_backends!(provider_credentials, |s: TestServer| async move {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = s
+    let (status, out) = s
         .send(
             "DELETE",
             "/api/providers/local-llm/auth",
@@ -685,9 +685,13 @@ both_backends!(provider_credentials, |s: TestServer| async move {
             None,
         )
         .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(out["removed_secrets"], json!(["API_KEY"]), "{out}");
+    // The plugin has no default address to return to: it keeps its own.
+    assert_eq!(out["base_url"], "http://127.0.0.1:11434/v1", "{out}");
     let (_, list) = s.send("GET", "/api/providers", Some(&user), None).await;
-    assert_eq!(list["items"][0]["configured"], false);
+    assert_ne!(list["items"][0]["key"], "set", "{list}");
+    assert!(list["items"][0].get("base_url").is_none(), "{list}");
 });
 
 /// Every `$ref` in the document resolves, and every operation has responses.

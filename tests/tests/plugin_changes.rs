@@ -90,7 +90,11 @@ async fn a_change_on_one_host_is_in_effect_on_the_other_before_its_next_call() {
             None,
         )
         .await;
-    assert!(models.is_array(), "{models}");
+    assert_eq!(models["source"], "server", "{models}");
+    // B asked the new server, with the new key.
+    let listed = second.requests().last().unwrap().clone();
+    assert_eq!(listed.path, "/v1/models");
+    assert_eq!(listed.header("authorization"), Some("Bearer sk-replaced"));
 
     // Disabled on A: B refuses the tool, and lists it no more, from its next call on.
     assert_eq!(
@@ -649,7 +653,8 @@ both_backends!(
         let out = put_auth(&s, &set.admin, json!({"base_url": second.base_url()})).await;
         assert_eq!(generation().await, before + 1);
         assert_eq!(out["removed_secrets"], json!(["API_KEY"]), "{out}");
-        assert_eq!(out["configured"], false, "{out}");
+        // No key now; the keyless fake answers without one.
+        assert_eq!(out["key"], "not_needed", "{out}");
         assert_eq!(out["base_url"], second.base_url(), "{out}");
         let (_, run) = ask_and_wait(&s, &set.admin, &set.session_id, "hi").await;
         assert_eq!(run["status"], "completed", "{run}");
@@ -667,6 +672,7 @@ both_backends!(
         )
         .await;
         assert_eq!(out["removed_secrets"], json!([]), "{out}");
+        assert_eq!(out["key"], "set", "{out}");
         assert_eq!(out["configured"], true, "{out}");
         let (_, run) = ask_and_wait(&s, &set.admin, &set.session_id, "again").await;
         assert_eq!(run["status"], "completed", "{run}");

@@ -15,6 +15,100 @@ use crate::llm::Usage;
 use crate::store::budgets::{Limits, Standing};
 use crate::store::{Db, now_ms};
 
+/// An amount of US dollars, held as whole micro-dollars (the ledger's unit). In JSON it is a
+/// decimal string (`"0.000764"`, `"5.00"`): exact, where a float would answer
+/// `0.0007639999999999999`, and still plain dollars to a reader. Reading also takes a JSON
+/// number, which is how settings written before this type held their limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Usd(pub i64);
+
+impl Usd {
+    pub fn micros(self) -> i64 {
+        self.0
+    }
+
+    /// Whole dollars and at least two decimals, at most six (no digit is lost: the unit is
+    /// a micro-dollar).
+    pub fn to_decimal(self) -> String {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        let mut fraction = format!("{:06}", abs % 1_000_000);
+        while fraction.len() > 2 && fraction.ends_with('0') {
+            fraction.pop();
+        }
+        format!("{sign}{}.{fraction}", abs / 1_000_000)
+    }
+
+    /// A non-negative decimal with at most six decimals (`"5"`, `"0.25"`, `"0.000001"`).
+    pub fn parse_decimal(text: &str) -> Result<Usd, String> {
+        let bad = || {
+            format!(
+                "`{text}` is not an amount of dollars: write a non-negative decimal with at most six decimals, e.g. \"5.00\""
+            )
+        };
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 6 {
+            return Err(bad());
+        }
+        if text.contains('.') && fraction.is_empty() {
+            return Err(bad());
+        }
+        let whole: i64 = whole.parse().map_err(|_| bad())?;
+        let fraction: i64 = format!("{fraction:0<6}").parse().map_err(|_| bad())?;
+        whole
+            .checked_mul(1_000_000)
+            .and_then(|w| w.checked_add(fraction))
+            .map(Usd)
+            .ok_or_else(bad)
+    }
+}
+
+impl std::fmt::Display for Usd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "${}", self.to_decimal())
+    }
+}
+
+impl Serialize for Usd {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_decimal())
+    }
+}
+
+impl<'de> Deserialize<'de> for Usd {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::String(s) => Usd::parse_decimal(&s).map_err(serde::de::Error::custom),
+            // Budgets stored before money became strings.
+            Value::Number(n) => match n.as_f64() {
+                Some(v) if (0.0..9e12).contains(&v) => Ok(Usd((v * 1e6).round() as i64)),
+                _ => Err(serde::de::Error::custom(format!(
+                    "{n} is not an amount of dollars"
+                ))),
+            },
+            other => Err(serde::de::Error::custom(format!(
+                "expected dollars as a decimal string such as \"5.00\", not {other}"
+            ))),
+        }
+    }
+}
+
+impl utoipa::PartialSchema for Usd {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(r"^[0-9]+(\.[0-9]{1,6})?$"))
+            .description(Some(
+                "US dollars as a decimal string, exact to the micro-dollar (e.g. \"0.000764\")",
+            ))
+            .examples([serde_json::json!("0.000764")])
+            .into()
+    }
+}
+
+impl ToSchema for Usd {}
+
 /// Price of a model in US dollars per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +132,41 @@ impl Price {
             + usage.cache_write_tokens as f64 * self.cache_write.unwrap_or(self.input)
             + usage.output_tokens as f64 * self.output;
         micros.round() as i64
+    }
+}
+
+/// How the calls of one provider instance and model are priced.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pricing {
+    /// `[agent.prices]` prices this instance's model (`"instance/model" = {…}`).
+    Instance(Price),
+    /// The price table has the model: built in, or `[agent.prices]` by model id.
+    Table(Price),
+    /// The instance talks to a server on a local or private address and nothing prices it:
+    /// its calls cost nothing, whatever the model is called (a local `gpt-4o-mini` is not
+    /// OpenAI's).
+    Local,
+    /// No price: calls are recorded as costing nothing, and no budget limits them.
+    Unpriced,
+}
+
+impl Pricing {
+    /// The price to charge, if calls cost anything.
+    pub fn price(&self) -> Option<Price> {
+        match self {
+            Pricing::Instance(p) | Pricing::Table(p) => Some(*p),
+            Pricing::Local | Pricing::Unpriced => None,
+        }
+    }
+
+    /// The name the API uses: `instance`, `table`, `local` or `none`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Pricing::Instance(_) => "instance",
+            Pricing::Table(_) => "table",
+            Pricing::Local => "local",
+            Pricing::Unpriced => "none",
+        }
     }
 }
 
@@ -69,14 +198,12 @@ pub fn default_prices() -> BTreeMap<String, Price> {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetSettings {
-    /// US dollars per UTC day, 0 or more; `null` for no limit.
+    /// US dollars per UTC day (a decimal string); `null` for no limit.
     #[serde(default)]
-    #[schema(minimum = 0.0)]
-    pub daily_limit_usd: Option<f64>,
-    /// US dollars per calendar month (UTC), 0 or more; `null` for no limit.
+    pub daily_limit_usd: Option<Usd>,
+    /// US dollars per calendar month (UTC, a decimal string); `null` for no limit.
     #[serde(default)]
-    #[schema(minimum = 0.0)]
-    pub monthly_limit_usd: Option<f64>,
+    pub monthly_limit_usd: Option<Usd>,
     /// Fractions of a limit, each in (0, 1] (e.g. `[0.5, 0.8]`), at which a run emits a
     /// `budget-alert` event.
     #[serde(default)]
@@ -85,16 +212,6 @@ pub struct BudgetSettings {
 
 impl BudgetSettings {
     pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [
-            ("daily_limit_usd", self.daily_limit_usd),
-            ("monthly_limit_usd", self.monthly_limit_usd),
-        ] {
-            if let Some(v) = v
-                && !(v.is_finite() && v >= 0.0)
-            {
-                return Err(format!("{name} must be a non-negative number or null"));
-            }
-        }
         if self
             .alert_thresholds
             .iter()
@@ -175,18 +292,13 @@ impl Reservation {
     }
 }
 
-fn usd(micros: i64) -> f64 {
-    micros as f64 / 1e6
-}
-
 impl BudgetSettings {
     fn limits(&self, now_ms: i64) -> Limits {
         let (day_start_ms, month_start_ms) = period_starts(now_ms);
-        let micros = |usd: Option<f64>| usd.map(|v| (v * 1e6).round() as i64);
         Limits {
-            daily: micros(self.daily_limit_usd),
+            daily: self.daily_limit_usd.map(Usd::micros),
             day_start_ms,
-            monthly: micros(self.monthly_limit_usd),
+            monthly: self.monthly_limit_usd.map(Usd::micros),
             month_start_ms,
         }
     }
@@ -244,8 +356,8 @@ impl Budgets {
         let standing = db.budget_standing(owner, limits, now).await?;
         Ok(Err(exceeded(settings, limits, standing, estimate).unwrap_or_else(|| {
             BudgetExceeded(format!(
-                "the budget would be exceeded by runs in progress: this call is estimated at ${:.4}",
-                usd(estimate)
+                "the budget would be exceeded by runs in progress: this call is estimated at {}",
+                Usd(estimate)
             ))
         })))
     }
@@ -278,11 +390,11 @@ fn exceeded(
             let (usd_limit, limit) = (usd_limit?, limit?);
             (spent + standing.reserved + estimate > limit).then(|| {
                 BudgetExceeded(format!(
-                    "the {name} budget of ${usd_limit:.2} would be exceeded: ${:.4} spent, \
-                 ${:.4} reserved by runs in progress, this call is estimated at ${:.4}",
-                    usd(spent),
-                    usd(standing.reserved),
-                    usd(estimate)
+                    "the {name} budget of {usd_limit} would be exceeded: {} spent, \
+                 {} reserved by runs in progress, this call is estimated at {}",
+                    Usd(spent),
+                    Usd(standing.reserved),
+                    Usd(estimate)
                 ))
             })
         })
@@ -304,6 +416,26 @@ mod tests {
         let (day, month) = period_starts(20_779 * 86_400_000 + 5_000);
         assert_eq!(day, 20_779 * 86_400_000);
         assert_eq!(month, days_from_civil(2026, 11, 1) * 86_400_000);
+    }
+
+    #[test]
+    fn dollars_are_exact_decimal_strings() {
+        assert_eq!(Usd(764).to_decimal(), "0.000764");
+        assert_eq!(Usd(5_000_000).to_decimal(), "5.00");
+        assert_eq!(Usd(100_000).to_decimal(), "0.10");
+        assert_eq!(Usd(0).to_decimal(), "0.00");
+        assert_eq!(serde_json::to_value(Usd(764)).unwrap(), "0.000764");
+        for (text, micros) in [("5", 5_000_000), ("0.25", 250_000), ("0.000001", 1)] {
+            assert_eq!(Usd::parse_decimal(text), Ok(Usd(micros)), "{text}");
+        }
+        for bad in ["", "-1", "1.", ".5", "1.0000001", "1e3", "NaN", " 1"] {
+            assert!(Usd::parse_decimal(bad).is_err(), "{bad}");
+        }
+        // Settings written when limits were numbers still mean the same limits.
+        let old: BudgetSettings =
+            serde_json::from_value(serde_json::json!({"daily_limit_usd": 0.5})).unwrap();
+        assert_eq!(old.daily_limit_usd, Some(Usd(500_000)));
+        assert!(serde_json::from_value::<Usd>(serde_json::json!(-1)).is_err());
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod events;
 mod history;
 mod run;
 
+pub use run::STEP_SEPARATOR;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -28,7 +30,7 @@ use crate::store::claims::{Claim, ClaimRequest};
 use crate::store::runs::RunRow;
 use crate::store::sessions::SessionRow;
 use crate::store::{Db, now_ms};
-use budget::{BudgetSettings, Budgets, Price};
+use budget::{BudgetSettings, Budgets, Price, Pricing};
 use events::{EventHub, SessionChannel};
 
 /// `[agent]` settings of `kelp serve`.
@@ -53,7 +55,9 @@ pub struct AgentSettings {
     pub default_context_window: u32,
     /// Output tokens assumed in cost estimates when the agent sets no `max_tokens`.
     pub estimated_output_tokens: u32,
-    /// Prices in USD per million tokens, by model id; extends and overrides the built-in table.
+    /// Prices in USD per million tokens, by model id (extends and overrides the built-in
+    /// table) or by `instance/model` (that provider instance only, e.g. a local server that
+    /// should count against budgets; comes first).
     pub prices: BTreeMap<String, Price>,
     /// Runs one user may have in progress at once, counted across every host sharing the
     /// database. Each run holds a provider stream, so without a bound one user with many
@@ -96,9 +100,13 @@ pub struct RunOutcome {
     pub tool_calls: Vec<ToolCallRecord>,
     pub usage: Usage,
     pub steps: u32,
-    pub cost_usd: f64,
+    pub cost_usd: budget::Usd,
     /// Set when `status` is `failed`: `{code, message}`.
     pub error: Option<Value>,
+    /// The text of every step, in order, a blank line between steps: what a client that
+    /// streamed the run's `text-delta`s saw.
+    #[serde(skip)]
+    pub reply: String,
 }
 
 /// A tool call made during a run, with its result.
@@ -265,13 +273,31 @@ impl AgentHost {
         Ok(n)
     }
 
-    pub fn price(&self, model: &str) -> Option<Price> {
-        self.prices.get(model).copied()
+    /// How calls of `model` through provider instance `provider` are priced: by an
+    /// `instance/model` entry of `[agent.prices]`; else free when the instance's base URL is
+    /// a local or private address (a stand-in or a local server named like a vendor's model
+    /// costs nothing); else by the price table.
+    pub fn pricing(&self, provider: &str, model: &str) -> Pricing {
+        if let Some(price) = self.prices.get(&format!("{provider}/{model}")) {
+            return Pricing::Instance(*price);
+        }
+        if self
+            .runtime
+            .provider_address(provider)
+            .is_some_and(|a| a.local)
+        {
+            return Pricing::Local;
+        }
+        match self.prices.get(model) {
+            Some(price) => Pricing::Table(*price),
+            None => Pricing::Unpriced,
+        }
     }
 
-    /// What a user should know about running `model`: said in the agent's view.
-    pub fn model_warnings(&self, model: &str) -> Vec<String> {
-        if self.price(model).is_some() {
+    /// What a user should know about running `model` on `provider`: said in the agent's
+    /// view.
+    pub fn model_warnings(&self, provider: &str, model: &str) -> Vec<String> {
+        if self.pricing(provider, model) != Pricing::Unpriced {
             return Vec::new();
         }
         vec![format!(
@@ -620,7 +646,10 @@ impl AgentHost {
     > {
         // A run whose first call would already break a limit is refused before anything
         // is stored or sent.
-        if let Some(price) = self.price(&agent.provider.model) {
+        if let Some(price) = self
+            .pricing(&agent.provider.plugin, &agent.provider.model)
+            .price()
+        {
             let estimate = run::estimate_first_call(self, agent, &text, &price);
             if let Err(e) = self
                 .budgets

@@ -10,7 +10,7 @@ use futures::stream::FuturesUnordered;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::budget::{Price, Reservation};
+use super::budget::{Price, Reservation, Usd};
 use super::events::{Event, SessionChannel};
 use super::{AgentHost, RunOutcome, ToolCallRecord};
 use crate::llm::{
@@ -107,6 +107,10 @@ enum StepEnd {
     Failed(ProviderFailure, StepResult),
 }
 
+/// Between the texts of two steps of one reply ("Let me calculate that." and "It is 42."),
+/// in `/v1` answers streamed or not, so the sentences do not run together.
+pub const STEP_SEPARATOR: &str = "\n\n";
+
 #[derive(Default)]
 struct Totals {
     usage: Usage,
@@ -114,6 +118,8 @@ struct Totals {
     steps: u32,
     tool_calls: Vec<ToolCallRecord>,
     text: String,
+    /// Every step's text, joined by [`STEP_SEPARATOR`].
+    reply: String,
     /// The last step's writes, stored together with the run's end in one transaction.
     pending: Option<Pending>,
 }
@@ -197,7 +203,7 @@ impl Run {
                     "status": status,
                     "steps": totals.steps,
                     "usage": totals.usage,
-                    "cost_usd": totals.cost_micros as f64 / 1e6,
+                    "cost_usd": Usd(totals.cost_micros),
                     "text": totals.text,
                 }),
             ));
@@ -239,8 +245,9 @@ impl Run {
             tool_calls: totals.tool_calls,
             usage: totals.usage,
             steps: totals.steps,
-            cost_usd: totals.cost_micros as f64 / 1e6,
+            cost_usd: Usd(totals.cost_micros),
             error,
+            reply: totals.reply,
         }
     }
 
@@ -357,7 +364,10 @@ impl Run {
         self.issue_start(history);
         let max_steps = self.agent.max_steps.max(1) as u32;
         let window = self.context_window();
-        let price = self.host.price(&self.agent.provider.model);
+        let price = self
+            .host
+            .pricing(&self.agent.provider.plugin, &self.agent.provider.model)
+            .price();
         let budget = &self.budget;
         loop {
             totals.steps += 1;
@@ -450,6 +460,12 @@ impl Run {
                 });
             }
             totals.text = result.text.clone();
+            if !result.text.is_empty() {
+                if !totals.reply.is_empty() {
+                    totals.reply.push_str(STEP_SEPARATOR);
+                }
+                totals.reply.push_str(&result.text);
+            }
             let message = Message {
                 role: Role::Assistant,
                 content: parts,
@@ -582,18 +598,18 @@ impl Run {
             ("daily", budget.daily_limit_usd, day_start),
             ("monthly", budget.monthly_limit_usd, month_start),
         ] {
-            let Some(limit) = limit.filter(|l| *l > 0.0) else {
+            let Some(limit) = limit.filter(|l| l.micros() > 0) else {
                 continue;
             };
-            let after =
-                (self.host.db().spent_since(&self.owner_id, since).await? + unstored) as f64 / 1e6;
-            let before = after - cost as f64 / 1e6;
+            let after = self.host.db().spent_since(&self.owner_id, since).await? + unstored;
+            let before = after - cost;
             for t in &budget.alert_thresholds {
-                if before < limit * t && after >= limit * t {
+                let line = limit.micros() as f64 * t;
+                if (before as f64) < line && after as f64 >= line {
                     alerts.push(self.channel.reserve(
                         &self.run_id,
                         "budget-alert",
-                        json!({"limit": name, "threshold": t, "limit_usd": limit, "spent_usd": after}),
+                        json!({"limit": name, "threshold": t, "limit_usd": limit, "spent_usd": Usd(after)}),
                     ));
                 }
             }
@@ -611,7 +627,7 @@ impl Run {
                 "finish_reason": result.finish,
                 "tool_calls": result.calls.len(),
                 "usage": result.usage,
-                "cost_usd": cost as f64 / 1e6,
+                "cost_usd": Usd(cost),
             }),
         )
     }

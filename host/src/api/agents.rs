@@ -50,7 +50,9 @@ pub struct Agent {
 
 impl Agent {
     fn of(state: &AppState, row: AgentRow) -> Agent {
-        let warnings = state.agent.model_warnings(&row.provider.model);
+        let warnings = state
+            .agent
+            .model_warnings(&row.provider.plugin, &row.provider.model);
         Agent {
             warnings,
             ..Agent::from(row)

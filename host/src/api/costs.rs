@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::common::{ApiError, ApiJson, ApiQuery, ErrorEnvelope};
-use crate::agent::budget::{BudgetSettings, civil_from_days, period_starts};
+use crate::agent::budget::{BudgetSettings, Pricing, Usd, civil_from_days, period_starts};
 use crate::auth::CurrentUser;
 use crate::store::now_ms;
 use crate::store::runs::LedgerRow;
@@ -29,7 +29,7 @@ const DAY_MS: i64 = 86_400_000;
 /// Totals of some ledger rows.
 #[derive(Debug, Default, Serialize, ToSchema)]
 pub struct Totals {
-    pub cost_usd: f64,
+    pub cost_usd: Usd,
     pub input_tokens: i64,
     pub output_tokens: i64,
     /// Provider calls.
@@ -41,7 +41,7 @@ pub struct Totals {
 
 impl Totals {
     fn add(&mut self, row: &LedgerRow) {
-        self.cost_usd += row.cost_micros as f64 / 1e6;
+        self.cost_usd.0 += row.cost_micros;
         self.input_tokens += row.input_tokens;
         self.output_tokens += row.output_tokens;
         self.calls += 1;
@@ -61,13 +61,13 @@ pub struct Today {
     pub date: String,
     #[serde(flatten)]
     pub totals: Totals,
-    pub month_cost_usd: f64,
-    pub daily_limit_usd: Option<f64>,
-    pub monthly_limit_usd: Option<f64>,
+    pub month_cost_usd: Usd,
+    pub daily_limit_usd: Option<Usd>,
+    pub monthly_limit_usd: Option<Usd>,
     /// Alert thresholds reached, as `{"limit": "daily"|"monthly", "threshold": 0.8}`.
     pub alerts: Vec<serde_json::Value>,
     /// Models used this month that have no price: their calls count as free here and no
-    /// budget limits them.
+    /// budget limits them. (Models of a provider on a local address are free, not unpriced.)
     pub unpriced_models: Vec<String>,
 }
 
@@ -86,7 +86,7 @@ pub async fn today(
     let mut month = 0i64;
     let mut unpriced = std::collections::BTreeSet::new();
     for row in &rows {
-        if state.agent.price(&row.model).is_none() {
+        if state.agent.pricing(&row.provider, &row.model) == Pricing::Unpriced {
             unpriced.insert(row.model.clone());
         }
         month += row.cost_micros;
@@ -95,17 +95,17 @@ pub async fn today(
         }
     }
     let budget = state.agent.budget_settings(user.id()).await?;
-    let month_cost_usd = month as f64 / 1e6;
+    let month_cost_usd = Usd(month);
     let mut alerts = Vec::new();
     for (name, limit, spent) in [
         ("daily", budget.daily_limit_usd, totals.cost_usd),
         ("monthly", budget.monthly_limit_usd, month_cost_usd),
     ] {
-        let Some(limit) = limit.filter(|l| *l > 0.0) else {
+        let Some(limit) = limit.filter(|l| l.micros() > 0) else {
             continue;
         };
         for t in &budget.alert_thresholds {
-            if spent >= limit * t {
+            if spent.micros() as f64 >= limit.micros() as f64 * t {
                 alerts.push(json!({"limit": name, "threshold": t}));
             }
         }
@@ -181,8 +181,13 @@ pub struct BreakdownQuery {
 pub struct ModelCost {
     pub provider: String,
     pub model: String,
-    /// Whether the price table has the model; without a price its calls count as free.
+    /// Whether its calls have a price (`pricing` is not `none`); without one they count as
+    /// free and no budget limits them.
     pub priced: bool,
+    /// How its calls are priced: `instance` (`[agent.prices]` names this provider and
+    /// model), `table` (the price table has the model), `local` (the provider is on a local
+    /// or private address: free) or `none`. By the provider's address now.
+    pub pricing: String,
     #[serde(flatten)]
     pub totals: Totals,
 }
@@ -225,14 +230,18 @@ pub async fn breakdown(
     }
     let mut by_model: Vec<ModelCost> = by
         .into_iter()
-        .map(|((provider, model), totals)| ModelCost {
-            priced: state.agent.price(&model).is_some(),
-            provider,
-            model,
-            totals,
+        .map(|((provider, model), totals)| {
+            let pricing = state.agent.pricing(&provider, &model);
+            ModelCost {
+                priced: pricing != Pricing::Unpriced,
+                pricing: pricing.as_str().to_owned(),
+                provider,
+                model,
+                totals,
+            }
         })
         .collect();
-    by_model.sort_by(|a, b| b.totals.cost_usd.total_cmp(&a.totals.cost_usd));
+    by_model.sort_by_key(|m| std::cmp::Reverse(m.totals.cost_usd));
     Ok(axum::Json(Breakdown {
         period,
         since_ms: since,
@@ -255,9 +264,13 @@ pub async fn get_budget(
 /// Replaces your spending limits. A run whose next provider call would exceed a limit is
 /// refused before the call (`402 budget_exceeded` when sending a message, an `error` event
 /// with that code mid-run). Runs in progress reserve their estimated cost, so concurrent runs
-/// cannot overspend together. Models without a price (see `[agent.prices]`) cost nothing.
+/// cannot overspend together. Models without a price (see `[agent.prices]`) and providers on
+/// a local address cost nothing. Limits are decimal strings of dollars (`"5.00"`).
 #[utoipa::path(put, path = "/api/settings/budget", tag = "costs", request_body = BudgetSettings,
-    responses((status = 200, body = BudgetSettings), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)),
+    responses((status = 200, body = BudgetSettings), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+        (status = 413, description = "`payload_too_large`: the body is over 1 MiB", body = ErrorEnvelope),
+        (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = ErrorEnvelope),
+        (status = 422, description = "`invalid_fields`: a limit that is not dollars as a decimal string with at most six decimals (`\"5.00\"`), a field of the wrong type, or an unknown one", body = ErrorEnvelope)),
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn put_budget(
     State(state): State<AppState>,

@@ -1,7 +1,7 @@
 //! OpenAI-compatible endpoints, so any OpenAI client can talk to a Kelp agent: the model name
 //! is the agent's name and the API key is a Kelp API token. Each request is a new session
 //! holding the conversation the client sent; the agent runs its tools itself, and the client
-//! gets the final text (streamed or not).
+//! gets the text of every step, streamed or not (the same text either way).
 
 use std::convert::Infallible;
 
@@ -21,6 +21,7 @@ use super::common::{ApiError, ApiJson, ErrorEnvelope};
 use super::runs::{
     follow, new_session, sse_response, start_error, start_run, title_of, wait_outcome,
 };
+use crate::agent::STEP_SEPARATOR;
 use crate::auth::CurrentUser;
 use crate::llm::{Part, Role};
 
@@ -134,7 +135,9 @@ pub async fn chat_completions(
             "model": model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": outcome.text, "refusal": null},
+                // Every step's text, as the stream sends it: the text before a tool call
+                // ("Let me calculate that.") is part of the answer too.
+                "message": {"role": "assistant", "content": outcome.reply, "refusal": null},
                 "finish_reason": reason,
                 "logprobs": null,
             }],
@@ -159,13 +162,25 @@ pub async fn chat_completions(
         })
     };
     let first = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+    // The step whose text was sent last: a later step's text starts after a blank line, the
+    // same separator the non-streamed answer joins steps with.
+    let mut text_step: Option<u64> = None;
     let events =
         follow(state.db().clone(), channel, sub, Some(started.run_id)).flat_map(move |e| {
             let mut out: Vec<Value> = Vec::new();
             match e.kind.as_str() {
                 "text-delta" => {
-                    let text = e.data.get("text").cloned().unwrap_or_default();
-                    out.push(chunk(json!({"content": text}), Value::Null));
+                    let text = e.data.get("text").and_then(Value::as_str).unwrap_or("");
+                    let step = e.data.get("step").and_then(Value::as_u64).unwrap_or(0);
+                    if !text.is_empty() {
+                        let content = match text_step.replace(step) {
+                            Some(last) if last != step => {
+                                format!("{STEP_SEPARATOR}{text}")
+                            }
+                            _ => text.to_owned(),
+                        };
+                        out.push(chunk(json!({"content": content}), Value::Null));
+                    }
                 }
                 "finish" => {
                     let status = e.data.get("status").and_then(Value::as_str);

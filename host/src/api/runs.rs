@@ -51,7 +51,7 @@ pub struct Run {
     pub steps: i64,
     #[schema(value_type = Object)]
     pub usage: Value,
-    pub cost_usd: f64,
+    pub cost_usd: crate::agent::budget::Usd,
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
 }
@@ -77,7 +77,7 @@ pub async fn get_run(
         error: row.error,
         steps: row.steps,
         usage: row.usage,
-        cost_usd: row.cost_micros as f64 / 1e6,
+        cost_usd: crate::agent::budget::Usd(row.cost_micros),
         started_at_ms: row.started_at_ms,
         finished_at_ms: row.finished_at_ms,
     }))

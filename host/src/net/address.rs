@@ -15,6 +15,20 @@ pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Whether a URL's host needs the explicit private approval by its text alone: a non-public
+/// IP literal, or `localhost` (and names under it). A name that only resolves to a private
+/// address is found out when it is resolved, not here.
+pub fn is_private_url_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        url::Host::Ipv4(ip) => non_public_kind(IpAddr::V4(*ip)).is_some(),
+        url::Host::Ipv6(ip) => non_public_kind(canonical_ip(IpAddr::V6(*ip))).is_some(),
+    }
+}
+
 /// The kind of non-public address `ip` is (as used in error messages), or `None` if it is an
 /// ordinary public unicast address. `ip` must already be canonical.
 pub(crate) fn non_public_kind(ip: IpAddr) -> Option<&'static str> {

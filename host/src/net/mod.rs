@@ -21,6 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+pub use address::is_private_url_host;
 pub use client::OutboundClient;
 pub use host_pattern::{HostPattern, HostPatternError};
 pub use resolve::{Resolve, SystemResolver};

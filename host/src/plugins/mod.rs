@@ -28,7 +28,7 @@ use std::sync::Arc;
 pub use kelp_registry::manifest::{Manifest, PluginKind, WorkspaceAccess};
 use serde::Serialize;
 
-pub use provider::ProviderStream;
+pub use provider::{Probe, ProviderAddress, ProviderStream};
 pub use runtime::{
     CallError, InstallOptions, InstalledPlugin, PackageReview, PluginRuntime, SecretUpdate,
     SecretValues, with_config_defaults,

@@ -83,6 +83,145 @@ impl PluginRuntime {
         Ok(models)
     }
 
+    /// Where provider instance `id` sends its requests, as this host has it loaded; `None`
+    /// if no such instance is loaded.
+    pub fn provider_address(&self, id: &str) -> Option<ProviderAddress> {
+        let instance = self
+            .instances
+            .read()
+            .expect("instances lock")
+            .get(id)
+            .cloned()?;
+        let base_url = instance
+            .ctx
+            .config
+            .get("base_url")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        let default_base_url = instance
+            .default_config
+            .get("base_url")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        let parsed = base_url.as_deref().and_then(|u| url::Url::parse(u).ok());
+        let (mut local, mut approved) = (false, false);
+        if let Some(url) = &parsed
+            && let (Some(host), Some(port)) = (url.host(), url.port_or_known_default())
+        {
+            let literal_private = crate::net::is_private_url_host(&host);
+            let host = url.host_str().unwrap_or_default();
+            let grants: Vec<_> = instance
+                .ctx
+                .grants
+                .http
+                .iter()
+                .filter(|g| g.pattern.matches(host, port))
+                .collect();
+            // A name approved as private (`gpu-box.lan`) is a local server as much as
+            // 127.0.0.1 is.
+            local = literal_private || grants.iter().any(|g| g.allow_private);
+            approved = grants.iter().any(|g| g.allow_private || !literal_private);
+        }
+        Some(ProviderAddress {
+            base_url,
+            default_base_url,
+            local,
+            approved,
+        })
+    }
+
+    /// Asks provider instance `id`'s server for its model list (the `[provider] models-url`
+    /// of its manifest), through the instance's own grants and key, and says what came back.
+    /// A quick check: at most [`PROBE_TIMEOUT`].
+    pub async fn probe_provider(&self, id: &str) -> Probe {
+        let Some(instance) = self
+            .instances
+            .read()
+            .expect("instances lock")
+            .get(id)
+            .cloned()
+        else {
+            return Probe::NotChecked;
+        };
+        let Some(request) = models_request(&instance) else {
+            return Probe::NotChecked;
+        };
+        let Some(client) = instance.ctx.outbound.clone() else {
+            return Probe::Denied;
+        };
+        match tokio::time::timeout(PROBE_TIMEOUT, client.send(request)).await {
+            Err(_) | Ok(Err(OutboundError::Timeout)) => {
+                Probe::Unreachable("it did not answer in time".into())
+            }
+            Ok(Err(OutboundError::Denied(_))) => Probe::Denied,
+            Ok(Err(e)) => {
+                Probe::Unreachable(instance.ctx.redactor.redact(&e.to_string()).into_owned())
+            }
+            Ok(Ok(response)) => Probe::Answered(response.status),
+        }
+    }
+
+    /// The models provider instance `id`'s server says it serves (`GET` of its manifest's
+    /// `[provider] models-url`, through the instance's grants and key). `Ok(None)` when the
+    /// plugin names no such address.
+    pub async fn server_models(&self, id: &str) -> Result<Option<Vec<String>>, ProviderFailure> {
+        let instance = self.provider_instance(id)?;
+        let Some(request) = models_request(&instance) else {
+            return Ok(None);
+        };
+        let Some(client) = instance.ctx.outbound.clone() else {
+            return Err(ProviderFailure::new(
+                FailureKind::InvalidRequest,
+                format!("provider `{id}` may not reach any host: its address is not approved"),
+            ));
+        };
+        let response = tokio::time::timeout(MODELS_TIMEOUT, client.send(request))
+            .await
+            .map_err(|_| {
+                ProviderFailure::new(
+                    FailureKind::Transport,
+                    format!("provider `{id}`: the server did not list its models in time"),
+                )
+            })?
+            .map_err(|e| transport_failure(&instance.ctx, e))?;
+        let failure = |kind, what: &str| {
+            let mut f = ProviderFailure::new(
+                kind,
+                format!(
+                    "provider `{id}`: the server answered its model list with HTTP {}{what}",
+                    response.status
+                ),
+            );
+            f.status = Some(response.status);
+            f
+        };
+        match response.status {
+            200..=299 => {}
+            401 | 403 => {
+                return Err(failure(
+                    FailureKind::Auth,
+                    " (the key is missing or refused)",
+                ));
+            }
+            429 => return Err(failure(FailureKind::RateLimited, "")),
+            500.. => return Err(failure(FailureKind::Overloaded, "")),
+            _ => return Err(failure(FailureKind::Other, "")),
+        }
+        let listed = serde_json::from_slice::<serde_json::Value>(&response.body)
+            .ok()
+            .and_then(|body| model_ids(&body))
+            .ok_or_else(|| {
+                ProviderFailure::new(
+                    FailureKind::Other,
+                    format!(
+                        "provider `{id}`: the server's model list is neither \
+                         {{\"data\": [{{\"id\"}}]}} nor {{\"models\": [{{\"name\"}}]}}"
+                    ),
+                )
+            })?;
+        Ok(Some(listed))
+    }
+
     fn provider_instance(
         &self,
         id: &str,
@@ -269,6 +408,82 @@ impl PluginRuntime {
         }
         Ok(stream)
     }
+}
+
+/// How long the status check of a provider waits for its server: it runs on every provider
+/// listing, which must stay quick even when a vendor is down.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long listing a server's models waits for it.
+const MODELS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where a provider instance sends its requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderAddress {
+    /// The effective base URL (the plugin's default filled in); `None` if it has none.
+    pub base_url: Option<String>,
+    /// The plugin's default base URL: the vendor's own API.
+    pub default_base_url: Option<String>,
+    /// The base URL's host is a loopback, private or link-local address, or approved as a
+    /// private host: a server on the operator's own machines.
+    pub local: bool,
+    /// The instance's grants cover the base URL's host and port (as a private host where it
+    /// is one).
+    pub approved: bool,
+}
+
+/// What asking a provider's server for its model list showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// The server answered with this HTTP status.
+    Answered(u16),
+    /// No answer: why (connection refused, timed out, name unknown, …).
+    Unreachable(String),
+    /// The instance may not reach its base URL: the address is not approved.
+    Denied,
+    /// Nothing was asked: the plugin names no model list address, or the instance is not
+    /// loaded.
+    NotChecked,
+}
+
+/// The `GET` of an instance's model list: its manifest's `models-url` with `{config.KEY}`
+/// filled in from the instance's config.
+fn models_request(instance: &super::runtime::LoadedInstance) -> Option<OutboundRequest> {
+    let template = instance.provider_info.models_url.as_deref()?;
+    let mut url = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{config.") {
+        url.push_str(&rest[..start]);
+        let after = &rest[start + "{config.".len()..];
+        let end = after.find('}')?;
+        let value = instance.ctx.config.get(&after[..end])?.as_str()?;
+        // `{config.base_url}/models` must not become `…/v1//models`.
+        url.push_str(value.trim_end_matches('/'));
+        rest = &after[end + 1..];
+    }
+    url.push_str(rest);
+    Some(OutboundRequest {
+        method: "GET".into(),
+        url,
+        headers: instance.provider_info.models_headers.clone(),
+        body: None,
+    })
+}
+
+/// Model ids from a model list: `{"data": [{"id"}]}` (OpenAI and the servers that copy it,
+/// Anthropic) or `{"models": [{"name"}]}` (Ollama's `/api/tags`).
+fn model_ids(body: &serde_json::Value) -> Option<Vec<String>> {
+    let (list, key) = match (body.get("data"), body.get("models")) {
+        (Some(data), _) => (data.as_array()?, "id"),
+        (None, Some(models)) => (models.as_array()?, "name"),
+        (None, None) => return None,
+    };
+    Some(
+        list.iter()
+            .filter_map(|m| m.get(key).and_then(|v| v.as_str()))
+            .map(str::to_owned)
+            .collect(),
+    )
 }
 
 /// Runs one guest call with a fresh computation budget under the wall-clock ceiling.

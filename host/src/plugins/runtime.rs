@@ -167,6 +167,10 @@ pub(super) struct LoadedInstance {
     pub(super) provider_pre: Option<ProviderPluginPre<CallState>>,
     /// What a provider's `models()` listed at load.
     pub(super) models: Vec<crate::llm::ModelInfo>,
+    /// A provider's `[provider]` manifest table.
+    pub(super) provider_info: kelp_registry::manifest::ProviderInfo,
+    /// The plugin's default config, for telling a configured base URL from the vendor's.
+    pub(super) default_config: serde_json::Value,
 }
 
 /// The plugin runtime of one host process.
@@ -814,6 +818,8 @@ impl PluginRuntime {
             tool_pre: None,
             provider_pre: None,
             models: Vec::new(),
+            provider_info: manifest.provider.clone(),
+            default_config: with_config_defaults(manifest, serde_json::json!({})),
         };
         let (Some(wasm), Some(sha)) = (wasm, wasm_sha256) else {
             return Ok(loaded);

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Builds Kelp and its first-party plugins and runs `kelp serve` on the embedded defaults:
-# SQLite in the data directory (~/.local/share/kelp, or $KELP_DATA_DIR), listening on
-# 127.0.0.1:7777. Needs only the Rust toolchain; works offline once crates are fetched.
-# Extra arguments go to `kelp serve` (e.g. --data-dir /tmp/kelp).
+# Builds Kelp — with its first-party plugins built into the binary — and runs `kelp serve` on
+# the embedded defaults: SQLite in the data directory (~/.local/share/kelp, or
+# $KELP_DATA_DIR), listening on 127.0.0.1:7777. Needs only the Rust toolchain; works offline
+# once crates are fetched. Extra arguments go to `kelp serve` (e.g. --data-dir /tmp/kelp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kelp-target}"
@@ -10,11 +10,4 @@ if command -v rustup >/dev/null 2>&1; then
   rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 fi
 cargo build --release --locked -p kelp
-kelp="$CARGO_TARGET_DIR/release/kelp"
-bundled="$CARGO_TARGET_DIR/kelp-bundled"
-mkdir -p "$bundled"
-for dir in plugins/*/; do
-  name=$(basename "$dir")
-  "$kelp" plugin build --path "$dir" --out "$bundled/$name.kelp"
-done
-exec "$kelp" serve --bundled "$bundled" "$@"
+exec "$CARGO_TARGET_DIR/release/kelp" serve "$@"

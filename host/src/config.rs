@@ -77,9 +77,10 @@ impl Config {
 }
 
 /// The data directory: `--data-dir`, else `KELP_DATA_DIR`, else `$XDG_DATA_HOME/kelp`
-/// (`~/.local/share/kelp`).
+/// (`~/.local/share/kelp`). Only named here; [`create_data_dir`] makes it, for the commands
+/// that own one (`serve`, a local `user add`).
 pub fn data_dir(flag: Option<&Path>) -> Result<PathBuf> {
-    let dir = match flag {
+    Ok(match flag {
         Some(dir) => dir.to_owned(),
         None => match std::env::var_os("KELP_DATA_DIR") {
             Some(dir) => PathBuf::from(dir),
@@ -87,10 +88,17 @@ pub fn data_dir(flag: Option<&Path>) -> Result<PathBuf> {
                 .context("no data directory: set --data-dir or KELP_DATA_DIR")?
                 .join("kelp"),
         },
-    };
-    std::fs::create_dir_all(&dir)
+    })
+}
+
+/// Creates the data directory if it does not exist; whether it did not.
+pub fn create_data_dir(dir: &Path) -> Result<bool> {
+    if dir.is_dir() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(dir)
         .with_context(|| format!("creating data directory {}", dir.display()))?;
-    Ok(dir)
+    Ok(true)
 }
 
 /// This host's stable id (a file in the data directory): runs record which host runs them, so

@@ -18,7 +18,31 @@ pub mod secrets;
 pub mod store;
 pub mod util;
 
-/// The SDK, templates and WIT, embedded for `kelp plugin new`.
+/// What `host/build.rs` embeds: the SDK, templates and WIT for `kelp plugin new`, and the
+/// first-party plugins `kelp serve` installs on a new database.
 pub mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
+
+    /// A first-party plugin as built with this binary.
+    pub struct FirstPartyPlugin {
+        /// Its directory under `plugins/`.
+        pub dir: &'static str,
+        /// `kelp.toml`.
+        pub manifest: &'static str,
+        /// The component.
+        pub wasm: &'static [u8],
+        pub readme: Option<&'static str>,
+    }
+
+    impl FirstPartyPlugin {
+        /// The `.kelp` package, as `kelp plugin build` would pack it.
+        pub fn package(&self) -> anyhow::Result<Vec<u8>> {
+            Ok(kelp_registry::package::write_package(
+                self.manifest,
+                Some(self.wasm),
+                None,
+                self.readme,
+            )?)
+        }
+    }
 }

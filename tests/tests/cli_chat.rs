@@ -1,19 +1,22 @@
 //! `kelp chat` as a user runs it: the real binary against a real `kelp serve`, questions piped
-//! on standard input, the model a fake OpenAI vendor.
+//! on standard input, the model a fake OpenAI vendor. The server is set up as a new user does
+//! it: the first-party plugins built into `kelp`, then `kelp login`, `kelp provider set` and
+//! `kelp agent add`.
 
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use kelp_tests::process::KelpProcess;
+use kelp_tests::process::{CliUser, KelpProcess};
 use kelp_tests::vendor::{FakeVendor, Flavor, Reply};
-use kelp_tests::{components as c, manifest, pack};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A server with the openai provider pointed at a fake vendor, `calc`, and an agent `helper`.
+/// A server with its built-in plugins, the openai provider pointed at a fake vendor, and an
+/// agent `helper` that may use `calc`.
 struct Served {
     vendor: FakeVendor,
     server: KelpProcess,
+    user: CliUser,
     token: String,
     http: reqwest::Client,
     _data: tempfile::TempDir,
@@ -31,6 +34,7 @@ impl Served {
         let mut s = Served {
             vendor,
             server,
+            user: CliUser::new(env!("CARGO_BIN_EXE_kelp")),
             token: String::new(),
             http,
             _data: data,
@@ -44,22 +48,40 @@ impl Served {
             .await;
         assert_eq!(status, 201, "{setup}");
         s.token = setup["token"].as_str().unwrap().to_owned();
-        s.upload(pack(
-            &manifest(c::PLUGIN_OPENAI_MANIFEST),
-            c::PLUGIN_OPENAI_WASM,
-        ))
-        .await;
-        s.upload(pack(
-            &manifest(c::PLUGIN_CALC_MANIFEST),
-            c::PLUGIN_CALC_WASM,
-        ))
-        .await;
-        let auth = json!({"base_url": s.vendor.base_url(), "api_key": "sk-x"});
-        let (status, body) = s
-            .send("PUT", "/api/providers/openai/auth", Some(auth))
-            .await;
-        assert_eq!(status, 200, "{body}");
-        s.agent("helper").await;
+        s.user.login(&s.server.base, "admin", "correct horse");
+        let providers = s.user.ok(&["provider", "list"]);
+        assert!(
+            providers.contains("openai (kelp/openai) — needs a key"),
+            "{providers}"
+        );
+        let set = s.user.run_with(
+            &[
+                "provider",
+                "set",
+                "openai",
+                "--base-url",
+                &s.vendor.base_url(),
+                "--api-key",
+            ],
+            &[],
+            "sk-x\n",
+        );
+        assert!(set.success, "{set}");
+        assert!(set.stdout.contains("openai: configured"), "{set}");
+        let made = s.user.ok(&[
+            "agent",
+            "add",
+            "helper",
+            "--provider",
+            "openai",
+            "--model",
+            "gpt-4o",
+            "--tool",
+            "calc/calc",
+            "--instructions",
+            "You are a helpful assistant.",
+        ]);
+        assert!(made.contains("created agent helper"), "{made}");
         s
     }
 
@@ -79,21 +101,6 @@ impl Served {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn upload(&self, package: Vec<u8>) {
-        let response = self
-            .http
-            .post(format!("{}/api/plugins", self.server.base))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/octet-stream")
-            .body(package)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        assert_eq!(status, 201, "{body}");
-    }
-
     async fn agent(&self, name: &str) {
         let (status, body) = self
             .send(
@@ -110,15 +117,11 @@ impl Served {
         assert_eq!(status, 201, "{body}");
     }
 
-    /// `kelp chat ARGS` against this server, the token in `KELP_TOKEN`.
+    /// `kelp chat ARGS` against this server, as the signed-in user.
     fn chat(&self, args: &[&str]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kelp"));
+        let mut command = tokio::process::Command::from(self.user.command(&["chat"], &[]));
         command
-            .arg("chat")
             .args(args)
-            .args(["--url", &self.server.base])
-            .env("KELP_TOKEN", &self.token)
-            .env_remove("KELP_URL")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -163,36 +166,87 @@ fn report(out: &Output) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chat_streams_the_answer_and_shows_tool_calls() {
+async fn piped_chat_puts_only_the_answer_on_stdout() {
+    let s = Served::start().await;
+    s.vendor.push(Reply::ToolCalls {
+        text: Some("Let me work that out.".into()),
+        calls: vec![("calc".into(), r#"{"expression":"6 * 7"}"#.into())],
+    });
+    s.vendor.push(Reply::text("It is 42."));
+
+    // `echo 'What is 6*7?' | kelp chat --agent helper > out`
+    let out = s.chat_with(&["--agent", "helper"], "What is 6*7?\n").await;
+    assert!(out.status.success(), "{}", report(&out));
+    assert_eq!(text(&out.stdout), "It is 42.\n", "{}", report(&out));
+    // The rest, in order, for the person watching: the text before the call, the call, its
+    // result, the summary, and the session to continue.
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let session = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("session "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("no session line\n{}", report(&out)));
+    assert!(
+        stderr.contains(&format!("(continue it with --session {session})")),
+        "{stderr}"
+    );
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}`\n{}", report(&out)))
+    };
+    assert!(at("Let me work that out.") < at(r#"⚙ calc {"expression":"6 * 7"}"#));
+    assert!(at(r#"⚙ calc {"expression":"6 * 7"}"#) < at("  → "));
+    assert!(lines[at("  → ")].contains("42") && !lines[at("  → ")].contains("error"));
+    assert!(at("  → ") < at("completed · 2 steps"));
+    assert!(!stderr.contains("\x1b["), "no colour when not a terminal");
+
+    // The session shown is the one the conversation is in.
+    let (status, messages) = s
+        .send("GET", &format!("/api/sessions/{session}/messages"), None)
+        .await;
+    assert_eq!(status, 200, "{messages}");
+    assert!(messages.to_string().contains("What is 6*7?"), "{messages}");
+
+    // The run really went through the agent: the vendor got the tool's result back.
+    let requests = s.chat_requests();
+    assert_eq!(requests.len(), 2);
+    assert!(requests[1]["messages"].to_string().contains("42"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_mode_prints_one_event_per_line() {
     let s = Served::start().await;
     s.vendor
         .push(Reply::tool_call("calc", r#"{"expression":"6 * 7"}"#));
     s.vendor.push(Reply::text("It is 42."));
 
     let out = s
-        .chat_with(
-            &["--agent", "helper", "--token", &s.token],
-            "What is 6*7?\n",
-        )
+        .chat_with(&["--agent", "helper", "--json"], "What is 6*7?\n")
         .await;
     assert!(out.status.success(), "{}", report(&out));
-    let stdout = text(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
-    // Piped: no prompt, just the conversation — the call, its result, then the answer.
-    assert_eq!(lines.len(), 3, "{}", report(&out));
-    assert_eq!(lines[0], r#"⚙ calc {"expression":"6 * 7"}"#);
-    assert!(lines[1].starts_with("  → "), "{}", report(&out));
-    assert!(lines[1].contains("42"), "{}", report(&out));
-    assert!(!lines[1].contains("error"), "{}", report(&out));
-    assert_eq!(lines[2], "It is 42.");
-    let stderr = text(&out.stderr);
-    assert!(stderr.contains("completed · 2 steps"), "{}", report(&out));
-    assert!(!stderr.contains("\x1b["), "no colour when not a terminal");
-
-    // The run really went through the agent: the vendor got the tool's result back.
-    let requests = s.chat_requests();
-    assert_eq!(requests.len(), 2);
-    assert!(requests[1]["messages"].to_string().contains("42"));
+    let events: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.first(), Some(&"run-start"), "{names:?}");
+    assert_eq!(names.last(), Some(&"finish"), "{names:?}");
+    for name in ["tool-call", "tool-result", "text-delta"] {
+        assert!(names.contains(&name), "{names:?}");
+    }
+    let answer: String = events
+        .iter()
+        .filter(|e| e["event"] == "text-delta")
+        .map(|e| e["data"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(answer, "It is 42.");
+    assert_eq!(events.last().unwrap()["data"]["status"], "completed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,6 +277,7 @@ async fn lines_of_input_continue_one_session() {
     let out = s.chat_with(&["--session", &id], "Sure?\n").await;
     assert!(out.status.success(), "{}", report(&out));
     assert_eq!(text(&out.stdout), "Still 84.\n");
+    assert!(!text(&out.stderr).contains("session "), "{}", report(&out));
     let third = s.chat_requests()[2]["messages"].to_string();
     assert!(third.contains("And doubled?"), "{third}");
 }
@@ -240,21 +295,27 @@ async fn an_unknown_agent_is_refused_with_the_names_of_the_real_ones() {
     assert_eq!(text(&out.stdout), "");
     assert_eq!(s.vendor.request_count(), 0, "nothing was asked");
 
-    // Without --agent the server cannot choose between two; the turn fails, and the exit
-    // status says so.
-    let out = s.chat_with(&[], "Hello?\n").await;
+    // Without --agent the server cannot choose between two; the chat ends naming them, and
+    // the exit status says so.
+    let out = s.chat_with(&[], "Hello?\nAnd now?\n").await;
     assert!(!out.status.success(), "{}", report(&out));
     assert!(
-        text(&out.stderr).contains("several agents"),
+        text(&out.stderr)
+            .contains("you have several agents: helper, writer; pick one with --agent NAME"),
         "{}",
         report(&out)
     );
+    assert_eq!(s.vendor.request_count(), 0, "nothing was asked");
 
-    let mut missing = s.chat(&[]);
-    missing.env_remove("KELP_TOKEN");
-    let out = missing.output().await.unwrap();
+    // Another server than the one signed in to, without a token for it.
+    let mut elsewhere = s.chat(&["--url", "http://127.0.0.1:9"]);
+    let out = elsewhere.output().await.unwrap();
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("KELP_TOKEN"), "{}", report(&out));
+    assert!(
+        text(&out.stderr).contains("not signed in to http://127.0.0.1:9"),
+        "{}",
+        report(&out)
+    );
 }
 
 #[cfg(unix)]
@@ -273,13 +334,22 @@ async fn ctrl_c_during_a_reply_aborts_the_run_and_chat_goes_on() {
         .expect("running kelp chat");
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"Count slowly.\n").await.unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut first = [0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(60), stdout.read(&mut first))
+    // Piped, the answer waits for the run's end; the session line on stderr says the run
+    // has started.
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("session ") {
+        let mut line = String::new();
+        let n = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::io::AsyncBufReadExt::read_line(&mut stderr, &mut line),
+        )
         .await
-        .expect("the reply started within 60 s")
+        .expect("the run started within 60 s")
         .unwrap();
-    assert!(n > 0, "the reply started");
+        assert!(n > 0, "kelp chat ended before the run started: {seen}");
+        seen.push_str(&line);
+    }
 
     // What the terminal sends on Ctrl-C.
     let pid = child.id().unwrap().to_string();
@@ -293,16 +363,14 @@ async fn ctrl_c_during_a_reply_aborts_the_run_and_chat_goes_on() {
     stdin.write_all(b"And now?\n").await.unwrap();
     drop(stdin);
 
-    let mut rest = Vec::new();
-    stdout.read_to_end(&mut rest).await.unwrap();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).await.unwrap();
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
         .expect("kelp chat ended within 60 s (no hang)")
         .unwrap();
-    let mut all = first[..n].to_vec();
-    all.extend(rest);
-    let stdout = text(&all);
-    let stderr = text(&out.stderr);
+    let stdout = text(&out.stdout);
+    let stderr = seen + &rest;
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stderr.contains("aborted"), "{stderr}");
     assert!(!stdout.contains("ten"), "the run stopped: {stdout}");

@@ -3,19 +3,21 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use kelp::api::AppState;
 use kelp::plugins::{PluginRuntime, RuntimeSettings};
 use kelp::store::Db;
+use kelp_tests::process::CliUser;
 use serde_json::{Value, json};
 
+/// `kelp user add ARGS` by a user with no server configured, on `data_dir`.
 fn user_add(data_dir: &Path, args: &[&str], password: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kelp"))
-        .args(["user", "add"])
+    let user = CliUser::new(env!("CARGO_BIN_EXE_kelp"));
+    let mut child = user
+        .command(&["user", "add"], &[])
         .args(args)
         .env("KELP_DATA_DIR", data_dir)
-        .env_remove("KELP_DATABASE_URL")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -36,9 +38,12 @@ fn text(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_add_makes_the_first_admin_and_closes_setup() {
-    let data = tempfile::tempdir().unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    // Before the first start the data directory may not exist yet: made, and said so.
+    let data = parent.path().join("kelp");
+    let data = data.as_path();
 
-    let out = user_add(data.path(), &["root", "--admin"], "root-password\n");
+    let out = user_add(data, &["root", "--admin"], "root-password\n");
     assert!(
         out.status.success(),
         "stdout:\n{}\nstderr:\n{}",
@@ -46,32 +51,33 @@ async fn user_add_makes_the_first_admin_and_closes_setup() {
         text(&out.stderr)
     );
     assert!(text(&out.stdout).contains("created admin root"));
+    assert!(
+        text(&out.stderr).contains(&format!("created the data directory {}", data.display())),
+        "{}",
+        text(&out.stderr)
+    );
 
-    let again = user_add(data.path(), &["root"], "other-password\n");
+    let again = user_add(data, &["root"], "other-password\n");
     assert!(!again.status.success());
     assert!(
         text(&again.stderr).contains("username `root` is taken"),
         "{}",
         text(&again.stderr)
     );
-    let short = user_add(data.path(), &["shorty"], "short\n");
+    let short = user_add(data, &["shorty"], "short\n");
     assert!(!short.status.success());
     assert!(text(&short.stderr).contains("password must be"));
-    let bad = user_add(data.path(), &["Not Valid"], "long-enough-password\n");
+    let bad = user_add(data, &["Not Valid"], "long-enough-password\n");
     assert!(!bad.status.success());
     assert!(text(&bad.stderr).contains("username must be"));
 
-    let plain = user_add(
-        data.path(),
-        &["bob", "--display-name", "Bob B."],
-        "bob-password",
-    );
+    let plain = user_add(data, &["bob", "--display-name", "Bob B."], "bob-password");
     assert!(plain.status.success(), "{}", text(&plain.stderr));
 
     // A server on the same data directory: setup is closed, and the password (without its
     // trailing newline) signs in.
-    let db = Db::open_sqlite_in(data.path()).await.unwrap();
-    let runtime = PluginRuntime::new(RuntimeSettings::default(), data.path(), db).unwrap();
+    let db = Db::open_sqlite_in(data).await.unwrap();
+    let runtime = PluginRuntime::new(RuntimeSettings::default(), data, db).unwrap();
     let state = AppState::new(runtime);
     let (root, _) = state
         .db()

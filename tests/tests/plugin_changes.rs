@@ -1,14 +1,14 @@
 //! What is installed and configured lives in the database; a change made anywhere — through
-//! another host's API, or by the `kelp` CLI writing the database while a server runs — is in
-//! effect on every host before its next plugin call.
+//! another host's API, or by the `kelp` CLI (a client of the API) — is in effect on every
+//! host before its next plugin call.
 
-use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
 use kelp::plugins::InstallOptions;
 use kelp::plugins::grants::Approval;
 
 use kelp_tests::agent::{ask_and_wait, new_session, setup, upload};
+use kelp_tests::process::CliUser;
 use kelp_tests::server::{Backend, Settings, TestServer};
 use kelp_tests::vendor::{FakeVendor, Flavor};
 use kelp_tests::{both_backends, components as c, manifest, pack};
@@ -176,36 +176,13 @@ async fn a_change_on_one_host_is_in_effect_on_the_other_before_its_next_call() {
     );
 }
 
-/// Runs the `kelp` binary on the server's data directory and database, as an operator does
-/// on the server's machine.
-fn kelp(s: &TestServer, args: &[&str], stdin: &str) -> String {
-    use std::io::Write;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kelp"));
-    command
-        .args(args)
-        .env("KELP_DATA_DIR", s.dir.path())
-        .env_remove("KELP_DATABASE_URL")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(url) = s.database_url() {
-        command.env("KELP_DATABASE_URL", url);
-    }
-    let mut child = command.spawn().expect("running kelp");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let output: Output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "kelp {args:?} failed\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+/// Runs the `kelp` CLI against the server, as an admin signed in to it: the CLI is one more
+/// client of the API, with no data directory or database of its own.
+fn kelp(s: &TestServer, token: &str, args: &[&str], stdin: &str) -> String {
+    let user = CliUser::new(env!("CARGO_BIN_EXE_kelp"));
+    let out = user.run_with(args, &[("KELP_URL", &s.base), ("KELP_TOKEN", token)], stdin);
+    assert!(out.success, "kelp {args:?} failed\n{out}");
+    out.stdout
 }
 
 both_backends!(
@@ -228,7 +205,7 @@ both_backends!(
         // The server has served (and so loaded) before the CLI changes anything.
         assert!(tool_names(&s, &admin).await.is_empty());
 
-        kelp(&s, &["plugin", "install", &calc, "--yes"], "");
+        kelp(&s, &admin, &["plugin", "install", &calc, "--yes"], "");
         assert!(
             tool_names(&s, &admin)
                 .await
@@ -238,12 +215,12 @@ both_backends!(
             call_tool(&s, &admin, "calc/calc", json!({"expression": "6*7"})).await,
             StatusCode::OK
         );
-        kelp(&s, &["plugin", "disable", "calc"], "");
+        kelp(&s, &admin, &["plugin", "disable", "calc"], "");
         assert_eq!(
             call_tool(&s, &admin, "calc/calc", json!({"expression": "6*7"})).await,
             StatusCode::CONFLICT
         );
-        kelp(&s, &["plugin", "enable", "calc"], "");
+        kelp(&s, &admin, &["plugin", "enable", "calc"], "");
         assert_eq!(
             call_tool(&s, &admin, "calc/calc", json!({"expression": "6*7"})).await,
             StatusCode::OK
@@ -254,6 +231,7 @@ both_backends!(
         let grant = format!("http-private:{}", vendor.addr());
         kelp(
             &s,
+            &admin,
             &[
                 "plugin",
                 "install",
@@ -267,6 +245,7 @@ both_backends!(
         );
         kelp(
             &s,
+            &admin,
             &["plugin", "secret", "openai", "API_KEY"],
             "sk-cli-first\n",
         );
@@ -288,6 +267,7 @@ both_backends!(
         );
         kelp(
             &s,
+            &admin,
             &["plugin", "secret", "openai", "API_KEY"],
             "sk-cli-second\n",
         );
@@ -297,7 +277,7 @@ both_backends!(
             vendor.requests().last().unwrap().header("authorization"),
             Some("Bearer sk-cli-second")
         );
-        kelp(&s, &["plugin", "disable", "openai"], "");
+        kelp(&s, &admin, &["plugin", "disable", "openai"], "");
         let before = vendor.request_count();
         let (_, run) = ask_and_wait(&s, &admin, &session, "once more").await;
         assert_eq!(run["status"], "failed", "{run}");
@@ -305,7 +285,7 @@ both_backends!(
         assert_eq!(vendor.request_count(), before);
 
         // Removed by the CLI: no longer listed or served.
-        kelp(&s, &["plugin", "remove", "kelp/calc"], "");
+        kelp(&s, &admin, &["plugin", "remove", "kelp/calc"], "");
         assert_eq!(
             call_tool(&s, &admin, "calc/calc", json!({"expression": "6*7"})).await,
             StatusCode::NOT_FOUND

@@ -1,5 +1,6 @@
-//! `kelp serve` as a real process: bundled first-party plugins installed at start with no
-//! network, health and readiness, first-run setup, and tools over HTTP.
+//! `kelp serve` as a real process: the first-party plugins built into the binary (or a
+//! `--bundled` directory instead) installed at start with no network, health and readiness,
+//! first-run setup, and tools over HTTP.
 
 use std::time::Duration;
 
@@ -152,6 +153,98 @@ async fn serve_installs_bundled_plugins_and_answers_over_http() {
             .unwrap()
             .contains("loopback"),
         "{body}"
+    );
+}
+
+/// `kelp` as `cargo install --path host` leaves it: no package files beside it, no flags.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_without_bundled_has_the_first_party_plugins_built_in() {
+    let data = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let server = KelpProcess::start(env!("CARGO_BIN_EXE_kelp"), data.path(), &[], &[]);
+    let setup: Value = http
+        .post(format!("{}/api/auth/setup", server.base))
+        .json(&json!({"username": "admin", "password": "correct horse"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = setup["token"].as_str().unwrap().to_owned();
+    let get =
+        |base: String, path: &str| http.get(format!("{base}{path}")).bearer_auth(&token).send();
+    let names = |list: &Value, fields: &[&str]| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                fields
+                    .iter()
+                    .map(|f| i[*f].as_str().unwrap())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .collect()
+    };
+    let tools: Value = get(server.base.clone(), "/api/tools")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&tools, &["instance", "name"]),
+        ["calc/calc", "calc/json_query", "http-fetch/http_fetch"]
+    );
+    let providers: Value = get(server.base.clone(), "/api/providers")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut ids = names(&providers, &["id"]);
+    ids.sort();
+    assert_eq!(ids, ["anthropic", "ollama", "openai"]);
+    let answer: Value = http
+        .post(format!("{}/api/tools/calc/calc", server.base))
+        .bearer_auth(&token)
+        .json(&json!({"expression": "6*7"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["output"].as_str().map(|o| o.contains("42")),
+        Some(true),
+        "{answer}"
+    );
+
+    // A plugin the operator removed stays removed when the server starts again.
+    let removed = http
+        .delete(format!("{}/api/plugins/kelp/calc", server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    drop(server);
+    let server = KelpProcess::start(env!("CARGO_BIN_EXE_kelp"), data.path(), &[], &[]);
+    let tools: Value = get(server.base.clone(), "/api/tools")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&tools, &["instance", "name"]),
+        ["http-fetch/http_fetch"]
     );
 }
 

@@ -505,7 +505,8 @@ fn plain_error_code(status: StatusCode) -> &'static str {
     }
 }
 
-/// Runs the server until SIGINT or SIGTERM.
+/// Runs the server until SIGINT or SIGTERM. `bundled` is a directory of `.kelp` packages
+/// to install at start instead of the first-party plugins built into this binary.
 pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) -> Result<()> {
     let shutdown = shutdown_signal()?;
     let db = match &config.database_url {
@@ -513,8 +514,9 @@ pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) 
         None => Db::open_sqlite_in(&data_dir).await?,
     };
     let runtime = PluginRuntime::new(config.plugins.clone(), &data_dir, db)?;
-    if let Some(dir) = &bundled {
-        install_bundled(&runtime, dir).await?;
+    match &bundled {
+        Some(dir) => install_bundled(&runtime, &read_bundled_dir(dir)?).await?,
+        None => install_first_party(&runtime).await?,
     }
     for (id, e) in runtime.load_all().await? {
         tracing::warn!(instance = %id, "not serving plugin instance: {e:#}");
@@ -531,7 +533,9 @@ pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) 
     tracing::info!(address = %address, tools = state.runtime.tools().len(), "kelp is serving");
     if needs_setup {
         tracing::info!(
-            "no users yet: create the first admin with POST /api/auth/setup or `kelp user add --admin`"
+            "no users yet: create the first admin with `kelp user add NAME --admin` (the \
+             password is read from standard input) or POST /api/auth/setup, then `kelp login \
+             http://{address}`"
         );
     }
     serve_on(listener, state, shutdown).await?;
@@ -539,9 +543,26 @@ pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) 
     Ok(())
 }
 
-/// Installs every `.kelp` in `dir` whose plugin is not installed yet, approving what each
-/// requests (never private addresses). Operators can change grants afterwards.
-async fn install_bundled(runtime: &PluginRuntime, dir: &Path) -> Result<()> {
+/// Installs the first-party plugins built into this binary, on a database where no plugin
+/// was ever installed (its plugin generation is still the initial one). Only then: a plugin
+/// the operator removed must stay removed across restarts, and one they upgraded must not
+/// be compared with this binary's copy.
+async fn install_first_party(runtime: &PluginRuntime) -> Result<()> {
+    if runtime.db().plugin_generation().await? != 1 {
+        return Ok(());
+    }
+    let mut packages = Vec::new();
+    for plugin in crate::embedded::FIRST_PARTY_PLUGINS {
+        let bytes = plugin
+            .package()
+            .with_context(|| format!("packing the built-in plugin {}", plugin.dir))?;
+        packages.push((format!("built-in {}", plugin.dir), bytes));
+    }
+    install_bundled(runtime, &packages).await
+}
+
+/// The `.kelp` packages in `dir`, by file name, each labelled with its path.
+fn read_bundled_dir(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("reading bundled plugins in {}", dir.display()))?
         .flatten()
@@ -549,12 +570,24 @@ async fn install_bundled(runtime: &PluginRuntime, dir: &Path) -> Result<()> {
         .filter(|p| p.extension().is_some_and(|e| e == "kelp"))
         .collect();
     entries.sort();
-    for path in entries {
-        let bytes = std::fs::read(&path)?;
-        let (review, _) = match runtime.review(&bytes) {
+    entries
+        .into_iter()
+        .map(|path| {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            Ok((path.display().to_string(), bytes))
+        })
+        .collect()
+}
+
+/// Installs each package whose plugin is not installed yet, approving what each requests
+/// (never private addresses). Operators can change grants afterwards.
+async fn install_bundled(runtime: &PluginRuntime, packages: &[(String, Vec<u8>)]) -> Result<()> {
+    for (label, bytes) in packages {
+        let (review, _) = match runtime.review(bytes) {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(package = %path.display(), "skipping bundled package: {e:#}");
+                tracing::warn!(package = %label, "skipping bundled package: {e:#}");
                 continue;
             }
         };
@@ -570,7 +603,7 @@ async fn install_bundled(runtime: &PluginRuntime, dir: &Path) -> Result<()> {
         let approval = Approval::everything_requested(&review.manifest.capabilities, &defaults);
         let installed = runtime
             .install(
-                &bytes,
+                bytes,
                 InstallOptions {
                     instance_id: None,
                     config: json!({}),
@@ -580,7 +613,7 @@ async fn install_bundled(runtime: &PluginRuntime, dir: &Path) -> Result<()> {
                 },
             )
             .await
-            .with_context(|| format!("installing bundled {}", path.display()))?;
+            .with_context(|| format!("installing bundled {label}"))?;
         tracing::info!(plugin = %installed.name, instance = %installed.instance_id, "installed bundled plugin");
     }
     Ok(())

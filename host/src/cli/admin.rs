@@ -1,34 +1,21 @@
-//! Plugin administration and tool calls from the command line. These work directly on the
-//! data directory's database, so they also work while no server runs.
+//! Plugin administration and tool calls from the command line, through a running server's
+//! API: what is installed, enabled or removed here is what that server serves at once.
 
-use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use kelp_registry::package::{PackageLimits, read_package};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
 
+use super::client::{Refusal, Server, plugin_path, segment};
+use super::input::{confirm, read_secret};
 use super::{PluginCommand, ToolCommand};
-use crate::config::Config;
-use crate::plugins::grants::Approval;
-use crate::plugins::{InstallOptions, PluginRuntime};
-use crate::store::Db;
+use crate::plugins::grants::{Approval, GrantSet};
+use crate::plugins::{Manifest, WorkspaceAccess, describe_requested, with_config_defaults};
 
-/// Opens the database and the plugin runtime for a data directory.
-pub async fn open(config: &Config, data_dir: &Path) -> Result<Arc<PluginRuntime>> {
-    let db = match &config.database_url {
-        Some(url) => Db::connect(url).await?,
-        None => Db::open_sqlite_in(data_dir).await?,
-    };
-    PluginRuntime::new(config.plugins.clone(), data_dir, db)
-}
-
-pub(super) async fn plugin(
-    cmd: PluginCommand,
-    config: &Config,
-    data_dir: &Path,
-) -> Result<ExitCode> {
-    let runtime = open(config, data_dir).await?;
+pub(super) async fn plugin(cmd: PluginCommand, server: &Server) -> Result<ExitCode> {
     match cmd {
         PluginCommand::Install {
             file,
@@ -37,234 +24,385 @@ pub(super) async fn plugin(
             instance,
             instance_config,
         } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let (review, _) = runtime.review(&bytes)?;
-            let config: serde_json::Value = serde_json::from_str(&instance_config)
-                .context("--instance-config must be a JSON object")?;
-            if !config.is_object() {
-                bail!("--instance-config must be a JSON object");
-            }
-            let m = &review.manifest;
-            println!("{} {} ({}) — {}", m.name, m.version, m.kind, m.description);
-            println!("digest sha256:{}", review.digest);
-            if review.requested.is_empty() {
-                println!("requests no capabilities");
-            } else {
-                println!("requests:");
-                for line in &review.requested {
-                    println!("  {line}");
-                }
-            }
-            let mut approval = Approval::default();
-            for item in &grants {
-                approval.add_item(item)?;
-            }
-            if yes {
-                let all = Approval::everything_requested(&m.capabilities, &config);
-                approval.http.extend(all.http);
-                approval.kv |= all.kv;
-                approval.workspace = approval.workspace.max(all.workspace);
-            }
-            let mut approve_changes = false;
-            if let Some((installed, changes)) = runtime.upgrade_changes(m).await? {
-                // An upgrade keeps each instance's grants; what the new version asks beyond
-                // the installed one is the operator's to approve, for every instance.
-                println!("upgrades the installed {installed}; every instance keeps its grants");
-                if !changes.is_empty() {
-                    println!("asks for more than {installed} was approved for:");
-                    for line in &changes {
-                        println!("  {line}");
-                    }
-                    let flag = format!(
-                        "--yes to approve what the new version asks beyond {installed}, for every instance"
-                    );
-                    if !yes && !confirm("approve these for every instance?", &flag)? {
-                        println!("not upgraded; {installed} keeps running");
-                        return Ok(ExitCode::FAILURE);
-                    }
-                    approve_changes = true;
-                }
-            } else if !yes
-                && grants.is_empty()
-                && !review.requested.iter().all(|r| r.starts_with("secret:"))
-            {
-                if !confirm(
-                    "approve these capabilities?",
-                    "--yes to approve what it requests, or --grant for each capability",
-                )? {
-                    println!("not installed");
-                    return Ok(ExitCode::FAILURE);
-                }
-                approval = Approval::everything_requested(&m.capabilities, &config);
-            }
-            let installed = runtime
-                .install(
-                    &bytes,
-                    InstallOptions {
-                        instance_id: instance,
-                        config,
-                        approval,
-                        approve_changes,
-                    },
-                )
-                .await?;
-            println!(
-                "installed {} {} as instance `{}`",
-                installed.name, installed.version, installed.instance_id
-            );
-            if !installed.grants.is_empty() {
-                println!("granted: {}", installed.grants.join(", "));
-            }
-            for tool in &installed.tools {
-                println!(
-                    "  tool {}/{} — {}",
-                    installed.instance_id, tool.name, tool.description
-                );
-            }
+            return install(
+                server,
+                &file,
+                yes,
+                &grants,
+                instance.as_deref(),
+                &instance_config,
+            )
+            .await;
         }
         PluginCommand::List => {
-            let db = runtime.db();
-            let instances = db.list_instances().await?;
-            for plugin in db.list_plugins().await? {
-                println!("{} {} ({})", plugin.name, plugin.version, plugin.kind);
-                for i in instances.iter().filter(|i| i.plugin == plugin.name) {
-                    println!(
-                        "  instance {} [{}]",
-                        i.id,
-                        if i.enabled { "enabled" } else { "disabled" }
-                    );
+            let plugins = server.get_all("/api/plugins").await?;
+            // Each instance's state is for admins; others see the ids of the instances whose
+            // tools they can use.
+            let instances = match server.get_all("/api/plugin-instances").await {
+                Ok(instances) => instances,
+                Err(e) if is_status(&e, StatusCode::FORBIDDEN) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            if plugins.is_empty() {
+                eprintln!("no plugins installed (`kelp plugin install FILE` installs one)");
+            }
+            for plugin in plugins {
+                println!(
+                    "{} {} ({})",
+                    text(&plugin["name"]),
+                    text(&plugin["version"]),
+                    text(&plugin["kind"])
+                );
+                for id in strings(&plugin["instances"]) {
+                    match instances.iter().find(|i| i["id"] == id.as_str()) {
+                        Some(i) => println!("  instance {id} [{}]", status(i)),
+                        None => println!("  instance {id}"),
+                    }
                 }
             }
         }
         PluginCommand::Info { name } => {
-            let db = runtime.db();
-            let (plugin_name, instance_ids): (String, Vec<String>) =
-                match db.get_plugin(&name).await? {
-                    Some(p) => {
-                        let ids = db
-                            .list_instances()
-                            .await?
-                            .into_iter()
-                            .filter(|i| i.plugin == p.name)
-                            .map(|i| i.id)
-                            .collect();
-                        (p.name, ids)
-                    }
-                    None => match db.get_instance(&name).await? {
-                        Some(i) => (i.plugin.clone(), vec![i.id]),
-                        None => bail!("no plugin or instance `{name}`"),
-                    },
-                };
-            let plugin = db
-                .get_plugin(&plugin_name)
-                .await?
-                .context("plugin vanished")?;
-            let manifest: serde_json::Value = serde_json::from_str(&plugin.manifest_json)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "name": plugin.name, "version": plugin.version, "kind": plugin.kind,
-                    "digest": plugin.digest, "manifest": manifest,
-                }))?
-            );
-            for id in instance_ids {
-                runtime.load_instance(&id).await?;
-                if let Some((_, enabled, grants, tools)) = runtime.instance_summary(&id) {
-                    println!(
-                        "instance {id} [{}]",
-                        if enabled { "enabled" } else { "disabled" }
-                    );
-                    println!(
-                        "  granted: {}",
-                        if grants.is_empty() {
-                            "nothing".into()
-                        } else {
-                            grants.join(", ")
-                        }
-                    );
-                    for tool in tools {
-                        println!("  tool {id}/{} — {}", tool.name, tool.description);
-                    }
-                }
-            }
+            // A name without a namespace is an instance id; show its plugin and that instance.
+            let (plugin_name, only) = if name.contains('/') {
+                (name.clone(), None)
+            } else {
+                let instance = server
+                    .get(&format!("/api/plugin-instances/{}", segment(&name)))
+                    .await
+                    .map_err(|e| not_found_as(e, format!("no plugin or instance `{name}`")))?;
+                (text(&instance["plugin"]).to_owned(), Some(name.clone()))
+            };
+            let plugin = server
+                .get(&format!("/api/plugins/{}", plugin_path(&plugin_name)?))
+                .await
+                .map_err(|e| not_found_as(e, format!("no plugin `{plugin_name}`")))?;
+            print_plugin(&plugin, only.as_deref());
         }
         PluginCommand::Remove { name } => {
-            if !runtime.remove(&name).await? {
-                bail!("no plugin `{name}` (use the full name, e.g. local/hello)");
-            }
+            server
+                .call(
+                    Method::DELETE,
+                    &format!("/api/plugins/{}", plugin_path(&name)?),
+                    None,
+                )
+                .await
+                .map_err(|e| not_found_as(e, format!("no plugin `{name}`")))?;
             println!("removed {name}");
         }
         PluginCommand::Enable { instance } => {
-            runtime.set_enabled(&instance, true).await?;
+            switch(server, &instance, "enable").await?;
             println!("enabled {instance}");
         }
         PluginCommand::Disable { instance } => {
-            runtime.set_enabled(&instance, false).await?;
+            switch(server, &instance, "disable").await?;
             println!("disabled {instance}");
         }
         PluginCommand::Secret { instance, name } => {
-            let mut value = String::new();
-            if std::io::stdin().is_terminal() {
-                eprint!("value for {name}: ");
+            let value = read_secret(&format!("value for {name}: "))?;
+            if value.is_empty() {
+                bail!("no value given for {name} (it is read from standard input)");
             }
-            std::io::stdin().read_to_string(&mut value)?;
-            runtime
-                .set_secret(&instance, &name, value.trim_end_matches(['\n', '\r']))
+            server
+                .call(
+                    Method::PUT,
+                    &format!(
+                        "/api/plugin-instances/{}/secrets/{}",
+                        segment(&instance),
+                        segment(&name)
+                    ),
+                    Some(&json!({"value": value})),
+                )
                 .await?;
             println!("secret {name} set for {instance}");
         }
         PluginCommand::New { .. } | PluginCommand::Build { .. } => {
-            unreachable!("handled before opening the data directory")
+            unreachable!("plugin new and build need no server")
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Asks `question` on the terminal; without one, fails naming the flag that answers it.
-fn confirm(question: &str, flag: &str) -> Result<bool> {
-    if !std::io::stdin().is_terminal() {
-        bail!("approval needed: pass {flag}");
-    }
-    print!("{question} [y/N] ");
-    std::io::stdout().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+/// Enables or disables an instance, or every instance of a plugin named `namespace/name`.
+async fn switch(server: &Server, target: &str, action: &str) -> Result<()> {
+    let path = if target.contains('/') {
+        format!("/api/plugins/{}/{action}", plugin_path(target)?)
+    } else {
+        format!("/api/plugin-instances/{}/{action}", segment(target))
+    };
+    server
+        .call(Method::POST, &path, None)
+        .await
+        .map_err(|e| not_found_as(e, format!("no plugin instance `{target}`")))?;
+    Ok(())
 }
 
-pub(super) async fn tool(cmd: ToolCommand, config: &Config, data_dir: &Path) -> Result<ExitCode> {
-    let runtime = open(config, data_dir).await?;
+async fn install(
+    server: &Server,
+    file: &Path,
+    yes: bool,
+    grants: &[String],
+    instance: Option<&str>,
+    instance_config: &str,
+) -> Result<ExitCode> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    // Read here too, so the operator reviews what it asks for before anything is sent; the
+    // server checks it again in full.
+    let package = read_package(&bytes, &PackageLimits::default())
+        .with_context(|| format!("reading the package {}", file.display()))?;
+    let config: Value =
+        serde_json::from_str(instance_config).context("--instance-config must be a JSON object")?;
+    if !config.is_object() {
+        bail!("--instance-config must be a JSON object");
+    }
+    let m = &package.manifest;
+    println!("{} {} ({}) — {}", m.name, m.version, m.kind, m.description);
+    println!("digest sha256:{}", package.digest);
+    let requested = describe_requested(m);
+    if requested.is_empty() {
+        println!("requests no capabilities");
+    } else {
+        println!("requests:");
+        for line in &requested {
+            println!("  {line}");
+        }
+    }
+    for item in grants {
+        // Parsed here for a clear message before the upload; the server parses it again.
+        if !grants_anything(m, &config, item)? {
+            eprintln!(
+                "warning: --grant {item}: {} does not request this, so it grants nothing",
+                m.name
+            );
+        }
+    }
+
+    let installed = match server
+        .get(&format!(
+            "/api/plugins/{}",
+            plugin_path(&m.name.to_string())?
+        ))
+        .await
+    {
+        Ok(plugin) => Some(text(&plugin["version"]).to_owned()),
+        Err(e) if is_status(&e, StatusCode::NOT_FOUND) => None,
+        Err(e) => return Err(e),
+    };
+    let mut approve = yes;
+    if let Some(installed) = &installed {
+        println!("upgrades the installed {installed}; every instance keeps its grants");
+    } else if !yes && grants.is_empty() && !requested.iter().all(|r| r.starts_with("secret:")) {
+        if !confirm(
+            "approve these capabilities?",
+            "--yes to approve what it requests, or --grant for each capability",
+        )? {
+            println!("not installed");
+            return Ok(ExitCode::FAILURE);
+        }
+        approve = true;
+    }
+    let result = match upload(server, &bytes, approve, grants, instance, instance_config).await {
+        Err(e) if is_code(&e, "approval_required") && !approve => {
+            // An upgrade asking for more than the installed version was approved for: the
+            // server names what is new; the operator decides for every instance.
+            println!("{e}");
+            let installed = installed.unwrap_or_default();
+            let flag = format!(
+                "--yes to approve what the new version asks beyond {installed}, for every instance"
+            );
+            if !confirm("approve these for every instance?", &flag)? {
+                println!("not upgraded; {installed} keeps running");
+                return Ok(ExitCode::FAILURE);
+            }
+            upload(server, &bytes, true, grants, instance, instance_config).await
+        }
+        other => other,
+    }?;
+    println!(
+        "installed {} {} as instance `{}`",
+        text(&result["name"]),
+        text(&result["version"]),
+        text(&result["instance"])
+    );
+    let granted = strings(&result["granted"]);
+    if !granted.is_empty() {
+        println!("granted: {}", granted.join(", "));
+    }
+    for tool in strings(&result["tools"]) {
+        println!("  tool {tool}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `POST /api/plugins` with the package and the approval.
+async fn upload(
+    server: &Server,
+    bytes: &[u8],
+    approve: bool,
+    grants: &[String],
+    instance: Option<&str>,
+    config: &str,
+) -> Result<Value> {
+    let mut query = vec![
+        (
+            "approve",
+            if approve { "requested" } else { "none" }.to_owned(),
+        ),
+        ("config", config.to_owned()),
+    ];
+    if !grants.is_empty() {
+        query.push(("grants", grants.join(",")));
+    }
+    if let Some(instance) = instance {
+        query.push(("instance", instance.to_owned()));
+    }
+    let response = server
+        .send(
+            server
+                .request(Method::POST, "/api/plugins")
+                .query(&query)
+                .header("content-type", "application/octet-stream")
+                .body(bytes.to_vec()),
+        )
+        .await?;
+    response.json().await.context("reading the install result")
+}
+
+/// Whether approving `item` gives an instance of `manifest` with `config` anything: an
+/// approval the manifest does not ask for is dropped at the intersection, silently.
+fn grants_anything(manifest: &Manifest, config: &Value, item: &str) -> Result<bool> {
+    let mut approval = Approval::default();
+    approval.add_item(item)?;
+    if item == "workspace:none" {
+        return Ok(true);
+    }
+    let config = with_config_defaults(manifest, config.clone());
+    let granted = GrantSet::intersect(&manifest.capabilities, &approval, &config);
+    Ok(!granted.http.is_empty() || granted.kv || granted.workspace != WorkspaceAccess::None)
+}
+
+fn print_plugin(plugin: &Value, only: Option<&str>) {
+    println!(
+        "{} {} ({}) — {}",
+        text(&plugin["name"]),
+        text(&plugin["version"]),
+        text(&plugin["kind"]),
+        text(&plugin["description"])
+    );
+    println!("digest sha256:{}", text(&plugin["digest"]));
+    let requested = strings(&plugin["requested"]);
+    if requested.is_empty() {
+        println!("requests no capabilities");
+    } else {
+        println!("requests: {}", requested.join(", "));
+    }
+    for i in plugin["instance_details"].as_array().into_iter().flatten() {
+        let id = text(&i["id"]);
+        if only.is_some_and(|only| only != id) {
+            continue;
+        }
+        println!("instance {id} [{}]", status(i));
+        if let Some(error) = i["error"].as_str() {
+            println!("  error: {error}");
+        }
+        // Admins see approvals, grants, config and secrets; other users only the tools.
+        if i.get("granted").is_some() {
+            let granted = strings(&i["granted"]);
+            println!(
+                "  granted: {}",
+                if granted.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    granted.join(", ")
+                }
+            );
+            if i["config"].as_object().is_some_and(|c| !c.is_empty()) {
+                println!("  config: {}", i["config"]);
+            }
+            for secret in i["secrets"].as_array().into_iter().flatten() {
+                let set = if secret["set"] == true {
+                    "set"
+                } else {
+                    "not set"
+                };
+                println!("  secret {}: {set}", text(&secret["name"]));
+            }
+        }
+        for tool in strings(&i["tools"]) {
+            println!("  tool {tool}");
+        }
+    }
+}
+
+pub(super) async fn tool(cmd: ToolCommand, server: &Server) -> Result<ExitCode> {
     match cmd {
         ToolCommand::Call { target, input } => {
             let Some((instance, tool)) = target.split_once('/') else {
                 bail!("name the tool as <instance>/<tool>, e.g. calc/calc");
             };
-            runtime.load_instance(instance).await?;
-            let workspace = runtime.default_workspace()?;
-            match runtime
-                .call_tool(instance, tool, &input, "local", Some(&workspace))
-                .await
-            {
-                Ok(output) => {
-                    println!("{output}");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    Ok(ExitCode::FAILURE)
-                }
-            }
+            let input: Value = serde_json::from_str(&input)
+                .with_context(|| format!("the input is not JSON: {input}"))?;
+            let output = server
+                .call(
+                    Method::POST,
+                    &format!("/api/tools/{}/{}", segment(instance), segment(tool)),
+                    Some(&input),
+                )
+                .await?;
+            println!("{}", text(&output["output"]));
         }
         ToolCommand::List => {
-            let failures = runtime.load_all().await?;
-            for (id, e) in failures {
-                eprintln!("warning: instance {id} did not load: {e:#}");
+            let tools = server.get_all("/api/tools").await?;
+            if tools.is_empty() {
+                eprintln!("no tools: no enabled plugin instance offers one (`kelp plugin list`)");
             }
-            for (instance, tool) in runtime.tools() {
-                println!("{instance}/{} — {}", tool.name, tool.description);
+            for tool in tools {
+                println!(
+                    "{}/{} — {}",
+                    text(&tool["instance"]),
+                    text(&tool["name"]),
+                    text(&tool["description"])
+                );
             }
-            Ok(ExitCode::SUCCESS)
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An instance's state as the API reports it: `loaded`, `disabled` or `failed`.
+fn status(instance: &Value) -> &str {
+    match instance["status"].as_str() {
+        Some(status) => status,
+        None if instance["enabled"] == false => "disabled",
+        None => "enabled",
+    }
+}
+
+pub(super) fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+pub(super) fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_owned))
+        .collect()
+}
+
+pub(super) fn is_status(e: &anyhow::Error, status: StatusCode) -> bool {
+    e.downcast_ref::<Refusal>()
+        .is_some_and(|r| r.status == status)
+}
+
+fn is_code(e: &anyhow::Error, code: &str) -> bool {
+    e.downcast_ref::<Refusal>().is_some_and(|r| r.code == code)
+}
+
+/// A 404 said in the command's own words; any other error as it was.
+pub(super) fn not_found_as(e: anyhow::Error, message: String) -> anyhow::Error {
+    if is_status(&e, StatusCode::NOT_FOUND) {
+        anyhow::anyhow!(message)
+    } else {
+        e
     }
 }

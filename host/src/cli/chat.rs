@@ -1,6 +1,8 @@
 //! `kelp chat`: a conversation with an agent from the terminal, through the server's HTTP API.
-//! Each line read is one turn (`POST /api/ask`); the reply streams back as server-sent events
-//! and is printed as it arrives, tool calls and their results on lines of their own. Ctrl-C
+//! Each line read is one turn (`POST /api/ask`); the reply streams back as server-sent events.
+//! On a terminal it is printed as it arrives, tool calls and their results on lines of their
+//! own. When standard output is not a terminal it carries only each final answer — what a
+//! script reads — and the rest goes to stderr; `--json` prints every event instead. Ctrl-C
 //! during a reply aborts the run; at the prompt, Ctrl-C or end of input quits.
 
 use std::io::{IsTerminal, Write};
@@ -8,67 +10,52 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+
+use super::client::{Refusal, Server, segment};
 
 /// Longest tool call or result shown, in characters. The agent always gets the whole result;
 /// this only keeps a big page or file from burying the conversation.
 const PREVIEW_CHARS: usize = 200;
-
-/// How long to wait for the server to accept a connection. There is no overall timeout: a
-/// reply streams for as long as the run lasts.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(clap::Args)]
 pub struct ChatArgs {
     /// Agent to talk to, by name (default: your default agent, or your only one).
     #[arg(long, value_name = "NAME", conflicts_with = "session")]
     agent: Option<String>,
-    /// Kelp server.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "KELP_URL",
-        default_value = "http://127.0.0.1:7777"
-    )]
-    url: String,
-    /// API token (create one with `POST /api/tokens`).
-    #[arg(long, value_name = "TOKEN", env = "KELP_TOKEN", hide_env_values = true)]
-    token: Option<String>,
     /// Continue this session instead of starting a new one.
     #[arg(long, value_name = "ID")]
     session: Option<String>,
+    /// Print every event of each run as one line of JSON (`{"event", "data"}`) on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
-pub async fn chat(args: ChatArgs) -> anyhow::Result<ExitCode> {
-    let url = args.url.trim_end_matches('/').to_owned();
-    let Some(token) = args.token.filter(|t| !t.trim().is_empty()) else {
-        bail!(
-            "no API token: pass --token TOKEN or set KELP_TOKEN. Sign in with \
-             `POST {url}/api/auth/login` for a session token, or create a lasting one with \
-             `POST {url}/api/tokens`"
-        );
-    };
-    let http = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .build()
-        .context("building the HTTP client")?;
-    let server = Server { http, url, token };
+pub async fn chat(args: ChatArgs, server: Server) -> anyhow::Result<ExitCode> {
     // Checked before the first question, so a typo costs nothing typed.
     if let Some(agent) = &args.agent {
-        let agents = server.agents().await?;
+        let agents = agents(&server).await?;
         if !agents.iter().any(|a| a == agent) {
             bail!(no_such_agent(agent, &agents));
         }
     }
 
     let interactive = std::io::stdin().is_terminal();
+    let output = if args.json {
+        Output::Json
+    } else if std::io::stdout().is_terminal() {
+        Output::Stream
+    } else {
+        Output::AnswerOnly
+    };
     let mut chat = Chat {
         server,
         session: args.session,
         agent: args.agent,
         style: Style::detect(),
+        output,
         failed: false,
     };
     let mut lines = read_lines();
@@ -141,85 +128,21 @@ fn interrupts() -> mpsc::UnboundedReceiver<()> {
     rx
 }
 
-/// The Kelp server and the token to talk to it with.
-struct Server {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-}
-
-/// An answer other than success, as the API reports it.
-struct Refusal {
-    status: StatusCode,
-    code: String,
-    message: String,
-}
-
-impl Server {
-    fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-    }
-
-    fn unreachable(&self, e: reqwest::Error) -> anyhow::Error {
-        anyhow::anyhow!(
-            "could not reach Kelp at {} ({e}); is `kelp serve` running there? (--url, KELP_URL)",
-            self.url
-        )
-    }
-
-    /// The names of the user's agents.
-    async fn agents(&self) -> anyhow::Result<Vec<String>> {
-        let response = self
-            .http
-            .get(format!("{}/v1/models", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        if !response.status().is_success() {
-            bail!(refused(Refusal::read(response).await));
-        }
-        let body: Value = response.json().await.context("reading the agent list")?;
-        Ok(body["data"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| m["id"].as_str().map(str::to_owned))
-            .collect())
-    }
-}
-
-impl Refusal {
-    async fn read(response: reqwest::Response) -> Refusal {
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        let text = |v: &Value| v.as_str().map(str::to_owned);
-        Refusal {
-            status,
-            code: text(&body["error"]["code"]).unwrap_or_default(),
-            message: text(&body["error"]["message"])
-                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
-        }
-    }
-}
-
-/// The message for a refusal that ends the chat.
-fn refused(r: Refusal) -> String {
-    if r.status == StatusCode::UNAUTHORIZED {
-        return format!(
-            "the server refused the token: {} (pass a valid one with --token or KELP_TOKEN)",
-            r.message
-        );
-    }
-    format!("{} ({})", r.message, r.status)
+/// The names of the user's agents.
+async fn agents(server: &Server) -> anyhow::Result<Vec<String>> {
+    let body = server.call(Method::GET, "/v1/models", None).await?;
+    Ok(body["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["id"].as_str().map(str::to_owned))
+        .collect())
 }
 
 fn no_such_agent(wanted: &str, agents: &[String]) -> String {
     if agents.is_empty() {
         format!(
-            "no agent named `{wanted}`: you have no agents yet (create one with POST /api/agents)"
+            "no agent named `{wanted}`: you have no agents yet (create one with `kelp agent add`)"
         )
     } else {
         format!(
@@ -235,8 +158,21 @@ struct Chat {
     session: Option<String>,
     agent: Option<String>,
     style: Style,
+    output: Output,
     /// A turn failed; a script piping questions in learns it from the exit status.
     failed: bool,
+}
+
+/// What goes to standard output.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// A terminal: the reply as it streams, tool calls and results between.
+    Stream,
+    /// A pipe or file: each run's final answer only, so `kelp chat > out` holds the answers;
+    /// text written before a tool call, the calls and their results go to stderr.
+    AnswerOnly,
+    /// Every event, one JSON line each.
+    Json,
 }
 
 impl Chat {
@@ -257,7 +193,11 @@ impl Chat {
         // Ctrl-C pressed before the reply starts still aborts: the run may already have
         // started on the server, and the session id is only known once the answer comes.
         let mut interrupted = 0;
-        let send = self.server.post("/api/ask").json(&body).send();
+        let send = self
+            .server
+            .request(Method::POST, "/api/ask")
+            .json(&body)
+            .send();
         tokio::pin!(send);
         let response = loop {
             tokio::select! {
@@ -272,14 +212,21 @@ impl Chat {
             .headers()
             .get("x-kelp-session-id")
             .and_then(|v| v.to_str().ok())
+            && self.session.as_deref() != Some(id)
         {
+            // Shown once, so the conversation can be continued or looked up later.
+            eprintln!(
+                "{}",
+                self.style
+                    .dim_err(&format!("session {id} (continue it with --session {id})"))
+            );
             self.session = Some(id.to_owned());
         }
         if interrupted > 0 {
             self.abort().await;
         }
 
-        let mut render = Render::new(self.style);
+        let mut render = Render::new(self.style, self.output);
         let mut parser = SseParser::default();
         let mut stream = response.bytes_stream();
         loop {
@@ -299,6 +246,7 @@ impl Chat {
                         continue;
                     }
                     // A second Ctrl-C: the user will not wait for the run to wind down.
+                    render.abandon();
                     eprintln!("{}", self.style.dim_err("stopped waiting for the run"));
                     return Ok(());
                 }
@@ -316,45 +264,65 @@ impl Chat {
         let Some(session) = &self.session else {
             return;
         };
-        let path = format!("/api/sessions/{session}/abort");
-        match self.server.post(&path).send().await {
+        let path = format!("/api/sessions/{}/abort", segment(session));
+        match self.server.request(Method::POST, &path).send().await {
             Ok(r) if r.status().is_success() => {
                 eprintln!("{}", self.style.dim_err("aborting the run…"));
             }
             // 409: the run ended on its own in the meantime; its finish is on the way.
             Ok(r) if r.status() == StatusCode::CONFLICT => {}
-            Ok(r) => eprintln!("error: abort: {}", refused(Refusal::read(r).await)),
+            Ok(r) => eprintln!("error: abort: {}", Refusal::read(r).await),
             Err(e) => eprintln!("error: abort: {e}"),
         }
     }
 
     fn broken(&mut self, render: &mut Render, why: &str) -> anyhow::Result<()> {
-        render.end_line();
+        render.abandon();
         eprintln!("error: the reply broke off before the run finished: {why}");
         self.failed = true;
         Ok(())
     }
 
     async fn refusal(&mut self, r: Refusal) -> anyhow::Result<()> {
+        let named = self.session.is_some() || self.agent.is_some();
         match r.status {
-            StatusCode::UNAUTHORIZED => bail!(refused(r)),
+            StatusCode::UNAUTHORIZED => bail!(r),
             StatusCode::NOT_FOUND if self.session.is_none() && self.agent.is_some() => {
                 // Deleted since the check at start.
                 let agent = self.agent.as_deref().unwrap_or_default();
-                bail!(no_such_agent(agent, &self.server.agents().await?))
+                bail!(no_such_agent(agent, &agents(&self.server).await?))
             }
-            StatusCode::NOT_FOUND => bail!(refused(r)),
+            StatusCode::NOT_FOUND => bail!(r),
+            // The server could not choose an agent: every further line would fail the same
+            // way, so end here, naming the choices.
+            StatusCode::BAD_REQUEST if !named => {
+                let agents = agents(&self.server).await?;
+                if agents.len() > 1 {
+                    bail!(
+                        "you have several agents: {}; pick one with --agent NAME (or set \
+                         default_agent_id in your settings)",
+                        agents.join(", ")
+                    );
+                }
+                self.turn_failed(&r);
+                Ok(())
+            }
             _ => {
-                let code = if r.code.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", r.code)
-                };
-                eprintln!("error: {}{code}", r.message);
-                self.failed = true;
+                self.turn_failed(&r);
                 Ok(())
             }
         }
+    }
+
+    /// Reports a refused turn; the prompt comes back for the next one.
+    fn turn_failed(&mut self, r: &Refusal) {
+        let code = if r.code.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.code)
+        };
+        eprintln!("error: {}{code}", r.message);
+        self.failed = true;
     }
 }
 
@@ -399,37 +367,82 @@ impl Style {
     }
 }
 
-/// Prints a run's events as a person reads them.
+/// Prints a run's events: as a person reads them, or as a script does (see [`Output`]).
 struct Render {
     style: Style,
-    /// Whether the cursor is at the start of a line, so tool lines and the summary never
-    /// start in the middle of the streamed text.
+    output: Output,
+    /// Whether stdout's cursor is at the start of a line, so tool lines and the summary
+    /// never start in the middle of the streamed text.
     at_line_start: bool,
+    /// [`Output::AnswerOnly`]: text of the current step, held until it is known to be the
+    /// answer (the run finishes) or not (a tool call follows).
+    held: String,
 }
 
 impl Render {
-    fn new(style: Style) -> Render {
+    fn new(style: Style, output: Output) -> Render {
         Render {
             style,
+            output,
             at_line_start: true,
+            held: String::new(),
         }
     }
 
+    /// Ends the streamed line, so what follows starts on a line of its own.
     fn end_line(&mut self) {
-        if !self.at_line_start {
+        if self.output == Output::Stream && !self.at_line_start {
             println!();
             self.at_line_start = true;
+        }
+    }
+
+    /// The run will not be followed to its end (the stream broke, or the user stopped
+    /// waiting): text held back goes to stderr, as it is not a finished answer.
+    fn abandon(&mut self) {
+        self.end_line();
+        self.release_to_stderr();
+    }
+
+    fn release_to_stderr(&mut self) {
+        if !self.held.is_empty() {
+            eprintln!("{}", self.held.trim_end_matches('\n'));
+            self.held.clear();
+        }
+    }
+
+    /// A line about the run (a tool call or result): beside the answer on a terminal,
+    /// away from it otherwise.
+    fn note(&mut self, line: &str) {
+        if self.output == Output::Stream {
+            self.end_line();
+            println!("{}", self.style.dim_out(line));
+        } else {
+            self.release_to_stderr();
+            eprintln!("{}", self.style.dim_err(line));
         }
     }
 
     /// Prints one event; `Some(success)` once the run has ended.
     fn event(&mut self, event: &SseEvent) -> Option<bool> {
         let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+        if self.output == Output::Json {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", json!({"event": event.event, "data": data}));
+            let _ = out.flush();
+            return match event.event.as_str() {
+                "finish" => Some(true),
+                "error" => Some(false),
+                _ => None,
+            };
+        }
         let text = |key: &str| data[key].as_str().unwrap_or_default();
         match event.event.as_str() {
             "text-delta" => {
                 let delta = text("text");
-                if !delta.is_empty() {
+                if self.output == Output::AnswerOnly {
+                    self.held.push_str(delta);
+                } else if !delta.is_empty() {
                     let mut out = std::io::stdout().lock();
                     let _ = out.write_all(delta.as_bytes());
                     // Deltas are a few words each; without a flush they would sit in the
@@ -439,32 +452,44 @@ impl Render {
                 }
             }
             "tool-call" => {
-                self.end_line();
                 let arguments = text("arguments");
                 // Compact JSON keeps a call on one line; arguments that are not JSON (a model
                 // can send anything) are shown as sent.
                 let arguments = serde_json::from_str::<Value>(arguments)
                     .map(|v| v.to_string())
                     .unwrap_or_else(|_| arguments.to_owned());
-                println!("⚙ {} {}", text("name"), preview(&arguments));
+                // Not dimmed on a terminal: the call is what the agent decided to do.
+                let line = format!("⚙ {} {}", text("name"), preview(&arguments));
+                if self.output == Output::Stream {
+                    self.end_line();
+                    println!("{line}");
+                } else {
+                    self.release_to_stderr();
+                    eprintln!("{line}");
+                }
             }
             "tool-result" => {
-                self.end_line();
                 let content = preview(text("content"));
                 let line = if data["is_error"].as_bool() == Some(true) {
                     format!("  → error: {content}")
                 } else {
                     format!("  → {content}")
                 };
-                println!("{}", self.style.dim_out(&line));
+                self.note(&line);
             }
             "finish" => {
                 self.end_line();
+                if !self.held.is_empty() {
+                    let answer = std::mem::take(&mut self.held);
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{}", answer.trim_end_matches('\n'));
+                    let _ = out.flush();
+                }
                 eprintln!("{}", self.style.dim_err(&summary(&data)));
                 return Some(true);
             }
             "error" => {
-                self.end_line();
+                self.abandon();
                 let code = text("code");
                 let code = if code.is_empty() {
                     String::new()
@@ -491,7 +516,11 @@ fn summary(finish: &Value) -> String {
     let usage = &finish["usage"];
     let input = usage["input_tokens"].as_u64().unwrap_or(0);
     let output = usage["output_tokens"].as_u64().unwrap_or(0);
-    let cost = finish["cost_usd"].as_f64().unwrap_or(0.0);
+    // Money is a decimal string in the API (exact); shown rounded here.
+    let cost = match &finish["cost_usd"] {
+        Value::String(s) => s.parse::<f64>().unwrap_or(0.0),
+        other => other.as_f64().unwrap_or(0.0),
+    };
     let cost = if cost == 0.0 || cost >= 0.0001 {
         format!("${cost:.4}")
     } else {
@@ -568,6 +597,14 @@ impl SseParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_reads_money_as_the_api_sends_it() {
+        let finish = serde_json::json!({"status": "completed", "steps": 2, "cost_usd": "0.012345"});
+        assert!(summary(&finish).contains("$0.0123"), "{}", summary(&finish));
+        let free = serde_json::json!({"cost_usd": "0"});
+        assert!(summary(&free).contains("$0.0000"), "{}", summary(&free));
+    }
 
     #[test]
     fn events_split_anywhere_come_out_whole() {

@@ -1,9 +1,17 @@
-//! The `kelp` command: `serve`, plugin authoring (`plugin new|build`), plugin administration
-//! (`plugin install|list|info|remove|enable|disable|secret`), `tool call|list` and `chat`.
+//! The `kelp` command. `serve` runs the server; `plugin new|build` are an author's tools and
+//! need no server; everything else is a client of a running server, through its HTTP API
+//! (`client.rs`): `login`, plugin administration, `tool`, `user`, `agent`, `provider`, `chat`.
+//! Only `user add` before the first start, with no server configured, works on the data
+//! directory itself.
 
 mod admin;
+mod agents;
 mod authoring;
 mod chat;
+mod client;
+mod input;
+mod login;
+mod providers;
 mod users;
 
 use std::path::PathBuf;
@@ -24,6 +32,8 @@ struct Cli {
     /// Configuration file (default: config.toml in the data directory, if present).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    server: client::ServerArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,12 +42,18 @@ struct Cli {
 enum Command {
     /// Run the server (HTTP API and plugin runtime).
     Serve {
-        /// Directory of `.kelp` packages installed at start if not installed yet (first-party
-        /// plugins; default: $KELP_BUNDLED_PLUGINS).
+        /// Directory of `.kelp` packages to install at start, each if its plugin is not
+        /// installed yet, instead of the first-party plugins built into this binary (which
+        /// are installed on a database that never had a plugin). Default:
+        /// $KELP_BUNDLED_PLUGINS.
         #[arg(long, env = "KELP_BUNDLED_PLUGINS")]
         bundled: Option<PathBuf>,
     },
-    /// Write, build and manage plugins.
+    /// Sign in to a server; later commands go to it with a token of their own.
+    Login(login::LoginArgs),
+    /// Forget the stored login and revoke its token.
+    Logout,
+    /// Write and build plugins (no server needed); install and manage them on the server.
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// List and call tools.
@@ -46,14 +62,73 @@ enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Your agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Model providers: credentials and models.
+    #[command(subcommand)]
+    Provider(ProviderCommand),
     /// Chat with an agent on a running server; one line of input is one message.
     Chat(chat::ChatArgs),
 }
 
 #[derive(Subcommand)]
+enum AgentCommand {
+    /// List your agents.
+    List,
+    /// Create an agent.
+    Add {
+        /// 1–64 characters, unique among your agents.
+        name: String,
+        /// Provider instance id (`kelp provider list`), e.g. openai.
+        #[arg(long)]
+        provider: String,
+        /// Model name as the provider knows it (`kelp provider models ID`).
+        #[arg(long)]
+        model: String,
+        /// System prompt.
+        #[arg(long)]
+        instructions: Option<String>,
+        /// A tool the agent may call, as instance/tool (`kelp tool list`); repeatable.
+        #[arg(long = "tool", value_name = "INSTANCE/TOOL")]
+        tools: Vec<String>,
+        /// A skill (an installed plugin with a SKILL.md); repeatable.
+        #[arg(long = "skill", value_name = "PLUGIN")]
+        skills: Vec<String>,
+        /// Most provider calls in one run (1–100, default 10).
+        #[arg(long)]
+        max_steps: Option<i64>,
+    },
+    /// Show an agent as JSON.
+    Show { name: String },
+    /// Delete an agent (its sessions stay).
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum ProviderCommand {
+    /// List provider instances and whether each has its key.
+    List,
+    /// Set a provider's base URL and/or API key (admins).
+    Set {
+        id: String,
+        /// Where the vendor's API is; a loopback or private address (a local Ollama, vLLM)
+        /// is approved for this provider by this.
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
+        /// Read the API key from standard input.
+        #[arg(long)]
+        api_key: bool,
+    },
+    /// List the models a provider offers.
+    Models { id: String },
+}
+
+#[derive(Subcommand)]
 enum UserCommand {
-    /// Create a user; the password is read from standard input. The first admin can be made
-    /// this way instead of `POST /api/auth/setup`.
+    /// Create a user; the password is read from standard input. With no server configured
+    /// this works on the data directory's database, so the first admin can be made before
+    /// the server's first start.
     Add {
         /// 1–64 characters of a-z, 0-9, `.`, `_`, `-`.
         username: String,
@@ -64,6 +139,8 @@ enum UserCommand {
         #[arg(long)]
         display_name: Option<String>,
     },
+    /// List users (admins).
+    List,
 }
 
 #[derive(Subcommand)]
@@ -87,7 +164,8 @@ enum PluginCommand {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
-    /// Install a `.kelp` package: shows the capabilities it requests and asks for approval.
+    /// Install a `.kelp` package on the server: shows the capabilities it requests and asks
+    /// for approval.
     Install {
         file: PathBuf,
         /// Approve everything the manifest requests (private addresses still need --grant http-private:HOST).
@@ -109,9 +187,9 @@ enum PluginCommand {
     Info { name: String },
     /// Remove a plugin with its instances, secrets and data.
     Remove { name: String },
-    /// Enable an instance.
+    /// Enable an instance (or, named `namespace/name`, every instance of a plugin).
     Enable { instance: String },
-    /// Disable an instance.
+    /// Disable an instance (or, named `namespace/name`, every instance of a plugin).
     Disable { instance: String },
     /// Set a secret of an instance; the value is read from standard input.
     Secret { instance: String, name: String },
@@ -159,27 +237,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin(PluginCommand::Build { path, out }) => {
             authoring::build_plugin(path.as_deref(), out.as_deref())
         }
-        // A client of the server: it needs neither the data directory nor its configuration.
-        Command::Chat(args) => chat::chat(args).await,
-        command => {
+        Command::Serve { bundled } => {
             let data_dir = crate::config::data_dir(cli.data_dir.as_deref())?;
             let config = crate::config::Config::load(cli.config.as_deref(), &data_dir)?;
+            init_logging(&config.log_format);
+            if crate::config::create_data_dir(&data_dir)? {
+                tracing::info!(path = %data_dir.display(), "created the data directory");
+            }
+            crate::api::serve(config, data_dir, bundled).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Login(args) => login::login(args, &cli.server).await,
+        Command::Logout => login::logout().await,
+        // The first admin, before there is a server to sign in to.
+        Command::User(cmd @ UserCommand::Add { .. }) if !cli.server.configured()? => {
+            let data_dir = crate::config::data_dir(cli.data_dir.as_deref())?;
+            let config = crate::config::Config::load(cli.config.as_deref(), &data_dir)?;
+            users::add_local(cmd, &config, &data_dir).await
+        }
+        command => {
+            let server = cli.server.connect()?;
             match command {
-                Command::Serve { bundled } => {
-                    init_logging(&config.log_format);
-                    crate::api::serve(config, data_dir, bundled).await?;
-                    Ok(ExitCode::SUCCESS)
+                Command::Plugin(cmd) => admin::plugin(cmd, &server).await,
+                Command::Tool(cmd) => admin::tool(cmd, &server).await,
+                Command::User(cmd) => users::user(cmd, &server).await,
+                Command::Agent(cmd) => agents::agent(cmd, &server).await,
+                Command::Provider(cmd) => providers::provider(cmd, &server).await,
+                Command::Chat(args) => chat::chat(args, server).await,
+                Command::Serve { .. } | Command::Login(_) | Command::Logout => {
+                    unreachable!("handled above")
                 }
-                Command::Plugin(cmd) => {
-                    init_logging("human");
-                    admin::plugin(cmd, &config, &data_dir).await
-                }
-                Command::Tool(cmd) => {
-                    init_logging("human");
-                    admin::tool(cmd, &config, &data_dir).await
-                }
-                Command::User(cmd) => users::user(cmd, &config, &data_dir).await,
-                Command::Chat(_) => unreachable!("handled before opening the data directory"),
             }
         }
     }

@@ -31,7 +31,7 @@ use serde::Serialize;
 pub use provider::{Probe, ProviderAddress, ProviderStream};
 pub use runtime::{
     CallError, InstallOptions, InstalledPlugin, PackageReview, PluginRuntime, SecretUpdate,
-    SecretValues, with_config_defaults,
+    SecretValues, describe_requested, with_config_defaults,
 };
 pub use settings::{CallLimits, RuntimeSettings};
 

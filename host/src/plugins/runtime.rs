@@ -1571,17 +1571,20 @@ fn config_schema(manifest: &Manifest) -> Result<Option<Schema>> {
 
 /// Checks that `manifest` declares secret `name` and that `value` is one.
 fn check_secret(manifest: &Manifest, name: &str, value: &str) -> Result<()> {
-    if !manifest.capabilities.secrets.iter().any(|s| s.name == name) {
+    let declared: Vec<&str> = manifest
+        .capabilities
+        .secrets
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    if !declared.contains(&name) {
+        if declared.is_empty() {
+            bail!("{} declares no secrets", manifest.name);
+        }
         bail!(
             "{} declares no secret `{name}` (it declares: {})",
             manifest.name,
-            manifest
-                .capabilities
-                .secrets
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            declared.join(", ")
         );
     }
     if value.is_empty() {
@@ -1648,7 +1651,8 @@ pub(super) fn classify(error: wasmtime::Error, ctx: &InstanceContext) -> CallErr
     }
 }
 
-fn describe_requested(manifest: &Manifest) -> Vec<String> {
+/// What a manifest asks for, one line each, as an operator reviews it before approving.
+pub fn describe_requested(manifest: &Manifest) -> Vec<String> {
     let caps = &manifest.capabilities;
     let mut out: Vec<String> = caps.http.iter().map(|h| format!("http:{h}")).collect();
     if caps.kv {

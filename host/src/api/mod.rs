@@ -269,14 +269,33 @@ pub fn document(openapi: &utoipa::openapi::OpenApi) -> Value {
             json!({"type": "number", "exclusiveMinimum": 0, "maximum": 1}),
         );
     }
-    // A provider change gives a key, an address or both, and the address is an absolute
-    // http(s) URL with a host (`providers::with_base_url`).
+    // Budget limits are decimal strings; a number is still read (budgets stored before money
+    // became strings are numbers), so the document says both.
+    for limit in ["daily_limit_usd", "monthly_limit_usd"] {
+        if let Some(property) = schemas["BudgetSettings"]["properties"][limit].as_object_mut() {
+            let description = property.get("description").cloned();
+            *property = serde_json::Map::new();
+            property.insert(
+                "anyOf".into(),
+                json!([
+                    {"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,6})?$"},
+                    {"type": "number", "minimum": 0, "exclusiveMaximum": 9e12, "deprecated": true},
+                    {"type": "null"}
+                ]),
+            );
+            if let Some(description) = description {
+                property.insert("description".into(), description);
+            }
+        }
+    }
+    // A provider change gives a key, an address (`null`: the vendor's default) or both, and
+    // the address is an absolute http(s) URL with a host (`providers::with_base_url`).
     if let Some(auth) = schemas["ProviderAuth"].as_object_mut() {
         auth.insert(
             "anyOf".into(),
             json!([
                 {"required": ["api_key"], "properties": {"api_key": {"type": "string"}}},
-                {"required": ["base_url"], "properties": {"base_url": {"type": "string"}}}
+                {"required": ["base_url"]}
             ]),
         );
     }

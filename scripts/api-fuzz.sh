@@ -24,7 +24,7 @@ fi
 if command -v rustup >/dev/null 2>&1; then
   rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 fi
-cargo build --locked -p kelp -p kelp-tests --bin kelp --bin fake-llm
+cargo build --locked -p kelp -p kelp-fake-vendor
 kelp="$CARGO_TARGET_DIR/debug/kelp"
 
 work="$(mktemp -d)"

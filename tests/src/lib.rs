@@ -5,7 +5,9 @@
 pub mod agent;
 pub mod process;
 pub mod server;
-pub mod vendor;
+/// The fake LLM vendors, in a crate of their own (the README's stand-in model builds from it
+/// alone).
+pub use kelp_fake_vendor as vendor;
 
 use std::collections::HashMap;
 use std::io;

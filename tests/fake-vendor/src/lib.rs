@@ -23,6 +23,8 @@
 //! counts are made up but consistent: prompt tokens are a quarter of the request body's
 //! bytes; completion tokens are the number of deltas and argument fragments sent.
 
+pub mod stand_in;
+
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -427,7 +429,7 @@ impl Prepared {
 
 /// A fixture's bytes, split after each event (SSE: a blank line; NDJSON: a line).
 fn replay(flavor: Flavor, path: &'static str) -> Prepared {
-    let full = format!("{}/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    let full = format!("{}/../fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
     let mut bytes = std::fs::read(&full).unwrap_or_else(|e| panic!("reading fixture {full}: {e}"));
     if flavor == Flavor::Anthropic && !bytes.ends_with(b"\n\n") {
         let missing = if bytes.ends_with(b"\n") { 1 } else { 2 };

@@ -1,13 +1,19 @@
-//! A stand-in model server for trying Kelp without a real model: an OpenAI-compatible (or
-//! Anthropic, or Ollama) endpoint on loopback that calls the `calc` tool for a question with
-//! arithmetic in it and then answers with the tool's result. The same fake the test suite
-//! uses, with a rule instead of a script.
-//!
-//! `cargo run -p kelp-tests --bin fake-llm -- [openai|anthropic|ollama] [ADDRESS]`
-//! (default `openai 127.0.0.1:8000`; the OpenAI base URL is then `http://127.0.0.1:8000/v1`).
+//! The stand-in model of the README: it calls the `calc` tool for a question with arithmetic
+//! in it and then answers with the tool's result. A rule instead of a script, so it answers
+//! any number of conversations.
 
-use kelp_tests::vendor::{FakeVendor, Flavor, Reply};
 use serde_json::Value;
+
+use crate::{FakeVendor, Flavor, Reply};
+
+/// A fake vendor of `flavor` on `address` that answers by [`respond`] and records nothing
+/// (it may run for hours).
+pub async fn start(flavor: Flavor, address: &str) -> FakeVendor {
+    let vendor = FakeVendor::start_on(flavor, address).await;
+    vendor.set_recording(false);
+    vendor.set_responder(respond);
+    vendor
+}
 
 /// The text of the last message, for each vendor's message shape.
 fn last_message(body: &Value) -> (String, String) {
@@ -54,7 +60,7 @@ fn expression(text: &str) -> Option<String> {
         .then_some(best)
 }
 
-fn respond(body: &Value) -> Reply {
+pub fn respond(body: &Value) -> Reply {
     let (role, text) = last_message(body);
     let has_calc = body["tools"].as_array().is_some_and(|tools| {
         tools
@@ -79,26 +85,6 @@ fn respond(body: &Value) -> Reply {
         },
         _ => Reply::text(format!("You said: {text}")),
     }
-}
-
-#[tokio::main]
-async fn main() {
-    let mut args = std::env::args().skip(1);
-    let flavor = match args.next().as_deref() {
-        None | Some("openai") => Flavor::OpenAi,
-        Some("anthropic") => Flavor::Anthropic,
-        Some("ollama") => Flavor::Ollama,
-        Some(other) => {
-            eprintln!("fake-llm: unknown flavor `{other}` (openai, anthropic or ollama)");
-            std::process::exit(2);
-        }
-    };
-    let address = args.next().unwrap_or_else(|| "127.0.0.1:8000".into());
-    let vendor = FakeVendor::start_on(flavor, &address).await;
-    vendor.set_recording(false);
-    vendor.set_responder(respond);
-    println!("fake-llm: base URL {}", vendor.base_url());
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]

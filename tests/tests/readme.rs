@@ -52,8 +52,9 @@ struct Group(u32);
 
 impl Drop for Group {
     fn drop(&mut self) {
+        // `--`: without it procps' kill reads `-PGID` as an option, not as a group.
         let _ = Command::new("kill")
-            .args(["-9", &format!("-{}", self.0)])
+            .args(["-KILL", "--", &format!("-{}", self.0)])
             .status();
     }
 }
@@ -172,7 +173,7 @@ async fn the_readme_works_as_pasted() {
     }
     std::os::unix::process::CommandExt::process_group(&mut shell, 0);
     let mut child = shell.spawn().expect("bash");
-    let _group = Group(child.id());
+    let group = Group(child.id());
     // `kelp login` asks for the password; a piped one is read from stdin.
     child
         .stdin
@@ -248,4 +249,15 @@ async fn the_readme_works_as_pasted() {
         String::from_utf8_lossy(&out.stderr)
     );
     drop(stand_in);
+    // The server the block started in the background goes with the shell's group.
+    drop(group);
+    let mut gone = false;
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(&kelp_addr).is_err() {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(gone, "the README's server outlived the test");
 }

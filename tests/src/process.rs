@@ -18,7 +18,8 @@ impl Drop for KelpProcess {
     }
 }
 
-fn free_port() -> u16 {
+/// A loopback port free at the moment of asking.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

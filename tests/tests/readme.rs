@@ -12,6 +12,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use kelp_tests::process::free_port;
 use kelp_tests::vendor::{Flavor, stand_in};
 
 const KELP: &str = env!("CARGO_BIN_EXE_kelp");
@@ -36,14 +37,6 @@ fn blocks(text: &str) -> Vec<(String, String)> {
         }
     }
     out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Kills the shell's whole process group (the server and anything else it left running in

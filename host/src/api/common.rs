@@ -101,42 +101,73 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = match axum::Json::<serde_json::Value>::from_request(req, state).await {
-            // Parsed once as JSON: malformed bodies, wrong content types and oversized bodies
-            // are rejected here, with the status axum chose.
-            Ok(axum::Json(value)) => value,
-            Err(rejection) => {
-                return Err(json_rejection(rejection.status(), rejection.body_text()));
-            }
-        };
+        if !is_json(req.headers()) {
+            return Err(json_rejection(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Expected request with `Content-Type: application/json`".to_owned(),
+            ));
+        }
+        // The body limit applies here (413).
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| json_rejection(rejection.status(), rejection.body_text()))?;
         // Every body of this API is an object. serde would also read a struct from an array
         // of its fields in order (`[null, null]`), a form the document does not have.
-        if !bytes.is_object() {
+        let object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        // The common case: parsed once, straight into `T`.
+        if object && let Ok(value) = serde_json::from_slice::<T>(&bytes) {
+            return Ok(ApiJson(value));
+        }
+        // Refused or not an object: parsed again only to say why.
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            json_rejection(
+                StatusCode::BAD_REQUEST,
+                format!("Failed to parse the request body as JSON: {e}"),
+            )
+        })?;
+        if !value.is_object() {
             return Err(json_rejection(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "the body must be a JSON object".to_owned(),
             ));
         }
-        match T::deserialize(&bytes) {
-            Ok(value) => Ok(ApiJson(value)),
-            Err(first) => {
-                // JSON Schema counts `3.0` as an integer, and so do clients that write every
-                // number as a float (JavaScript's `JSON.stringify(3.0)` aside, many do): the
-                // document promises integers, so a whole-valued float is one. Tried only after
-                // the body failed as sent, so free-form fields keep the numbers they were given.
-                let mut normalized = bytes;
-                if whole_floats_to_integers(&mut normalized)
-                    && let Ok(value) = T::deserialize(&normalized)
-                {
-                    return Ok(ApiJson(value));
-                }
-                Err(json_rejection(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("Failed to deserialize the JSON body into the target type: {first}"),
-                ))
-            }
+        let first = match T::deserialize(&value) {
+            Ok(value) => return Ok(ApiJson(value)),
+            Err(e) => e,
+        };
+        // JSON Schema counts `3.0` as an integer, and so do clients whose JSON writer prints
+        // every number as a float: the document promises integers, so a whole-valued float
+        // is one. Tried only after the body failed as sent, so free-form fields keep the
+        // numbers they were given.
+        let mut normalized = value;
+        if whole_floats_to_integers(&mut normalized)
+            && let Ok(value) = T::deserialize(&normalized)
+        {
+            return Ok(ApiJson(value));
         }
+        Err(json_rejection(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("Failed to deserialize the JSON body into the target type: {first}"),
+        ))
     }
+}
+
+/// `application/json`, or a `+json` type, as axum's own `Json` accepts.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn json_rejection(status: StatusCode, message: String) -> ApiError {

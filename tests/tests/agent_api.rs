@@ -83,6 +83,15 @@ both_backends!(
                 .contains("daily budget")
         );
         assert_eq!(vendor.request_count(), 0);
+        // The refusal freed the session before it was answered: the next message is not
+        // refused for a release still under way.
+        let (claim,): (Option<String>,) =
+            sqlx::query_as("SELECT run_id FROM chat_sessions WHERE id = $1")
+                .bind(&a.session_id)
+                .fetch_one(&s.state.db().pool)
+                .await
+                .unwrap();
+        assert_eq!(claim, None);
 
         // Room for one call's estimate (max_tokens 100 at $10/M ≈ $0.001) but not two: while one
         // run holds its reservation, a concurrent run in another session is refused.

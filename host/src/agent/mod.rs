@@ -162,6 +162,23 @@ impl SessionClaim {
         self.stored
             .store(false, std::sync::atomic::Ordering::Relaxed);
     }
+
+    /// Releases the claim now, waiting for the database; dropping it releases in the
+    /// background instead.
+    async fn release(self) {
+        match self
+            .host
+            .db()
+            .release_claim(&self.session_id, &self.run_id)
+            .await
+        {
+            Ok(()) => self.released_in_db(),
+            // The drop tries again; if that fails too, the lease lapses on its own.
+            Err(e) => {
+                tracing::warn!(session = %self.session_id, error = %format!("{e:#}"), "releasing a session's claim failed")
+            }
+        }
+    }
 }
 
 impl Drop for SessionClaim {
@@ -517,17 +534,31 @@ impl AgentHost {
             }
         }
         // After the session is ours: the history then holds the previous run's last message.
-        let (session, agent, settings, history) = self.prepare(owner_id, session_id).await?;
-        let (channel, budget, pending, stored) = self
-            .begin(
-                &session,
-                &agent,
-                &run_id,
-                text,
-                settings,
-                history.next_event,
-            )
-            .await?;
+        let prepared = async {
+            let (session, agent, settings, history) = self.prepare(owner_id, session_id).await?;
+            let begun = self
+                .begin(
+                    &session,
+                    &agent,
+                    &run_id,
+                    text,
+                    settings,
+                    history.next_event,
+                )
+                .await?;
+            Ok::<_, StartError>((session, agent, history, begun))
+        }
+        .await;
+        let (session, agent, history, (channel, budget, pending, stored)) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                // Refused before the run began (a budget, a deleted agent): the session is
+                // free again before the client hears why, so its next message is not
+                // refused as busy by a release still under way.
+                claim.release().await;
+                return Err(e);
+            }
+        };
         self.runs_total
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let host = self.clone();

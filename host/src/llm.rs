@@ -1,6 +1,6 @@
 //! Provider-neutral chat types: what the agent loop stores, what it sends to provider plugins
 //! and what it gets back. The plugin contract's generated types never leave
-//! `plugins::since_v0_1_0`; everything else speaks these.
+//! `plugins::contract`; everything else speaks these.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -169,6 +169,22 @@ pub struct ModelInfo {
     pub max_output_tokens: Option<u32>,
 }
 
+/// Texts to turn into vectors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingsRequest {
+    pub model: String,
+    pub inputs: Vec<String>,
+    /// Vectors of this length, where the model can shorten them.
+    pub dimensions: Option<u32>,
+}
+
+/// One vector per input of an [`EmbeddingsRequest`], in its order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub input_tokens: Option<u64>,
+}
+
 /// What kind of failure a provider call ended in; decides retries and the error code clients see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -189,6 +205,8 @@ pub enum FailureKind {
     Plugin,
     /// Any other vendor error.
     Other,
+    /// The plugin does not offer the call (embeddings from a provider without them).
+    Unsupported,
 }
 
 /// Why a provider call failed.
@@ -233,6 +251,7 @@ impl ProviderFailure {
             FailureKind::Transport => "provider_unreachable",
             FailureKind::Plugin => "provider_plugin_failed",
             FailureKind::Other => "provider_error",
+            FailureKind::Unsupported => "provider_unsupported",
         }
     }
 }

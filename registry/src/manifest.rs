@@ -78,6 +78,46 @@ pub struct Manifest {
     /// `[provider]`: what the host needs to know about a provider's vendor API beyond the
     /// plugin's calls (only for `kind = "provider"`).
     pub provider: ProviderInfo,
+    /// `[channel]`: what the host needs to know to receive a channel's webhooks (only for
+    /// `kind = "channel"`).
+    pub channel: ChannelManifest,
+    /// Words a registry search matches (`[a-z0-9-]`, 1–32 characters, at most 16, unique).
+    pub tags: Vec<String>,
+    /// The project's page, an `https://` or `http://` URL.
+    pub homepage: Option<String>,
+    /// Where the source lives, an `https://` or `http://` URL.
+    pub repository: Option<String>,
+}
+
+/// `[channel]` of a channel plugin's manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ChannelManifest {
+    /// How the host authenticates a webhook delivery before the plugin sees it; `None`: the
+    /// platform signs nothing, and the channel can only poll.
+    pub webhook_auth: Option<WebhookAuth>,
+}
+
+/// `webhook-auth = { secret, header, scheme }`: the header of a delivery that proves it
+/// comes from the platform. The host checks it in constant time and strips it; the plugin
+/// never sees the header or the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WebhookAuth {
+    /// The instance secret it is checked against (`^[A-Z][A-Z0-9_]{0,63}$`). It need not be
+    /// bound to an outbound position as well, but may be (Telegram's `setWebhook` sends it).
+    pub secret: String,
+    /// The header, lowercased.
+    pub header: String,
+    pub scheme: WebhookScheme,
+}
+
+/// What the webhook header holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebhookScheme {
+    /// The secret itself (Telegram's `X-Telegram-Bot-Api-Secret-Token`).
+    Token,
+    /// `sha256=<hex>` (or bare hex) of HMAC-SHA256 over the body, keyed by the secret.
+    HmacSha256,
 }
 
 /// `[provider]` of a provider plugin's manifest.
@@ -224,7 +264,8 @@ pub struct Capabilities {
     pub kv: bool,
     /// Access to the agent's workspace files.
     pub workspace: WorkspaceAccess,
-    /// Secrets the host injects into outgoing requests; names are unique.
+    /// Secrets the host injects into outgoing requests, one entry per position (a name may
+    /// have several).
     pub secrets: Vec<SecretBinding>,
 }
 
@@ -306,6 +347,25 @@ struct RawManifest {
     #[serde(default)]
     limits: RawLimits,
     provider: Option<RawProvider>,
+    channel: Option<RawChannel>,
+    #[serde(default)]
+    tags: Vec<String>,
+    homepage: Option<String>,
+    repository: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawChannel {
+    webhook_auth: Option<RawWebhookAuth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhookAuth {
+    secret: String,
+    header: String,
+    scheme: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -350,6 +410,26 @@ struct RawLimits {
 }
 
 impl Manifest {
+    /// The names of the secrets an instance can be given, once each, in order: those bound
+    /// to outbound positions and a channel's webhook secret.
+    pub fn secret_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .capabilities
+            .secrets
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(
+                self.channel
+                    .webhook_auth
+                    .as_ref()
+                    .map(|a| a.secret.as_str()),
+            )
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// Parses and validates `kelp.toml`. Strict: unknown keys are refused, and every
     /// refusal names the field.
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
@@ -412,6 +492,16 @@ impl Manifest {
         let capabilities = validate_capabilities(raw.capabilities, config_schema.as_ref())?;
         let limits = validate_limits(raw.limits)?;
         let provider = validate_provider(raw.provider, kind)?;
+        let channel = validate_channel(raw.channel, kind)?;
+        let tags = validate_tags(raw.tags)?;
+        let homepage = raw
+            .homepage
+            .map(|u| validate_link("homepage", u))
+            .transpose()?;
+        let repository = raw
+            .repository
+            .map(|u| validate_link("repository", u))
+            .transpose()?;
 
         Ok(Manifest {
             name,
@@ -424,8 +514,105 @@ impl Manifest {
             config_schema,
             limits,
             provider,
+            channel,
+            tags,
+            homepage,
+            repository,
         })
     }
+}
+
+const MAX_TAGS: usize = 16;
+const MAX_TAG_CHARS: usize = 32;
+const MAX_LINK_CHARS: usize = 2048;
+
+fn validate_tags(tags: Vec<String>) -> Result<Vec<String>, ManifestError> {
+    if tags.len() > MAX_TAGS {
+        return Err(ManifestError::invalid(
+            "tags",
+            format!("at most {MAX_TAGS} tags"),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, tag) in tags.iter().enumerate() {
+        if !is_kebab(tag) || tag.len() > MAX_TAG_CHARS {
+            return Err(ManifestError::invalid(
+                format!("tags[{i}]"),
+                format!("`{tag}` must be 1 to {MAX_TAG_CHARS} characters of lowercase kebab case"),
+            ));
+        }
+        if !seen.insert(tag) {
+            return Err(ManifestError::invalid(
+                format!("tags[{i}]"),
+                format!("`{tag}` is listed twice"),
+            ));
+        }
+    }
+    Ok(tags)
+}
+
+fn validate_link(field: &str, url: String) -> Result<String, ManifestError> {
+    let well_formed = (url.starts_with("https://") || url.starts_with("http://"))
+        && url.len() > "https://".len()
+        && url.len() <= MAX_LINK_CHARS
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !well_formed {
+        return Err(ManifestError::invalid(
+            field,
+            format!("must be an http(s) URL of at most {MAX_LINK_CHARS} characters"),
+        ));
+    }
+    Ok(url)
+}
+
+fn validate_channel(
+    raw: Option<RawChannel>,
+    kind: PluginKind,
+) -> Result<ChannelManifest, ManifestError> {
+    let Some(raw) = raw else {
+        return Ok(ChannelManifest::default());
+    };
+    if kind != PluginKind::Channel {
+        return Err(ManifestError::invalid(
+            "channel",
+            format!("only a channel plugin has a [channel] table, not a {kind}"),
+        ));
+    }
+    let Some(auth) = raw.webhook_auth else {
+        return Ok(ChannelManifest::default());
+    };
+    if !is_secret_name(&auth.secret) {
+        return Err(ManifestError::invalid(
+            "channel.webhook-auth.secret",
+            format!(
+                "`{}` must match ^[A-Z][A-Z0-9_]{{0,63}}$ (e.g. WEBHOOK_SECRET)",
+                auth.secret
+            ),
+        ));
+    }
+    if !is_http_token(&auth.header) {
+        return Err(ManifestError::invalid(
+            "channel.webhook-auth.header",
+            format!("`{}` is not a valid HTTP header name", auth.header),
+        ));
+    }
+    let scheme = match auth.scheme.as_deref() {
+        None | Some("token") => WebhookScheme::Token,
+        Some("hmac-sha256") => WebhookScheme::HmacSha256,
+        Some(other) => {
+            return Err(ManifestError::invalid(
+                "channel.webhook-auth.scheme",
+                format!("unknown scheme `{other}`; expected token or hmac-sha256"),
+            ));
+        }
+    };
+    Ok(ChannelManifest {
+        webhook_auth: Some(WebhookAuth {
+            secret: auth.secret,
+            header: auth.header.to_ascii_lowercase(),
+            scheme,
+        }),
+    })
 }
 
 fn validate_provider(
@@ -533,14 +720,16 @@ fn validate_capabilities(
         }
     };
 
-    let mut seen = BTreeSet::new();
-    let mut secrets = Vec::with_capacity(raw.secrets.len());
+    // One secret may be bound at several positions (Telegram's token goes in the API's path
+    // and in its file downloads' path), each entry one position; the same binding twice is a
+    // mistake.
+    let mut secrets: Vec<SecretBinding> = Vec::with_capacity(raw.secrets.len());
     for (i, raw_secret) in raw.secrets.into_iter().enumerate() {
         let secret = validate_secret(i, raw_secret, config_schema)?;
-        if !seen.insert(secret.name.clone()) {
+        if secrets.contains(&secret) {
             return Err(ManifestError::invalid(
-                format!("capabilities.secrets[{i}].name"),
-                format!("secret `{}` is declared twice", secret.name),
+                format!("capabilities.secrets[{i}]"),
+                format!("secret `{}` is bound here twice", secret.name),
             ));
         }
         secrets.push(secret);
@@ -610,8 +799,18 @@ fn validate_secret(
                 "must be absent for a url-path-prefix secret: the host is the URL's",
             ));
         }
-        let authority = validate_url_path_prefix(&prefix)
-            .map_err(|m| ManifestError::invalid(field("url-path-prefix"), m))?;
+        let authority = match config_prefix(&prefix) {
+            // `{config.KEY}/path{}/`: the URL's start is the instance's (a self-hosted API
+            // server); the host resolves it when the instance is loaded.
+            Some((reference, path)) => {
+                validate_config_reference(reference, config_schema)
+                    .and_then(|()| validate_prefix_path(&prefix, path))
+                    .map_err(|m| ManifestError::invalid(field("url-path-prefix"), m))?;
+                reference.to_owned()
+            }
+            None => validate_url_path_prefix(&prefix)
+                .map_err(|m| ManifestError::invalid(field("url-path-prefix"), m))?,
+        };
         return Ok(SecretBinding {
             name: raw.name,
             host: Some(authority),
@@ -859,6 +1058,36 @@ fn validate_dns_name(host: &str) -> Result<(), String> {
 
 /// Checks an absolute http(s) URL with exactly one `{}`, inside the path; returns its
 /// authority (`host[:port]`), which becomes the secret's host.
+/// A url-path-prefix that starts with `{config.KEY}`: the reference and the path after it.
+pub fn config_prefix(prefix: &str) -> Option<(&str, &str)> {
+    if !prefix.starts_with("{config.") {
+        return None;
+    }
+    let end = prefix.find('}')? + 1;
+    Some(prefix.split_at(end))
+}
+
+/// The path after a `{config.KEY}` prefix: `/…{}…`, once, and nothing a URL's path cannot hold.
+fn validate_prefix_path(url: &str, path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!(
+            "`{url}`: the path after the config reference must start with `/`"
+        ));
+    }
+    if path.matches("{}").count() != 1 {
+        return Err(format!("`{url}` must contain `{{}}` exactly once"));
+    }
+    let without_slot = path.replacen("{}", "", 1);
+    if without_slot.contains(['?', '#', '{', '}'])
+        || path.chars().any(|c| c.is_control() || c == ' ')
+    {
+        return Err(format!(
+            "`{url}` must be a plain path prefix (no query, fragment, spaces)"
+        ));
+    }
+    Ok(())
+}
+
 fn validate_url_path_prefix(url: &str) -> Result<String, String> {
     let rest = url
         .strip_prefix("https://")
@@ -1062,7 +1291,7 @@ output-bytes = 1048576
     fn unknown_keys_are_named() {
         for (from, to, key) in [
             ("kv = true", "kv = true\nnetwork = true", "network"),
-            ("license = ", "homepage = \"x\"\nlicense = ", "homepage"),
+            ("license = ", "website = \"x\"\nlicense = ", "website"),
             ("memory-mb = 64", "memory-mb = 64\ncpu = 1", "cpu"),
             (
                 "query = \"key\"",
@@ -1134,9 +1363,90 @@ output-bytes = 1048576
     }
 
     #[test]
-    fn duplicate_secret_names() {
+    fn a_secret_may_have_several_positions_but_not_the_same_twice() {
         let text = variant("name = \"KEY\"", "name = \"TOKEN\"");
-        assert_eq!(invalid_field(&text), "capabilities.secrets[2].name");
+        let m = Manifest::parse(&text).unwrap();
+        let token: Vec<_> = m
+            .capabilities
+            .secrets
+            .iter()
+            .filter(|s| s.name == "TOKEN")
+            .collect();
+        assert_eq!(token.len(), 2);
+        let twice = variant(
+            "  { name = \"KEY\", host = \"api.example.com\", query = \"key\" },\n",
+            "  { name = \"KEY\", host = \"api.example.com\", query = \"key\" },\n  { name = \"KEY\", host = \"api.example.com\", query = \"key\" },\n",
+        );
+        assert_eq!(invalid_field(&twice), "capabilities.secrets[3]");
+    }
+
+    #[test]
+    fn a_url_path_prefix_may_start_at_a_config_url() {
+        let text = variant(
+            "url-path-prefix = \"https://api.telegram.org/bot{}/\"",
+            "url-path-prefix = \"{config.base_url}/bot{}/\"",
+        );
+        let m = Manifest::parse(&text).unwrap();
+        assert_eq!(
+            m.capabilities.secrets[1].host.as_deref(),
+            Some("{config.base_url}")
+        );
+        for (prefix, why) in [
+            ("{config.nope}/bot{}/", "an undeclared key"),
+            ("{config.base_url}bot{}/", "no slash after the reference"),
+            ("{config.base_url}/bot/", "no slot"),
+            ("{config.base_url}/bot{}/?a", "a query"),
+        ] {
+            let text = variant(
+                "url-path-prefix = \"https://api.telegram.org/bot{}/\"",
+                &format!("url-path-prefix = \"{prefix}\""),
+            );
+            assert_eq!(
+                invalid_field(&text),
+                "capabilities.secrets[1].url-path-prefix",
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn tags_links_and_the_channel_table() {
+        let channel = FULL.replace("kind = \"tool\"", "kind = \"channel\"")
+            + "\n[channel]\nwebhook-auth = { secret = \"HOOK\", header = \"X-Sig\", scheme = \"hmac-sha256\" }\n";
+        let channel = channel.replacen(
+            "license = \"Apache-2.0\"",
+            "license = \"Apache-2.0\"\ntags = [\"chat\", \"telegram\"]\nhomepage = \"https://example.com\"\nrepository = \"https://example.com/src\"",
+            1,
+        );
+        let m = Manifest::parse(&channel).unwrap();
+        assert_eq!(m.tags, ["chat", "telegram"]);
+        assert_eq!(m.homepage.as_deref(), Some("https://example.com"));
+        assert_eq!(
+            m.channel.webhook_auth,
+            Some(WebhookAuth {
+                secret: "HOOK".into(),
+                header: "x-sig".into(),
+                scheme: WebhookScheme::HmacSha256,
+            })
+        );
+        // Only a channel has one.
+        let tool = variant("wit = \"0.1.0\"", "wit = \"0.1.0\"\n[channel]\n");
+        assert_eq!(invalid_field(&tool), "channel");
+        for (tags, field) in [
+            ("[\"Chat\"]", "tags[0]"),
+            ("[\"chat\", \"chat\"]", "tags[1]"),
+            ("[\"a--b\"]", "tags[0]"),
+        ] {
+            let text = variant(
+                "wit = \"0.1.0\"",
+                &format!("wit = \"0.1.0\"\ntags = {tags}"),
+            );
+            assert_eq!(invalid_field(&text), field, "{tags}");
+        }
+        let text = variant("wit = \"0.1.0\"", "wit = \"0.1.0\"\nhomepage = \"ftp://x\"");
+        assert_eq!(invalid_field(&text), "homepage");
+        let bad_scheme = channel.replace("hmac-sha256", "md5");
+        assert_eq!(invalid_field(&bad_scheme), "channel.webhook-auth.scheme");
     }
 
     #[test]

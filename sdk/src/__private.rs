@@ -30,8 +30,8 @@ pub mod bindings {
             path: "../wit",
             world: "provider-plugin",
             with: {
-                "kelp:plugin/types@0.1.0": crate::__private::bindings::kelp::plugin::types,
-                "kelp:plugin/host@0.1.0": crate::__private::bindings::kelp::plugin::host,
+                "kelp:plugin/types@0.2.0": crate::__private::bindings::kelp::plugin::types,
+                "kelp:plugin/host@0.2.0": crate::__private::bindings::kelp::plugin::host,
             },
             pub_export_macro: true,
             export_macro_name: "__kelp_export_provider",
@@ -46,9 +46,9 @@ pub mod bindings {
             path: "../wit",
             world: "channel-plugin",
             with: {
-                "kelp:plugin/types@0.1.0": crate::__private::bindings::kelp::plugin::types,
-                "kelp:plugin/host@0.1.0": crate::__private::bindings::kelp::plugin::host,
-                "kelp:plugin/kv@0.1.0": crate::__private::bindings::kelp::plugin::kv,
+                "kelp:plugin/types@0.2.0": crate::__private::bindings::kelp::plugin::types,
+                "kelp:plugin/host@0.2.0": crate::__private::bindings::kelp::plugin::host,
+                "kelp:plugin/kv@0.2.0": crate::__private::bindings::kelp::plugin::kv,
             },
             pub_export_macro: true,
             export_macro_name: "__kelp_export_channel",

@@ -12,7 +12,8 @@
 //! The host's services are plain functions: [`log`], [`now_ms`], [`config`], and, where the
 //! plugin's kind may use them, [`kv`] and [`http`]. Providers and channels are *sans-IO*: they
 //! build [`http::Request`]s and decode bytes, and the host does the network I/O; the
-//! [`stream`] parsers help with the decoding.
+//! [`stream`] parsers help providers with the decoding, and [`channel::split_text`] and
+//! [`channel::Outcome::from_status`] help channels with length limits and error statuses.
 //!
 //! ```ignore
 //! use kelp_sdk::tool::{Tool, ToolError, ToolOutput, ToolSpec};

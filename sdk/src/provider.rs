@@ -4,10 +4,14 @@
 //! [`http::Request`](crate::http::Request), the host sends it and streams the response body
 //! into a [`Decoder`], which turns bytes into [`StreamEvent`]s. The host owns timeouts, retries
 //! and the connection, so a minutes-long completion does not count against the plugin's time.
+//!
+//! Embeddings work the same way without a stream: [`Provider::prepare_embeddings`] builds the
+//! request and [`Provider::parse_embeddings`] reads the whole response. A provider without an
+//! embeddings API keeps the defaults, which answer [`ProviderError::Unsupported`].
 
 use std::fmt;
 
-use crate::http::Request;
+use crate::http::{Request, Response};
 pub use crate::tool::ToolSpec;
 
 /// Who wrote a message.
@@ -182,6 +186,26 @@ pub enum StreamEvent {
     Finish(FinishReason),
 }
 
+/// Texts to turn into vectors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingsRequest {
+    /// The embedding model's id.
+    pub model: String,
+    /// The texts, in order; the answer has one vector per text.
+    pub inputs: Vec<String>,
+    /// Ask for vectors of this length, where the model can shorten them.
+    pub dimensions: Option<u32>,
+}
+
+/// The vectors for an [`EmbeddingsRequest`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Embeddings {
+    /// One vector per input, in the inputs' order.
+    pub vectors: Vec<Vec<f32>>,
+    /// Input tokens counted, when the vendor said.
+    pub input_tokens: Option<u64>,
+}
+
 /// Why a provider call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderError {
@@ -197,6 +221,8 @@ pub enum ProviderError {
     InvalidRequest(String),
     /// Anything else.
     Other(String),
+    /// The plugin does not offer this call (e.g. embeddings); the text says what it lacks.
+    Unsupported(String),
 }
 
 impl fmt::Display for ProviderError {
@@ -211,6 +237,7 @@ impl fmt::Display for ProviderError {
             ProviderError::ContextLength(m) => write!(f, "context too long: {m}"),
             ProviderError::InvalidRequest(m) => write!(f, "invalid request: {m}"),
             ProviderError::Other(m) => f.write_str(m),
+            ProviderError::Unsupported(m) => write!(f, "unsupported: {m}"),
         }
     }
 }
@@ -233,7 +260,25 @@ pub trait Provider {
     /// [`config`](crate::config); API keys are inserted by the host where the manifest binds
     /// them, never by the plugin.
     fn prepare(request: ChatRequest) -> Result<Request, ProviderError>;
+
+    /// Builds the HTTP request that embeds `request.inputs`. The default answers
+    /// [`ProviderError::Unsupported`], for vendors without an embeddings API.
+    fn prepare_embeddings(request: EmbeddingsRequest) -> Result<Request, ProviderError> {
+        let _ = request;
+        Err(ProviderError::Unsupported(NO_EMBEDDINGS.into()))
+    }
+
+    /// Reads the whole response to the request that
+    /// [`prepare_embeddings`](Provider::prepare_embeddings) built, whatever its status: an error
+    /// status becomes the [`ProviderError`] it means. The default answers
+    /// [`ProviderError::Unsupported`].
+    fn parse_embeddings(response: Response) -> Result<Embeddings, ProviderError> {
+        let _ = response;
+        Err(ProviderError::Unsupported(NO_EMBEDDINGS.into()))
+    }
 }
+
+const NO_EMBEDDINGS: &str = "this provider has no embeddings API";
 
 /// Decodes one response stream into events. The host creates one per response, feeds it the
 /// body in chunks of any size, then calls [`finish`](Decoder::finish).
@@ -287,6 +332,8 @@ macro_rules! export_provider {
         const _: () = {
             let _ = <$ty as $crate::provider::Provider>::models;
             let _ = <$ty as $crate::provider::Provider>::prepare;
+            let _ = <$ty as $crate::provider::Provider>::prepare_embeddings;
+            let _ = <$ty as $crate::provider::Provider>::parse_embeddings;
             let _ =
                 <<$ty as $crate::provider::Provider>::Decoder as $crate::provider::Decoder>::new;
             let _ =
@@ -326,6 +373,22 @@ mod export {
 
         fn prepare(req: wit::ChatRequest) -> Result<wit::HttpRequest, wit::ProviderError> {
             P::prepare(req.into()).map(Into::into).map_err(Into::into)
+        }
+
+        fn prepare_embeddings(
+            req: wit::EmbeddingsRequest,
+        ) -> Result<wit::HttpRequest, wit::ProviderError> {
+            P::prepare_embeddings(req.into())
+                .map(Into::into)
+                .map_err(Into::into)
+        }
+
+        fn parse_embeddings(
+            resp: wit::HttpResponse,
+        ) -> Result<wit::Embeddings, wit::ProviderError> {
+            P::parse_embeddings(resp.into())
+                .map(Into::into)
+                .map_err(Into::into)
         }
     }
 
@@ -466,6 +529,26 @@ mod convert {
                 ProviderError::ContextLength(m) => wit::ProviderError::ContextLength(m),
                 ProviderError::InvalidRequest(m) => wit::ProviderError::InvalidRequest(m),
                 ProviderError::Other(m) => wit::ProviderError::Other(m),
+                ProviderError::Unsupported(m) => wit::ProviderError::Unsupported(m),
+            }
+        }
+    }
+
+    impl From<wit::EmbeddingsRequest> for EmbeddingsRequest {
+        fn from(req: wit::EmbeddingsRequest) -> Self {
+            EmbeddingsRequest {
+                model: req.model,
+                inputs: req.inputs,
+                dimensions: req.dimensions,
+            }
+        }
+    }
+
+    impl From<Embeddings> for wit::Embeddings {
+        fn from(e: Embeddings) -> Self {
+            wit::Embeddings {
+                vectors: e.vectors,
+                input_tokens: e.input_tokens,
             }
         }
     }

@@ -48,8 +48,18 @@ pub async fn upload(s: &TestServer, token: &str, package: Vec<u8>) -> (StatusCod
 /// Installs the vendor's provider plugin (with an API key where it takes one) and `calc`,
 /// creates an agent on `model` with the calc tool, and a session.
 pub async fn setup(s: &TestServer, vendor: &FakeVendor, model: &str) -> Setup {
+    setup_with_provider(s, vendor, model, provider_plugin(vendor.flavor())).await
+}
+
+/// [`setup`] with another build of the vendor's provider plugin: (instance id, manifest
+/// path, wasm path).
+pub async fn setup_with_provider(
+    s: &TestServer,
+    vendor: &FakeVendor,
+    model: &str,
+    (provider, manifest_path, wasm): (&str, &str, &str),
+) -> Setup {
     let admin = s.setup_admin().await;
-    let (provider, manifest_path, wasm) = provider_plugin(vendor.flavor());
     let (status, body) = upload(s, &admin, pack(&manifest(manifest_path), wasm)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let mut auth = json!({"base_url": vendor.base_url()});

@@ -382,7 +382,7 @@ fn versioned(version: &str, http: &[&str], kv: bool, secret: &str) -> String {
     let http: Vec<String> = http.iter().map(|h| format!("\"{h}\"")).collect();
     format!(
         "name = \"test/hostile\"\nversion = \"{version}\"\nkind = \"tool\"\n\
-         description = \"d\"\nlicense = \"Apache-2.0\"\nwit = \"0.1.0\"\n\n\
+         description = \"d\"\nlicense = \"Apache-2.0\"\nwit = \"0.2.0\"\n\n\
          [capabilities]\nhttp = [{}]\nkv = {kv}\n\
          secrets = [{{ name = \"API_KEY\", {secret} }}]\n",
         http.join(", ")

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use axum::Router;
 use axum::http::header;
 use axum::routing::get;
+use kelp::channels::model::Mode;
 use kelp::plugins::{CallError, RuntimeSettings};
 use kelp_tests::{Host, components as c, manifest};
 use serde_json::{Value, json};
@@ -155,4 +156,41 @@ async fn http_fetch_returns_readable_text_and_follows_redirects_through_the_host
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not granted"), "{err}");
+}
+
+/// The channel plugins load (0.2.0 only) and describe their platforms: Telegram polls or
+/// takes webhooks and edits; the generic webhook channel only takes webhooks and cannot edit,
+/// so the host will send a reply whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn channel_plugins_load_and_describe_their_platforms() {
+    let host = Host::new().await;
+    let telegram = host
+        .install(
+            &manifest(c::PLUGIN_TELEGRAM_MANIFEST),
+            c::PLUGIN_TELEGRAM_WASM,
+            &["kv", "http:api.telegram.org:443"],
+            json!({}),
+        )
+        .await
+        .unwrap();
+    let info = host.runtime.channel_info(&telegram).unwrap();
+    assert_eq!(info.modes, [Mode::Poll, Mode::Webhook]);
+    assert!(info.edit && info.typing && info.markdown, "{info:?}");
+    assert_eq!(info.max_text_units, 4096);
+    assert!(info.max_poll_wait_s > 0);
+
+    let webhook = host
+        .install(
+            &manifest(c::PLUGIN_WEBHOOK_MANIFEST),
+            c::PLUGIN_WEBHOOK_WASM,
+            &["http:chat.example.com:443"],
+            json!({"reply_url": "https://chat.example.com/replies"}),
+        )
+        .await
+        .unwrap();
+    let info = host.runtime.channel_info(&webhook).unwrap();
+    assert_eq!(info.modes, [Mode::Webhook]);
+    assert!(!info.edit && !info.typing, "{info:?}");
+    // A tool is not a channel.
+    assert!(host.runtime.channel_info("nope").is_none());
 }

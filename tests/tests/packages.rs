@@ -23,7 +23,8 @@ async fn an_unsupported_contract_version_is_refused_naming_both() {
         .unwrap_err();
     let text = format!("{err:#}");
     assert!(
-        text.contains("kelp:plugin@0.2.0") && text.contains("kelp:plugin@0.1.0"),
+        text.contains("uses kelp:plugin@0.3.0")
+            && text.contains("supports kelp:plugin@0.1.0, kelp:plugin@0.2.0"),
         "{text}"
     );
     assert!(
@@ -37,13 +38,13 @@ async fn manifest_and_component_must_agree() {
     let host = Host::new().await;
     // Declares another contract version than the component uses.
     let wrong_wit =
-        manifest(c::PLUGIN_CALC_MANIFEST).replace(r#"wit = "0.1.0""#, r#"wit = "0.1.1""#);
+        manifest(c::PLUGIN_CALC_MANIFEST).replace(r#"wit = "0.2.0""#, r#"wit = "0.2.1""#);
     let err = host
         .install(&wrong_wit, c::PLUGIN_CALC_WASM, &[], json!({}))
         .await
         .unwrap_err();
     assert!(
-        format!("{err:#}").contains(r#"declares wit = "0.1.1""#),
+        format!("{err:#}").contains(r#"declares wit = "0.2.1""#),
         "{err:#}"
     );
     // Says provider, exports tool.
@@ -54,7 +55,7 @@ async fn manifest_and_component_must_agree() {
         .await
         .unwrap_err();
     assert!(
-        format!("{err:#}").contains("must export kelp:plugin/provider@0.1.0"),
+        format!("{err:#}").contains("must export kelp:plugin/provider@0.2.0"),
         "{err:#}"
     );
     // A core module is not a component.

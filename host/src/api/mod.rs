@@ -618,6 +618,11 @@ async fn install_bundled(runtime: &PluginRuntime, packages: &[(String, Vec<u8>)]
         {
             continue;
         }
+        if review.manifest.kind == crate::plugins::PluginKind::Channel {
+            // A channel's instance is a bot: its token, its agent and who may talk to it are
+            // the operator's to give when adding the channel, so nothing is made at start.
+            continue;
+        }
         let defaults = crate::plugins::with_config_defaults(&review.manifest, json!({}));
         let approval = Approval::everything_requested(&review.manifest.capabilities, &defaults);
         let installed = runtime

@@ -208,12 +208,11 @@ async fn instance_view(
         approved: approval_items(&approval),
         granted,
         secrets: manifest
-            .capabilities
-            .secrets
-            .iter()
-            .map(|s| SecretStatus {
-                name: s.name.clone(),
-                set: set.contains(&s.name),
+            .secret_names()
+            .into_iter()
+            .map(|name| SecretStatus {
+                set: set.iter().any(|s| s == name),
+                name: name.to_owned(),
             })
             .collect(),
         tools: tools

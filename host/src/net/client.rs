@@ -109,6 +109,24 @@ impl OutboundClient {
     /// Sends `req` and reads the whole body (at most `max_response_bytes`). The policy's
     /// timeout covers DNS, connect and the complete response.
     pub async fn send(&self, req: OutboundRequest) -> Result<OutboundResponse, OutboundError> {
+        self.send_within(req, self.timeout).await
+    }
+
+    /// [`send`](Self::send) for a request the platform holds open on purpose (a long poll
+    /// asked to wait `hold`): the policy's timeout counts from the end of that wait.
+    pub async fn send_held(
+        &self,
+        req: OutboundRequest,
+        hold: std::time::Duration,
+    ) -> Result<OutboundResponse, OutboundError> {
+        self.send_within(req, self.timeout + hold).await
+    }
+
+    async fn send_within(
+        &self,
+        req: OutboundRequest,
+        timeout: std::time::Duration,
+    ) -> Result<OutboundResponse, OutboundError> {
         let work = async {
             let mut response = self.dispatch(req).await?;
             let cap = self.max_response_bytes;
@@ -134,7 +152,7 @@ impl OutboundClient {
                 body,
             })
         };
-        tokio::time::timeout(self.timeout, work)
+        tokio::time::timeout(timeout, work)
             .await
             .map_err(|_| OutboundError::Timeout)?
     }

@@ -117,9 +117,14 @@ impl CapabilityChanges {
                 .secrets
                 .iter()
                 .filter_map(|now| {
-                    let before = old.secrets.iter().find(|b| b.name == now.name);
-                    let (before, now_at) = (before.map(placement), placement(now));
-                    (before.as_ref() != Some(&now_at)).then(|| (now.name.clone(), before, now_at))
+                    // A secret may be bound at several positions: this one is new only if
+                    // none of the installed version's positions of the name is the same.
+                    let now_at = placement(now);
+                    let mut before = old.secrets.iter().filter(|b| b.name == now.name);
+                    if before.clone().any(|b| placement(b) == now_at) {
+                        return None;
+                    }
+                    Some((now.name.clone(), before.next().map(placement), now_at))
                 })
                 .collect(),
         }
@@ -315,7 +320,10 @@ fn is_config_ref(pattern: &str) -> bool {
 }
 
 /// The config value a `{config.KEY}` pattern names, if it is one and the key is set.
-fn config_ref_value<'a>(pattern: &str, config: &'a serde_json::Value) -> Option<&'a str> {
+pub(crate) fn config_ref_value<'a>(
+    pattern: &str,
+    config: &'a serde_json::Value,
+) -> Option<&'a str> {
     let key = pattern
         .strip_prefix("{config.")
         .and_then(|r| r.strip_suffix('}'))?;

@@ -2,9 +2,9 @@
 //! grants and secrets, and calls run under time, memory, log and output limits.
 //!
 //! - `engine.rs` — the engine, the pool sized from one capacity setting, the epoch ticker
-//! - `contract.rs` — which `kelp:plugin` versions a component uses, checked before compiling
+//! - `contract/` — the `kelp:plugin` versions served: checked before compiling, bound, dispatched
 //! - `cache.rs` — precompiled components on disk, HMAC-protected
-//! - `since_v0_1_0.rs` — bindings of the frozen contract version and type conversions
+//! - `channel.rs` — calling channel plugins: polls, webhook deliveries, actions
 //! - `fair.rs` — a bound on one owner's calls in flight
 //! - `grants.rs` — requested ∩ approved capabilities
 //! - `state.rs` — per-call store data and the host imports
@@ -12,6 +12,7 @@
 //! - `runtime.rs` — install, load, call
 
 pub mod cache;
+mod channel;
 pub mod contract;
 pub mod engine;
 mod fair;
@@ -19,7 +20,6 @@ pub mod grants;
 mod provider;
 mod runtime;
 pub mod settings;
-mod since_v0_1_0;
 mod state;
 mod workspace;
 
@@ -28,6 +28,7 @@ use std::sync::Arc;
 pub use kelp_registry::manifest::{Manifest, PluginKind, WorkspaceAccess};
 use serde::Serialize;
 
+pub use contract::channel::ChannelInfo;
 pub use provider::{Probe, ProviderAddress, ProviderStream};
 pub use runtime::{
     CallError, InstallOptions, InstalledPlugin, PackageReview, PluginRuntime, SecretUpdate,

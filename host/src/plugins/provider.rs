@@ -17,11 +17,14 @@ use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
+use super::contract::dispatch::{Provider, ProviderPre};
 use super::runtime::{PluginRuntime, classify};
-use super::since_v0_1_0::{ProviderPlugin, ProviderPluginPre, types};
 use super::state::{CallState, within_budget};
 use super::{InstanceContext, PluginKind};
-use crate::llm::{ChatRequest, FailureKind, ModelInfo, ProviderFailure, StreamEvent};
+use crate::llm::{
+    ChatRequest, Embeddings, EmbeddingsRequest, FailureKind, ModelInfo, ProviderFailure,
+    StreamEvent,
+};
 use crate::net::{OutboundError, OutboundRequest, StreamRedactor};
 
 /// Most of an error body the host reads before handing it to the decoder: error documents
@@ -36,7 +39,7 @@ impl PluginRuntime {
     pub(super) async fn list_models(
         &self,
         ctx: &Arc<InstanceContext>,
-        pre: &ProviderPluginPre<CallState>,
+        pre: &ProviderPre,
     ) -> Result<Vec<ModelInfo>> {
         let _permit = self.permits.acquire().await?;
         let mut store = self.new_store(ctx, "install", None)?;
@@ -44,11 +47,8 @@ impl PluginRuntime {
         let listed = tokio::time::timeout(
             ctx.limits.wall_timeout(),
             within_budget(clock, async {
-                let bindings = pre.instantiate_async(&mut store).await?;
-                bindings
-                    .kelp_plugin_provider()
-                    .call_models(&mut store)
-                    .await
+                let provider = pre.instantiate(&mut store).await?;
+                provider.models(&mut store).await
             }),
         )
         .await
@@ -60,7 +60,7 @@ impl PluginRuntime {
                 classify(e, ctx)
             )
         })?;
-        Ok(listed.into_iter().map(ModelInfo::from).collect())
+        Ok(listed)
     }
 
     /// The models of provider instance `id`: what the plugin lists, plus any the operator
@@ -253,6 +253,83 @@ impl PluginRuntime {
         Ok(instance)
     }
 
+    /// Embeds `request.inputs` with provider instance `id`: one vector per input, in their
+    /// order. The whole exchange is short, so it holds an ordinary pool slot, not a stream's.
+    pub async fn embed(
+        &self,
+        id: &str,
+        request: &EmbeddingsRequest,
+    ) -> Result<Embeddings, ProviderFailure> {
+        self.catch_up_for(Some(id))
+            .await
+            .map_err(|e| plugin_failure(format!("checking for plugin changes: {e:#}")))?;
+        let instance = self.provider_instance(id)?;
+        let pre = instance
+            .provider_pre
+            .as_ref()
+            .expect("checked by provider_instance");
+        let ctx = instance.ctx.clone();
+        let internal = |e: anyhow::Error| plugin_failure(format!("provider `{id}`: {e:#}"));
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| internal(e.into()))?;
+        let mut store = self.new_store(&ctx, "provider", None).map_err(internal)?;
+        let wall = ctx.limits.wall_timeout();
+        let provider = guest_call(&ctx, &mut store, wall, async |store| {
+            pre.instantiate(&mut *store).await
+        })
+        .await?;
+        let prepared = guest_call(&ctx, &mut store, wall, async |store| {
+            provider.prepare_embeddings(&mut *store, request).await
+        })
+        .await??;
+        let Some(client) = ctx.outbound.clone() else {
+            return Err(ProviderFailure::new(
+                FailureKind::InvalidRequest,
+                format!("provider `{id}` may not reach any host: set its base URL"),
+            ));
+        };
+        let response = client
+            .send(prepared)
+            .await
+            .map_err(|e| transport_failure(&ctx, e))?;
+        let status = response.status;
+        // As with chat: what the vendor echoes of the key must not reach the guest.
+        let headers: Vec<(String, String)> = response
+            .headers
+            .into_iter()
+            .map(|(name, value)| (name, ctx.redactor.redact(&value).into_owned()))
+            .collect();
+        let retry_after = retry_after(&headers);
+        let body = ctx.redactor.redact_bytes(response.body);
+        let parsed = guest_call(&ctx, &mut store, wall, async |store| {
+            provider
+                .parse_embeddings(&mut *store, status, headers, body)
+                .await
+        })
+        .await?;
+        let embeddings = parsed.map_err(|mut failure| {
+            failure.status = Some(status);
+            if failure.retry_after.is_none() {
+                failure.retry_after = retry_after;
+            }
+            failure.message = ctx.redactor.redact(&failure.message).into_owned();
+            failure
+        })?;
+        // The plugin reads only the response; whether the vendor answered every input is
+        // the host's to check, as a short answer would pair texts with the wrong vectors.
+        if embeddings.vectors.len() != request.inputs.len() {
+            return Err(plugin_failure(format!(
+                "provider `{id}` returned {} vectors for {} inputs",
+                embeddings.vectors.len(),
+                request.inputs.len()
+            )));
+        }
+        Ok(embeddings)
+    }
+
     /// Sends `request` through provider instance `id` and returns the response stream once
     /// the vendor's headers arrived. `idle_timeout` bounds the wait for each body chunk.
     pub async fn start_provider(
@@ -338,19 +415,14 @@ impl PluginRuntime {
             .map_err(|e| internal(e.into()))?;
         let mut store = self.new_store(&ctx, "provider", None).map_err(internal)?;
         let wall = ctx.limits.wall_timeout();
-        let wire: types::ChatRequest = request.into();
         let bindings = guest_call(&ctx, &mut store, wall, async |store| {
-            pre.instantiate_async(&mut *store).await
+            pre.instantiate(&mut *store).await
         })
         .await?;
         let prepared = guest_call(&ctx, &mut store, wall, async |store| {
-            bindings
-                .kelp_plugin_provider()
-                .call_prepare(&mut *store, &wire)
-                .await
+            bindings.prepare(&mut *store, request).await
         })
-        .await?
-        .map_err(ProviderFailure::from)?;
+        .await??;
         let Some(client) = ctx.outbound.clone() else {
             return Err(ProviderFailure::new(
                 FailureKind::InvalidRequest,
@@ -360,14 +432,8 @@ impl PluginRuntime {
                 ),
             ));
         };
-        let outbound = OutboundRequest {
-            method: prepared.method,
-            url: prepared.url,
-            headers: prepared.headers,
-            body: prepared.body,
-        };
         let response = client
-            .send_streaming(outbound)
+            .send_streaming(prepared)
             .await
             .map_err(|e| transport_failure(&ctx, e))?;
         let status = response.status;
@@ -382,11 +448,7 @@ impl PluginRuntime {
             })
             .collect();
         let decoder = guest_call(&ctx, &mut store, wall, async |store| {
-            bindings
-                .kelp_plugin_provider()
-                .decoder()
-                .call_constructor(&mut *store, status, &headers)
-                .await
+            bindings.decoder(&mut *store, status, &headers).await
         })
         .await?;
         let mut stream = ProviderStream {
@@ -542,7 +604,7 @@ fn retry_after(headers: &[(String, String)]) -> Option<u32> {
 /// A provider's response being decoded.
 pub struct ProviderStream {
     store: Store<CallState>,
-    bindings: ProviderPlugin,
+    bindings: Provider,
     decoder: ResourceAny,
     ctx: Arc<InstanceContext>,
     body: Option<BoxStream<'static, Result<Bytes, OutboundError>>>,
@@ -640,11 +702,7 @@ impl ProviderStream {
         let wall = self.ctx.limits.wall_timeout();
         let (bindings, decoder) = (&self.bindings, self.decoder);
         let result = guest_call(&self.ctx, &mut self.store, wall, async |store| {
-            bindings
-                .kelp_plugin_provider()
-                .decoder()
-                .call_feed(&mut *store, decoder, &chunk)
-                .await
+            bindings.feed(&mut *store, decoder, &chunk).await
         })
         .await?;
         self.events(result)
@@ -654,11 +712,7 @@ impl ProviderStream {
         let wall = self.ctx.limits.wall_timeout();
         let (bindings, decoder) = (&self.bindings, self.decoder);
         let result = guest_call(&self.ctx, &mut self.store, wall, async |store| {
-            bindings
-                .kelp_plugin_provider()
-                .decoder()
-                .call_finish(&mut *store, decoder)
-                .await
+            bindings.finish(&mut *store, decoder).await
         })
         .await?;
         self.events(result)
@@ -666,17 +720,15 @@ impl ProviderStream {
 
     fn events(
         &mut self,
-        result: Result<Vec<types::StreamEvent>, types::ProviderError>,
+        result: Result<Vec<StreamEvent>, ProviderFailure>,
     ) -> Result<Vec<StreamEvent>, ProviderFailure> {
         match result {
             Ok(events) => {
-                let events: Vec<StreamEvent> = events.into_iter().map(Into::into).collect();
                 self.saw_finish |= events.iter().any(|e| matches!(e, StreamEvent::Finish(_)));
                 Ok(events)
             }
-            Err(e) => {
+            Err(mut failure) => {
                 self.body = None;
-                let mut failure = ProviderFailure::from(e);
                 failure.status = Some(self.status);
                 if failure.retry_after.is_none() {
                     failure.retry_after = self.retry_after;

@@ -11,14 +11,15 @@ use kelp_registry::package::{Package, PackageLimits, read_package};
 use semver::Version;
 use serde::Serialize;
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::cache::CompileCache;
 use super::contract::ContractUse;
+use super::contract::channel::{ChannelInfo, ChannelPre};
+use super::contract::dispatch::{ProviderPre, ToolPre};
 use super::grants::{Approval, ApprovalNeeded, CapabilityChanges, GrantSet};
 use super::settings::RuntimeSettings;
-use super::since_v0_1_0::{ProviderPluginPre, ToolPlugin, ToolPluginPre};
 use super::state::{CallState, within_budget};
 use super::workspace::WorkspaceQuotas;
 use super::{InstanceContext, ToolFailure, ToolSpec};
@@ -154,7 +155,7 @@ pub struct InstallOptions {
     pub approve_changes: bool,
 }
 
-pub(super) struct LoadedInstance {
+pub(crate) struct LoadedInstance {
     /// The instance row's revision this was built from.
     revision: i64,
     pub(super) ctx: Arc<InstanceContext>,
@@ -163,8 +164,10 @@ pub(super) struct LoadedInstance {
     tools: Vec<ToolSpec>,
     /// Each tool's input schema, compiled once at load (same order as `tools`).
     schemas: Vec<Schema>,
-    tool_pre: Option<ToolPluginPre<CallState>>,
-    pub(super) provider_pre: Option<ProviderPluginPre<CallState>>,
+    tool_pre: Option<ToolPre>,
+    pub(super) provider_pre: Option<ProviderPre>,
+    /// A channel's component and what it said of its platform at load.
+    pub(super) channel: Option<(ChannelPre, ChannelInfo)>,
     /// What a provider's `models()` listed at load.
     pub(super) models: Vec<crate::llm::ModelInfo>,
     /// A provider's `[provider]` manifest table.
@@ -242,7 +245,7 @@ impl PluginRuntime {
         super::workspace::add_to_linker(&mut linker)
             .map_err(anyhow::Error::from)
             .context("adding the workspace quota")?;
-        ToolPlugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)
+        super::contract::add_to_linker(&mut linker)
             .map_err(anyhow::Error::from)
             .context("adding kelp imports to the linker")?;
         let cache = CompileCache::open(
@@ -318,7 +321,8 @@ impl PluginRuntime {
     /// Installs (or upgrades) a package: checks it, compiles it, test-instantiates it with the
     /// given approval, stores it and its first instance, and loads that instance.
     pub async fn install(&self, bytes: &[u8], options: InstallOptions) -> Result<InstalledPlugin> {
-        let (_, package) = self.review(bytes)?;
+        let (review, package) = self.review(bytes)?;
+        let contract = review.contract;
         let manifest = package.manifest.clone();
         let instance_id = options
             .instance_id
@@ -343,6 +347,7 @@ impl PluginRuntime {
             kind: manifest.kind.to_string(),
             digest: package.digest.clone(),
             wasm_sha256: package.wasm_sha256.clone(),
+            contract: contract.as_ref().map(ToString::to_string),
             manifest_json: serde_json::to_string(&manifest)?,
             manifest_toml: package.manifest_text.clone(),
             installed_at_ms: now_ms(),
@@ -374,8 +379,11 @@ impl PluginRuntime {
         let loaded = self
             .build_instance(
                 &manifest,
-                package.wasm.as_deref(),
-                row.wasm_sha256.as_deref(),
+                component_of(
+                    package.wasm.as_deref(),
+                    row.wasm_sha256.as_deref(),
+                    &contract,
+                ),
                 &instance,
                 SecretValues::Stored(&[]),
             )
@@ -725,10 +733,16 @@ impl PluginRuntime {
             }
             None => None,
         };
+        let contract = match &plugin.contract {
+            Some(v) => Some(
+                Version::parse(v)
+                    .with_context(|| format!("{}: stored contract version `{v}`", plugin.name))?,
+            ),
+            None => None,
+        };
         self.build_instance(
             &manifest,
-            wasm.as_deref(),
-            plugin.wasm_sha256.as_deref(),
+            component_of(wasm.as_deref(), plugin.wasm_sha256.as_deref(), &contract),
             row,
             secret_values,
         )
@@ -764,8 +778,7 @@ impl PluginRuntime {
     async fn build_instance(
         &self,
         manifest: &Manifest,
-        wasm: Option<&[u8]>,
-        wasm_sha256: Option<&str>,
+        component: Option<ComponentSource<'_>>,
         row: &InstanceRow,
         secret_values: SecretValues<'_>,
     ) -> Result<LoadedInstance> {
@@ -817,14 +830,20 @@ impl PluginRuntime {
             schemas: Vec::new(),
             tool_pre: None,
             provider_pre: None,
+            channel: None,
             models: Vec::new(),
             provider_info: manifest.provider.clone(),
             default_config: with_config_defaults(manifest, serde_json::json!({})),
         };
-        let (Some(wasm), Some(sha)) = (wasm, wasm_sha256) else {
+        let Some(ComponentSource {
+            wasm,
+            sha256,
+            contract,
+        }) = component
+        else {
             return Ok(loaded);
         };
-        let component = self.component(wasm, sha).await?;
+        let component = self.component(wasm, sha256).await?;
         let pre: InstancePre<CallState> = self
             .linker
             .instantiate_pre(&component)
@@ -837,8 +856,7 @@ impl PluginRuntime {
             })?;
         match manifest.kind {
             PluginKind::Tool | PluginKind::Skill => {
-                let tool_pre = ToolPluginPre::new(pre)
-                    .map_err(anyhow::Error::from)
+                let tool_pre = ToolPre::new(contract, pre)
                     .with_context(|| format!("{}: not a tool component", manifest.name))?;
                 let (tools, schemas) = self.list_tools(&loaded.ctx, &tool_pre).await?;
                 loaded.schemas = schemas;
@@ -846,26 +864,34 @@ impl PluginRuntime {
                 loaded.tool_pre = Some(tool_pre);
             }
             PluginKind::Provider => {
-                let provider_pre = ProviderPluginPre::new(pre)
-                    .map_err(anyhow::Error::from)
+                let provider_pre = ProviderPre::new(contract, pre)
                     .with_context(|| format!("{}: not a provider component", manifest.name))?;
                 loaded.models = self.list_models(&loaded.ctx, &provider_pre).await?;
                 loaded.provider_pre = Some(provider_pre);
             }
             PluginKind::Channel => {
-                // Test-instantiate so a component that cannot start is refused at install.
-                // The permit first: the store's clock starts with it, and waiting in the queue
-                // is not the plugin's time.
+                let channel_pre = ChannelPre::new(contract, pre)
+                    .with_context(|| format!("{}: not a channel component", manifest.name))?;
+                // Instantiated and asked to describe its platform now, so a component that
+                // cannot start is refused at install. The permit first: the store's clock
+                // starts with it, and waiting in the queue is not the plugin's time.
                 let _permit = self.permits.acquire().await?;
                 let mut store = self.new_store(&loaded.ctx, "install", None)?;
                 let clock = store.data().clock.clone();
-                tokio::time::timeout(
+                let info = tokio::time::timeout(
                     loaded.ctx.limits.wall_timeout(),
-                    within_budget(clock, pre.instantiate_async(&mut store)),
+                    within_budget(clock, channel_pre.describe(&mut store)),
                 )
                 .await
-                .map_err(|_| anyhow!("{}: instantiation timed out", manifest.name))?
-                .map_err(|e| anyhow!("{}: instantiation failed: {e:#}", manifest.name))?;
+                .map_err(|_| anyhow!("{}: describing its platform timed out", manifest.name))?
+                .map_err(|e| {
+                    anyhow!(
+                        "{}: describing its platform failed: {}",
+                        manifest.name,
+                        classify(e, &loaded.ctx)
+                    )
+                })?;
+                loaded.channel = Some((channel_pre, info));
             }
         }
         Ok(loaded)
@@ -875,17 +901,14 @@ impl PluginRuntime {
     async fn list_tools(
         &self,
         ctx: &Arc<InstanceContext>,
-        pre: &ToolPluginPre<CallState>,
+        pre: &ToolPre,
     ) -> Result<(Vec<ToolSpec>, Vec<Schema>)> {
         let _permit = self.permits.acquire().await?;
         let mut store = self.new_store(ctx, "install", None)?;
         let clock = store.data().clock.clone();
         let listed = tokio::time::timeout(
             ctx.limits.wall_timeout(),
-            within_budget(clock, async {
-                let bindings = pre.instantiate_async(&mut store).await?;
-                bindings.kelp_plugin_tool().call_list(&mut store).await
-            }),
+            within_budget(clock, pre.list(&mut store)),
         )
         .await
         .map_err(|_| anyhow!("{}: listing its tools timed out", ctx.plugin))?
@@ -896,7 +919,7 @@ impl PluginRuntime {
                 classify(e, ctx)
             )
         })?;
-        let mut tools: Vec<ToolSpec> = listed.into_iter().map(ToolSpec::from).collect();
+        let mut tools = listed;
         for tool in &tools {
             if !valid_tool_name(&tool.name) {
                 bail!(
@@ -975,42 +998,62 @@ impl PluginRuntime {
         values.extend(overrides.iter().cloned());
         let mut out = Vec::new();
         for (name, value) in values {
-            let Some(binding) = manifest
+            // A secret bound at several positions goes to each; one bound nowhere (a
+            // webhook's secret the host only checks) goes nowhere.
+            for binding in manifest
                 .capabilities
                 .secrets
                 .iter()
-                .find(|b| b.name == name)
-            else {
-                continue;
-            };
-            let is_prefix = matches!(
-                binding.position,
-                kelp_registry::manifest::SecretPosition::UrlPathPrefix(_)
-            );
-            let require_https = binding
-                .host
-                .as_deref()
-                .is_some_and(|h| super::grants::config_ref_requires_https(h, config));
-            let host = match &binding.host {
-                // The prefix itself names the host.
-                Some(_) if is_prefix => None,
-                Some(h) => match super::grants::resolve_config_ref(h, config) {
-                    Some(h) => Some(
-                        h.parse()
-                            .map_err(|e| anyhow!("secret {name}: host `{h}`: {e}"))?,
-                    ),
-                    // Bound to a config value that is not set: deliverable nowhere.
-                    None => continue,
-                },
-                None => None,
-            };
-            out.push(net::BoundSecret {
-                name,
-                host,
-                position: binding.position.clone().into(),
-                require_https,
-                value,
-            });
+                .filter(|b| b.name == name)
+            {
+                let is_prefix = matches!(
+                    binding.position,
+                    kelp_registry::manifest::SecretPosition::UrlPathPrefix(_)
+                );
+                let require_https = binding
+                    .host
+                    .as_deref()
+                    .is_some_and(|h| super::grants::config_ref_requires_https(h, config));
+                let host = match &binding.host {
+                    // The prefix itself names the host.
+                    Some(_) if is_prefix => None,
+                    Some(h) => match super::grants::resolve_config_ref(h, config) {
+                        Some(h) => Some(
+                            h.parse()
+                                .map_err(|e| anyhow!("secret {name}: host `{h}`: {e}"))?,
+                        ),
+                        // Bound to a config value that is not set: deliverable nowhere.
+                        None => continue,
+                    },
+                    None => None,
+                };
+                let position = match &binding.position {
+                    kelp_registry::manifest::SecretPosition::UrlPathPrefix(prefix) => {
+                        match kelp_registry::manifest::config_prefix(prefix) {
+                            Some((reference, path)) => {
+                                // Unset: deliverable nowhere, as for a host of the config's.
+                                let Some(base) = super::grants::config_ref_value(reference, config)
+                                else {
+                                    continue;
+                                };
+                                kelp_registry::manifest::SecretPosition::UrlPathPrefix(format!(
+                                    "{}{path}",
+                                    base.trim_end_matches('/')
+                                ))
+                            }
+                            None => binding.position.clone(),
+                        }
+                    }
+                    other => other.clone(),
+                };
+                out.push(net::BoundSecret {
+                    name: name.clone(),
+                    host,
+                    position: position.into(),
+                    require_https,
+                    value: value.clone(),
+                });
+            }
         }
         Ok(out)
     }
@@ -1152,13 +1195,7 @@ impl PluginRuntime {
         let clock = store.data().clock.clone();
         let outcome = tokio::time::timeout(
             ctx.limits.wall_timeout(),
-            within_budget(clock, async {
-                let bindings = pre.instantiate_async(&mut store).await?;
-                bindings
-                    .kelp_plugin_tool()
-                    .call_call(&mut store, tool, input)
-                    .await
-            }),
+            within_budget(clock, pre.call(&mut store, tool, input)),
         )
         .await;
         store.data().log.finish();
@@ -1171,7 +1208,6 @@ impl PluginRuntime {
             }
             Ok(Err(trap)) => return Err(classify(trap, ctx)),
             Ok(Ok(Err(failure))) => {
-                let failure = ToolFailure::from(failure);
                 let size = match &failure {
                     ToolFailure::InvalidInput(m)
                     | ToolFailure::Denied(m)
@@ -1241,6 +1277,13 @@ impl PluginRuntime {
 
     /// Every tool of every enabled instance, as `(instance id, spec)`, as loaded on this host
     /// (after [`catch_up`](Self::catch_up), what the database says).
+    /// What channel instance `id`'s plugin said of its platform when it was loaded; `None`
+    /// for an instance that is not a loaded channel.
+    pub fn channel_info(&self, id: &str) -> Option<ChannelInfo> {
+        let instances = self.instances.read().expect("instances lock");
+        Some(instances.get(id)?.channel.as_ref()?.1.clone())
+    }
+
     pub fn tools(&self) -> Vec<(String, ToolSpec)> {
         let instances = self.instances.read().expect("instances lock");
         let mut out: Vec<(String, ToolSpec)> = instances
@@ -1571,12 +1614,7 @@ fn config_schema(manifest: &Manifest) -> Result<Option<Schema>> {
 
 /// Checks that `manifest` declares secret `name` and that `value` is one.
 fn check_secret(manifest: &Manifest, name: &str, value: &str) -> Result<()> {
-    let declared: Vec<&str> = manifest
-        .capabilities
-        .secrets
-        .iter()
-        .map(|s| s.name.as_str())
-        .collect();
+    let declared = manifest.secret_names();
     if !declared.contains(&name) {
         if declared.is_empty() {
             bail!("{} declares no secrets", manifest.name);
@@ -1676,5 +1714,29 @@ pub(super) fn describe_position(binding: &kelp_registry::manifest::SecretBinding
         SecretPosition::UrlPathPrefix(prefix) => format!("URL path prefix {prefix}"),
         SecretPosition::Query(name) => format!("query parameter `{name}` on {host}"),
         SecretPosition::FormField(name) => format!("form field `{name}` on {host}"),
+    }
+}
+
+/// A plugin's component and the contract version it was built for: what an instance is
+/// built from.
+struct ComponentSource<'a> {
+    wasm: &'a [u8],
+    sha256: &'a str,
+    contract: &'a Version,
+}
+
+/// The component of a package, if it has one (a skill of instructions only has none).
+fn component_of<'a>(
+    wasm: Option<&'a [u8]>,
+    sha256: Option<&'a str>,
+    contract: &'a Option<Version>,
+) -> Option<ComponentSource<'a>> {
+    match (wasm, sha256, contract) {
+        (Some(wasm), Some(sha256), Some(contract)) => Some(ComponentSource {
+            wasm,
+            sha256,
+            contract,
+        }),
+        _ => None,
     }
 }

@@ -14,7 +14,7 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::since_v0_1_0::{host_import, http_import, kv_import, types};
+use super::contract::v0_2_0::{host_import, http_import, kv_import, types};
 use super::workspace::WorkspaceQuota;
 use super::{InstanceContext, WorkspaceAccess};
 use crate::net::{OutboundError, OutboundRequest};

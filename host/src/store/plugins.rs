@@ -13,6 +13,8 @@ pub struct PluginRow {
     pub kind: String,
     pub digest: String,
     pub wasm_sha256: Option<String>,
+    /// The `kelp:plugin` version the component was built for; `None` without a component.
+    pub contract: Option<String>,
     pub manifest_json: String,
     pub manifest_toml: String,
     pub installed_at_ms: i64,
@@ -39,6 +41,7 @@ fn plugin_row(row: &sqlx::any::AnyRow) -> Result<PluginRow> {
         kind: row.try_get("kind")?,
         digest: row.try_get("digest")?,
         wasm_sha256: row.try_get("wasm_sha256")?,
+        contract: row.try_get("contract")?,
         manifest_json: row.try_get("manifest_json")?,
         manifest_toml: row.try_get("manifest_toml")?,
         installed_at_ms: row.try_get("installed_at_ms")?,
@@ -57,8 +60,7 @@ fn instance_row(row: &sqlx::any::AnyRow) -> Result<InstanceRow> {
     })
 }
 
-const PLUGIN_COLUMNS: &str =
-    "name, version, kind, digest, wasm_sha256, manifest_json, manifest_toml, installed_at_ms";
+const PLUGIN_COLUMNS: &str = "name, version, kind, digest, wasm_sha256, contract, manifest_json, manifest_toml, installed_at_ms";
 const INSTANCE_COLUMNS: &str =
     "id, plugin, config_json, approval_json, enabled, created_at_ms, revision";
 
@@ -104,10 +106,11 @@ impl Db {
         let mut tx = self.pool.begin().await?;
         let generation = next_generation(&mut tx).await?;
         sqlx::query(
-            "INSERT INTO plugins (name, version, kind, digest, wasm_sha256, manifest_json, manifest_toml, package, installed_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+            "INSERT INTO plugins (name, version, kind, digest, wasm_sha256, contract, manifest_json, manifest_toml, package, installed_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (name) DO UPDATE SET version = excluded.version, kind = excluded.kind, \
-             digest = excluded.digest, wasm_sha256 = excluded.wasm_sha256, manifest_json = excluded.manifest_json, manifest_toml = excluded.manifest_toml, \
+             digest = excluded.digest, wasm_sha256 = excluded.wasm_sha256, contract = excluded.contract, \
+             manifest_json = excluded.manifest_json, manifest_toml = excluded.manifest_toml, \
              package = excluded.package, installed_at_ms = excluded.installed_at_ms",
         )
         .bind(&row.name)
@@ -115,6 +118,7 @@ impl Db {
         .bind(&row.kind)
         .bind(&row.digest)
         .bind(&row.wasm_sha256)
+        .bind(&row.contract)
         .bind(&row.manifest_json)
         .bind(&row.manifest_toml)
         .bind(package)

@@ -48,6 +48,9 @@ impl Provider for Anthropic {
         })?;
         Ok(request::messages(&base_url, &request))
     }
+
+    // `prepare_embeddings` and `parse_embeddings` keep their defaults, which answer
+    // `unsupported`: Anthropic has no embeddings API.
 }
 
 kelp_sdk::export_provider!(Anthropic);

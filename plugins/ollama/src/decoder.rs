@@ -3,12 +3,13 @@
 
 use kelp_sdk::provider::{
     Decoder, FinishReason, ProviderError, StreamEvent, ToolCallDelta, ToolCallStart, Usage,
-    error_from_status,
 };
 use kelp_sdk::stream::NdjsonParser;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
+
+use crate::error;
 
 /// An error document is a few hundred bytes; anything past this is not worth keeping to quote.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
@@ -66,9 +67,9 @@ impl ChatDecoder {
     fn decode(&mut self, line: &str) -> Result<Vec<StreamEvent>, ProviderError> {
         let line: Line = serde_json::from_str(line)
             .map_err(|err| ProviderError::Other(format!("malformed stream chunk: {err}")))?;
-        if let Some(error) = line.error {
+        if let Some(value) = line.error {
             // Once streaming has begun the status is 200 and the text is all there is.
-            let message = error_message(&error);
+            let message = error::message(&value);
             return Err(if message.contains("not found") {
                 ProviderError::InvalidRequest(message)
             } else {
@@ -129,13 +130,6 @@ impl ChatDecoder {
     }
 }
 
-/// `{"error": "..."}` holds a string; anything else is quoted as JSON.
-fn error_message(error: &Value) -> String {
-    error
-        .as_str()
-        .map_or_else(|| error.to_string(), str::to_owned)
-}
-
 impl Decoder for ChatDecoder {
     fn new(status: u16, headers: Vec<(String, String)>) -> Self {
         ChatDecoder {
@@ -166,15 +160,10 @@ impl Decoder for ChatDecoder {
 
     fn finish(&mut self) -> Result<Vec<StreamEvent>, ProviderError> {
         if self.is_error_status() {
-            let document: Option<Value> = serde_json::from_slice(&self.error_body).ok();
-            let message = match document.as_ref().and_then(|d| d.get("error")) {
-                Some(error) => error_message(error),
-                None => String::from_utf8_lossy(&self.error_body).trim().to_owned(),
-            };
-            return Err(error_from_status(
+            return Err(error::from_response(
                 self.status,
                 &self.headers,
-                message.as_bytes(),
+                &self.error_body,
             ));
         }
         let mut events = Vec::new();

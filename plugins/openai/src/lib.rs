@@ -1,18 +1,21 @@
-//! `kelp/openai`: OpenAI Chat Completions, streamed. The same wire format is spoken by many
-//! other servers (OpenRouter, vLLM, llama.cpp, LM Studio, …), so one instance per `base_url`
-//! covers them too.
+//! `kelp/openai`: OpenAI Chat Completions, streamed, and Embeddings. The same wire format is
+//! spoken by many other servers (OpenRouter, vLLM, llama.cpp, LM Studio, …), so one instance
+//! per `base_url` covers them too.
 
 // Public only for the fuzz targets in tests/fuzz, which feed it untrusted bytes natively.
 #[doc(hidden)]
 pub mod decoder;
+mod embeddings;
 mod error;
 mod request;
 
 #[cfg(test)]
 mod fixtures;
 
-use kelp_sdk::http::Request;
-use kelp_sdk::provider::{ChatRequest, ModelInfo, Provider, ProviderError};
+use kelp_sdk::http::{Request, Response};
+use kelp_sdk::provider::{
+    ChatRequest, Embeddings, EmbeddingsRequest, ModelInfo, Provider, ProviderError,
+};
 
 use crate::decoder::ChatDecoder;
 
@@ -44,13 +47,24 @@ impl Provider for OpenAi {
     }
 
     fn prepare(request: ChatRequest) -> Result<Request, ProviderError> {
-        // The host fills the schema's default into the configuration, and grants HTTP and the
-        // API key by this same value: without it there is nowhere the request may go.
-        let base_url: String = kelp_sdk::config("base_url").ok_or_else(|| {
-            ProviderError::InvalidRequest("the instance's config has no `base_url`".into())
-        })?;
-        Ok(request::chat_completions(&base_url, &request))
+        Ok(request::chat_completions(&base_url()?, &request))
     }
+
+    fn prepare_embeddings(request: EmbeddingsRequest) -> Result<Request, ProviderError> {
+        embeddings::request(&base_url()?, &request)
+    }
+
+    fn parse_embeddings(response: Response) -> Result<Embeddings, ProviderError> {
+        embeddings::parse(&response)
+    }
+}
+
+fn base_url() -> Result<String, ProviderError> {
+    // The host fills the schema's default into the configuration, and grants HTTP and the API
+    // key by this same value: without it there is nowhere the request may go.
+    kelp_sdk::config("base_url").ok_or_else(|| {
+        ProviderError::InvalidRequest("the instance's config has no `base_url`".into())
+    })
 }
 
 kelp_sdk::export_provider!(OpenAi);

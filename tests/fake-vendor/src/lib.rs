@@ -15,7 +15,10 @@
 //!
 //! Chat requests take their reply from a script, in order; once it is empty every chat
 //! request gets the fallback reply. Model listings and unknown routes answer as the vendor
-//! does and take nothing from the script.
+//! does and take nothing from the script. Embeddings requests (OpenAI `POST /v1/embeddings`,
+//! Ollama `POST /api/embed`) answer one vector per input, made from the input's bytes (so the
+//! same text always gets the same vector) with `dimensions` entries (8 when not asked),
+//! unless the script's next reply is a [`Reply::Error`], which they take.
 //!
 //! What the request asks for is honoured: the `model` is echoed, `stream` chooses between a
 //! stream and one JSON document (the default is the vendor's: off for OpenAI and Anthropic,
@@ -364,6 +367,21 @@ impl Shared {
         script.fallback.clone()
     }
 
+    /// The script's next reply if it is an error (taken), for requests that only ever fail
+    /// by script.
+    fn next_error(&self) -> Option<Arc<Prepared>> {
+        let mut script = self.script();
+        let is_error = matches!(
+            script.queue.front().map(|p| &**p),
+            Some(Prepared::Generate(Reply::Error { .. }))
+        );
+        if is_error {
+            script.queue.pop_front()
+        } else {
+            None
+        }
+    }
+
     fn record(&self, parts: &Parts, body: Value) {
         if self.recording.load(Ordering::Relaxed) {
             let recorded = Recorded {
@@ -471,6 +489,10 @@ async fn receive(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     ask.credential = credential(&parts);
     let plan = match wire.route(&parts.method, parts.uri.path(), &ask) {
         Route::Chat => answer(wire, &shared.next_reply(&json), &ask),
+        Route::Embeddings => match shared.next_error() {
+            Some(error) => answer(wire, &error, &ask),
+            None => embeddings(shared.flavor, &json, &ask),
+        },
         Route::Other(plan) => match model_list(&shared, &parts) {
             Some(body) => Plan::json(StatusCode::OK, wire, body),
             None => plan,
@@ -478,6 +500,51 @@ async fn receive(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     };
     shared.record(&parts, json);
     plan.into_response(wire, &ask, &shared.open_streams)
+}
+
+/// One vector per input of an embeddings request, in the vendor's shape. Each entry is a
+/// byte of the input (cycled) scaled to [0, 1), so a test can tell which text a vector is of.
+fn embeddings(flavor: Flavor, body: &Value, ask: &Ask) -> Plan {
+    let wire = wire(flavor);
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().unwrap_or_default().to_owned())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let dims = body["dimensions"].as_u64().unwrap_or(8).max(1) as usize;
+    let vector = |text: &str| -> Vec<f64> {
+        let bytes = if text.is_empty() {
+            b" "
+        } else {
+            text.as_bytes()
+        };
+        (0..dims)
+            .map(|i| f64::from(bytes[i % bytes.len()]) / 256.0)
+            .collect()
+    };
+    let tokens: usize = inputs.iter().map(|i| i.len().div_ceil(4)).sum();
+    let answer = match flavor {
+        Flavor::OpenAi => serde_json::json!({
+            "object": "list",
+            "data": inputs.iter().enumerate().map(|(index, text)| serde_json::json!({
+                "object": "embedding", "index": index, "embedding": vector(text),
+            })).collect::<Vec<_>>(),
+            "model": ask.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }),
+        Flavor::Ollama => serde_json::json!({
+            "model": ask.model,
+            "embeddings": inputs.iter().map(|text| vector(text)).collect::<Vec<_>>(),
+            "total_duration": 14143917,
+            "load_duration": 1019500,
+            "prompt_eval_count": tokens,
+        }),
+        Flavor::Anthropic => unreachable!("Anthropic has no embeddings route"),
+    };
+    Plan::json(StatusCode::OK, wire, answer.to_string())
 }
 
 /// The body of a model list request when [`FakeVendor::set_models`] chose the models, in
@@ -560,6 +627,7 @@ fn credential(parts: &Parts) -> Option<String> {
 
 enum Route {
     Chat,
+    Embeddings,
     Other(Plan),
 }
 
@@ -959,6 +1027,7 @@ impl Wire for OpenAi {
     fn route(&self, method: &Method, path: &str, _: &Ask) -> Route {
         match (method, path) {
             (&Method::POST, "/v1/chat/completions" | "/chat/completions") => Route::Chat,
+            (&Method::POST, "/v1/embeddings" | "/embeddings") => Route::Embeddings,
             (&Method::GET, "/v1/models" | "/models") => {
                 Route::Other(Plan::json(StatusCode::OK, self, OPENAI_MODELS))
             }
@@ -1378,6 +1447,7 @@ impl Wire for Ollama {
         let text = "text/plain; charset=utf-8";
         match (method, path) {
             (&Method::POST, "/api/chat") => Route::Chat,
+            (&Method::POST, "/api/embed") => Route::Embeddings,
             (&Method::GET, "/api/tags") => {
                 Route::Other(Plan::json(StatusCode::OK, self, OLLAMA_TAGS))
             }

@@ -84,6 +84,9 @@ impl Provider for Plugin {
             .header("accept", "text/event-stream")
             .json(&body))
     }
+
+    // `prepare_embeddings` and `parse_embeddings` keep their defaults, which answer
+    // `ProviderError::Unsupported`: implement them if the vendor has an embeddings API.
 }
 
 struct ChatDecoder {

@@ -1,4 +1,4 @@
-//! A tool built against `kelp:plugin@0.2.0`, which does not exist yet: the host must refuse it
+//! A tool built against `kelp:plugin@0.3.0`, which does not exist yet: the host must refuse it
 //! with a message naming both versions, before calling anything.
 
 wit_bindgen::generate!({ path: "wit", world: "tool-plugin" });

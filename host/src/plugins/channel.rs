@@ -1,0 +1,229 @@
+//! Calling channel plugins. Sans-IO, like providers: the guest turns a poll, a webhook
+//! delivery or an action into the platform's HTTP and reads the answers; the host sends
+//! through the instance's outbound client (which inserts the bot token the guest never sees)
+//! and owns every wait. Each guest call runs in a fresh instance with its own budget, and no
+//! pool slot is held while the platform keeps a long poll open.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::Store;
+
+use super::contract::channel::Channel;
+use super::contract::v0_2_0::types as wire;
+use super::runtime::{LoadedInstance, PluginRuntime, classify};
+use super::state::{CallState, within_budget};
+use super::{InstanceContext, PluginKind};
+use crate::channels::model::{Action, Batch, ChannelError, Outcome, WebhookBatch};
+use crate::net::{OutboundError, OutboundRequest, OutboundResponse};
+
+/// How much longer than the wait it asked for a long poll may take before the host gives up
+/// on it: the platform answers at the end of the wait, plus the network's time.
+const POLL_GRACE: Duration = Duration::from_secs(15);
+
+impl PluginRuntime {
+    /// The loaded channel instance `id`, after catching up with changes made elsewhere (a
+    /// new token, the instance disabled).
+    async fn channel_instance(&self, id: &str) -> Result<Arc<LoadedInstance>, ChannelError> {
+        self.catch_up_for(Some(id))
+            .await
+            .map_err(|e| ChannelError::Host(format!("checking for plugin changes: {e:#}")))?;
+        let instance = self
+            .instances
+            .read()
+            .expect("instances lock")
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ChannelError::Host(format!("no channel instance `{id}` is loaded")))?;
+        if instance.kind != PluginKind::Channel || instance.channel.is_none() {
+            return Err(ChannelError::Host(format!(
+                "plugin instance `{id}` is not a channel"
+            )));
+        }
+        if !instance.enabled {
+            return Err(ChannelError::Host(format!(
+                "channel instance `{id}` is disabled"
+            )));
+        }
+        Ok(instance)
+    }
+
+    /// Runs one guest call on a fresh instance of channel `instance`, committing the kv
+    /// writes it made if it succeeded.
+    async fn channel_call<T>(
+        &self,
+        instance: &LoadedInstance,
+        call: impl AsyncFnOnce(&Channel, &mut Store<CallState>) -> wasmtime::Result<T>,
+    ) -> Result<T, ChannelError> {
+        let ctx = &instance.ctx;
+        let (pre, _) = instance
+            .channel
+            .as_ref()
+            .expect("checked by channel_instance");
+        let host_error =
+            |e: anyhow::Error| ChannelError::Host(format!("{}: {e:#}", ctx.instance_id));
+        // Queued here, as tool calls are: exactly as many permits as the pool has slots.
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| host_error(e.into()))?;
+        let mut store = self.new_store(ctx, "channel", None).map_err(host_error)?;
+        let clock = store.data().clock.clone();
+        let outcome = tokio::time::timeout(
+            ctx.limits.wall_timeout(),
+            within_budget(clock, async {
+                let channel = pre.instantiate(&mut store).await?;
+                call(&channel, &mut store).await
+            }),
+        )
+        .await;
+        store.data().log.finish();
+        let value = match outcome {
+            Err(_) => {
+                return Err(ChannelError::Host(format!(
+                    "channel plugin `{}` did not answer within {} ms and was stopped",
+                    ctx.instance_id, ctx.limits.wall_timeout_ms
+                )));
+            }
+            Ok(Err(trap)) => return Err(ChannelError::Host(classify(trap, ctx).to_string())),
+            Ok(Ok(value)) => value,
+        };
+        store
+            .data_mut()
+            .commit_kv()
+            .await
+            .map_err(ChannelError::Host)?;
+        Ok(value)
+    }
+
+    /// Asks the platform for the events after `cursor`, letting it hold the request up to
+    /// `wait_s` seconds (capped at what the plugin says its platform takes).
+    pub async fn channel_poll(
+        &self,
+        id: &str,
+        cursor: Option<&str>,
+        wait_s: u32,
+    ) -> Result<Batch, ChannelError> {
+        let instance = self.channel_instance(id).await?;
+        let wait_s = wait_s.min(
+            instance
+                .channel
+                .as_ref()
+                .expect("a channel")
+                .1
+                .max_poll_wait_s,
+        );
+        let request = self
+            .channel_call(&instance, async |channel, store| {
+                channel.poll_request(store, cursor, wait_s).await
+            })
+            .await??;
+        let response = send(
+            &instance.ctx,
+            request,
+            Duration::from_secs(wait_s.into()) + POLL_GRACE,
+        )
+        .await?;
+        self.channel_call(&instance, async |channel, store| {
+            channel.parse_poll(store, response).await
+        })
+        .await?
+    }
+
+    /// Reads a webhook delivery to channel `id` (already authenticated by the caller).
+    pub async fn channel_webhook(
+        &self,
+        id: &str,
+        request: OutboundRequest,
+    ) -> Result<WebhookBatch, ChannelError> {
+        let instance = self.channel_instance(id).await?;
+        let request = wire::HttpRequest {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+        };
+        self.channel_call(&instance, async |channel, store| {
+            channel.handle_webhook(store, request).await
+        })
+        .await?
+    }
+
+    /// Carries out `action` on channel `id`: the plugin's requests in order, each answer read
+    /// by the plugin. Returns the outcome of each request sent; it stops at the first that is
+    /// neither `done` nor `identified`, as the later requests build on the earlier ones. An
+    /// action that needs no request (a platform without typing) has no outcomes.
+    pub async fn channel_act(
+        &self,
+        id: &str,
+        action: &Action,
+    ) -> Result<Vec<Outcome>, ChannelError> {
+        let instance = self.channel_instance(id).await?;
+        let requests = self
+            .channel_call(&instance, async |channel, store| {
+                channel.prepare(store, action).await
+            })
+            .await??;
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for (index, request) in requests.into_iter().enumerate() {
+            let response = send(&instance.ctx, request, Duration::ZERO).await?;
+            let outcome = self
+                .channel_call(&instance, async |channel, store| {
+                    channel
+                        .read_response(store, action, index as u32, response)
+                        .await
+                })
+                .await?;
+            let go_on = matches!(outcome, Outcome::Done(_) | Outcome::Identified(_));
+            outcomes.push(outcome);
+            if !go_on {
+                break;
+            }
+        }
+        Ok(outcomes)
+    }
+}
+
+/// Sends a request the plugin built, and hands the answer back as the guest reads it: with
+/// the instance's secrets redacted, as a platform's error page may quote the request.
+async fn send(
+    ctx: &InstanceContext,
+    request: OutboundRequest,
+    hold: Duration,
+) -> Result<wire::HttpResponse, ChannelError> {
+    let Some(client) = ctx.outbound.clone() else {
+        return Err(ChannelError::Host(format!(
+            "channel `{}` may not reach any host: approve its http capability",
+            ctx.instance_id
+        )));
+    };
+    let answer = if hold.is_zero() {
+        client.send(request).await
+    } else {
+        client.send_held(request, hold).await
+    };
+    match answer {
+        Ok(OutboundResponse {
+            status,
+            headers,
+            body,
+        }) => Ok(wire::HttpResponse {
+            status,
+            headers: headers
+                .into_iter()
+                .map(|(name, value)| (name, ctx.redactor.redact(&value).into_owned()))
+                .collect(),
+            body: ctx.redactor.redact_bytes(body),
+        }),
+        Err(e) => {
+            let text = ctx.redactor.redact(&e.to_string()).into_owned();
+            Err(match e {
+                OutboundError::Timeout | OutboundError::Connection(_) => {
+                    ChannelError::Transient(format!("{}: {text}", ctx.instance_id))
+                }
+                _ => ChannelError::Host(format!("{}: {text}", ctx.instance_id)),
+            })
+        }
+    }
+}

@@ -215,7 +215,7 @@ impl FakeTelegram {
 /// A private-chat text message Update (without its `update_id`), shaped like the fixture
 /// `update-private-text-message.json`.
 pub fn private_text(from: i64, text: &str) -> Value {
-    json!({
+    let mut update = json!({
         "message": {
             "message_id": 1,
             "from": {"id": from, "is_bot": false, "first_name": "Test", "username": format!("user{from}"), "language_code": "en"},
@@ -223,7 +223,19 @@ pub fn private_text(from: i64, text: &str) -> Value {
             "date": 1_700_000_000,
             "text": text,
         }
-    })
+    });
+    // Telegram marks a leading `/command` with a bot_command entity, in UTF-16 units.
+    if let Some(command) = text.strip_prefix('/') {
+        let length = 1 + command
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .encode_utf16()
+            .count();
+        update["message"]["entities"] =
+            json!([{"type": "bot_command", "offset": 0, "length": length}]);
+    }
+    update
 }
 
 fn ok(result: Value) -> Response {

@@ -5,6 +5,7 @@
 pub mod agents;
 pub(crate) mod batch;
 pub mod budgets;
+pub mod channels;
 pub mod claims;
 pub mod invites;
 pub mod plugins;

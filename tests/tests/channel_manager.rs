@@ -1,0 +1,342 @@
+//! The channel manager end to end, on SQLite and PostgreSQL: the real Telegram plugin, a fake
+//! Bot API server (Telegram's envelopes and errors), the real agent loop and a fake model
+//! vendor. A message in, the agent's reply out (streamed by edits); strangers paired before
+//! they are answered; groups answered only when addressed; Telegram's refusals acted on; a
+//! restart answering what came in while the host was down, each update once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kelp::channels::{Access, ChannelManager, ChannelSettings, NewChannel};
+use kelp::plugins::InstallOptions;
+use kelp::plugins::grants::Approval;
+use kelp_tests::agent::{Setup, eventually, setup};
+use kelp_tests::server::TestServer;
+use kelp_tests::telegram::{BOT_USERNAME, Failure, FakeTelegram};
+use kelp_tests::vendor::{FakeVendor, Flavor, Reply};
+use kelp_tests::{both_backends, components as c, manifest, pack};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "123456:TEST-token_value";
+
+struct Bot {
+    fake: FakeTelegram,
+    vendor: FakeVendor,
+    a: Setup,
+    owner: String,
+    channel: String,
+}
+
+fn settings() -> ChannelSettings {
+    ChannelSettings {
+        poll_wait_s: 1,
+        lease_s: 5,
+        pairing_ttl_s: 600,
+        retry_ms: 50,
+    }
+}
+
+fn manager(s: &TestServer, host: &str) -> Arc<ChannelManager> {
+    ChannelManager::new(
+        s.state.runtime.clone(),
+        s.state.agent.clone(),
+        settings(),
+        host.to_owned(),
+    )
+}
+
+/// An agent on the fake vendor, the Telegram plugin on the fake Bot API, and a channel of
+/// the admin's between them, not started.
+async fn bot(s: &TestServer, mgr: &ChannelManager, access: Access) -> Bot {
+    let fake = FakeTelegram::start(TOKEN).await;
+    let vendor = FakeVendor::start(Flavor::OpenAi).await;
+    let a = setup(s, &vendor, "gpt-4o").await;
+    let (_, me) = s.send("GET", "/api/me", Some(&a.admin), None).await;
+    let owner = me["id"].as_str().unwrap().to_owned();
+    let mut approval = Approval::default();
+    approval.add_item("kv").unwrap();
+    approval
+        .add_item(&format!("http-private:{}", fake.addr()))
+        .unwrap();
+    let installed = s
+        .state
+        .runtime
+        .install(
+            &pack(
+                &manifest(c::PLUGIN_TELEGRAM_MANIFEST),
+                c::PLUGIN_TELEGRAM_WASM,
+            ),
+            InstallOptions {
+                instance_id: None,
+                config: json!({"api_base": fake.api_base()}),
+                approval,
+                approve_changes: false,
+            },
+        )
+        .await
+        .unwrap();
+    s.state
+        .runtime
+        .set_secret(&installed.instance_id, "BOT_TOKEN", TOKEN)
+        .await
+        .unwrap();
+    let channel = mgr
+        .create(
+            &owner,
+            NewChannel {
+                instance_id: installed.instance_id,
+                agent_id: a.agent_id.clone(),
+                access,
+                allowlist: Vec::new(),
+                groups_need_address: true,
+            },
+        )
+        .await
+        .unwrap();
+    Bot {
+        fake,
+        vendor,
+        a,
+        owner,
+        channel: channel.id,
+    }
+}
+
+async fn texts_become(fake: &FakeTelegram, chat: i64, want: &[&str]) {
+    eventually(&format!("chat {chat} shows {want:?}"), || async {
+        fake.texts_in(chat) == want
+    })
+    .await;
+}
+
+both_backends!(
+    a_message_is_answered_by_the_agent_with_a_streamed_reply,
+    |s: TestServer| async move {
+        let mgr = manager(&s, "host-a");
+        let b = bot(&s, &mgr, Access::Open).await;
+        b.vendor.push(Reply::Slow {
+            text: "Hello from your agent, one word at a time".into(),
+            delay: Duration::from_millis(150),
+        });
+        mgr.start(&b.channel).await.unwrap();
+        b.fake.push_private_text(42, "hi there");
+        texts_become(&b.fake, 42, &["Hello from your agent, one word at a time"]).await;
+        // Sent once and then edited as the text grew; typing shown while the agent worked.
+        assert_eq!(b.fake.calls_of("sendMessage").len(), 1);
+        assert!(!b.fake.calls_of("editMessageText").is_empty());
+        assert!(!b.fake.calls_of("sendChatAction").is_empty());
+        // The platform was set up once: who the bot is, then polling mode.
+        assert_eq!(b.fake.calls_of("getMe").len(), 1);
+        assert_eq!(b.fake.calls_of("deleteWebhook").len(), 1);
+        // The conversation is a session of the channel's agent, which continues.
+        b.vendor.push(Reply::text("Still here."));
+        b.fake.push_private_text(42, "and again");
+        texts_become(
+            &b.fake,
+            42,
+            &["Hello from your agent, one word at a time", "Still here."],
+        )
+        .await;
+        let sent = b.vendor.requests();
+        let last = &sent.last().unwrap().body["messages"];
+        assert!(last.to_string().contains("hi there"), "{last}");
+        // `/new` starts a fresh session.
+        b.fake.push_private_text(42, "/new");
+        eventually("the new-conversation note", || async {
+            b.fake.texts_in(42).len() == 3
+        })
+        .await;
+        b.vendor.push(Reply::text("Fresh start."));
+        b.fake.push_private_text(42, "who are you?");
+        eventually("the answer in the new session", || async {
+            b.fake.texts_in(42).last().map(String::as_str) == Some("Fresh start.")
+        })
+        .await;
+        let last = b.vendor.requests().last().unwrap().body["messages"].to_string();
+        assert!(!last.contains("hi there"), "{last}");
+        mgr.shutdown().await;
+    }
+);
+
+both_backends!(
+    a_stranger_is_paired_before_the_agent_answers,
+    |s: TestServer| async move {
+        let mgr = manager(&s, "host-a");
+        let b = bot(&s, &mgr, Access::Pairing).await;
+        mgr.start(&b.channel).await.unwrap();
+        b.fake.push_private_text(77, "hello?");
+        eventually("a pairing code", || async {
+            b.fake.texts_in(77).len() == 1
+        })
+        .await;
+        let note = b.fake.texts_in(77).remove(0);
+        let code = note
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .trim_end_matches('.')
+            .to_owned();
+        assert_eq!(code.len(), 8, "{note}");
+        // Writing again does not make it send another code, nor reach the agent.
+        b.fake.push_private_text(77, "please?");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(b.fake.texts_in(77).len(), 1);
+        assert_eq!(b.vendor.request_count(), 0);
+        // Another user cannot approve it; the owner can, once.
+        assert!(mgr.approve("someone-else", &code).await.unwrap().is_none());
+        let chat = mgr
+            .approve(&b.owner, &code)
+            .await
+            .unwrap()
+            .expect("approved");
+        assert_eq!(chat.chat_id, "77");
+        assert!(mgr.approve(&b.owner, &code).await.unwrap().is_none());
+        b.vendor.push(Reply::text("Welcome!"));
+        b.fake.push_private_text(77, "now?");
+        eventually("the agent's answer", || async {
+            b.fake.texts_in(77).last().map(String::as_str) == Some("Welcome!")
+        })
+        .await;
+        assert_eq!(b.vendor.request_count(), 1);
+        mgr.shutdown().await;
+    }
+);
+
+/// A group message as Telegram sends it, `text` with a mention entity where it names the bot.
+fn group_message(from: i64, text: &str) -> Value {
+    let mut message = json!({
+        "message_id": 9,
+        "from": {"id": from, "is_bot": false, "first_name": "Member"},
+        "chat": {"id": -4_001, "title": "Team", "type": "group"},
+        "date": 1_700_000_000,
+        "text": text,
+    });
+    let mention = format!("@{BOT_USERNAME}");
+    if let Some(at) = text.find(&mention) {
+        message["entities"] = json!([{"type": "mention", "offset": at, "length": mention.len()}]);
+    }
+    json!({ "message": message })
+}
+
+both_backends!(
+    in_a_group_only_messages_addressed_to_the_bot_are_answered,
+    |s: TestServer| async move {
+        let mgr = manager(&s, "host-a");
+        let b = bot(&s, &mgr, Access::Open).await;
+        mgr.start(&b.channel).await.unwrap();
+        b.fake
+            .push_update(group_message(5, "lunch at noon, everyone?"));
+        b.vendor.push(Reply::text("Noted."));
+        b.fake
+            .push_update(group_message(5, &format!("@{BOT_USERNAME} what is 6*7?")));
+        texts_become(&b.fake, -4_001, &["Noted."]).await;
+        // Only the addressed message reached the agent.
+        assert_eq!(b.vendor.request_count(), 1);
+        let asked = b.vendor.requests()[0].body["messages"].to_string();
+        assert!(asked.contains("what is 6*7"), "{asked}");
+        assert!(!asked.contains("lunch at noon"), "{asked}");
+        mgr.shutdown().await;
+    }
+);
+
+both_backends!(
+    telegrams_refusals_are_acted_on,
+    |s: TestServer| async move {
+        let mgr = manager(&s, "host-a");
+        let b = bot(&s, &mgr, Access::Open).await;
+        mgr.start(&b.channel).await.unwrap();
+
+        // 429: nothing is sent to the chat before the wait Telegram named has passed.
+        b.fake.fail_next("sendMessage", Failure::RetryAfter(2));
+        b.vendor.push(Reply::text("Patience pays."));
+        b.fake.push_private_text(42, "hi");
+        texts_become(&b.fake, 42, &["Patience pays."]).await;
+        let sends = b.fake.calls_of("sendMessage");
+        assert_eq!(sends.len(), 2, "the refused send and the one after");
+        assert!(
+            sends[1].at.duration_since(sends[0].at) >= Duration::from_secs(2),
+            "sent again after {:?}",
+            sends[1].at.duration_since(sends[0].at)
+        );
+
+        // Formatting Telegram cannot read goes again as plain text.
+        b.fake.fail_next("sendMessage", Failure::CantParse);
+        b.vendor.push(Reply::text("**Plain** after all"));
+        b.fake.push_private_text(43, "format?");
+        eventually("the plain resend", || async {
+            b.fake.texts_in(43).len() == 1
+        })
+        .await;
+        let last = b
+            .fake
+            .calls_of("sendMessage")
+            .last()
+            .unwrap()
+            .params
+            .clone();
+        assert!(last.get("parse_mode").is_none(), "{last}");
+
+        // A user who blocked the bot: the chat is closed, and the channel goes on.
+        b.fake.fail_next("sendMessage", Failure::Blocked);
+        b.vendor.push(Reply::text("You will not see this."));
+        b.fake.push_private_text(44, "bye");
+        eventually("the chat marked closed", || async {
+            s.state
+                .db()
+                .get_channel_chat(&b.channel, "44", "")
+                .await
+                .unwrap()
+                .is_some_and(|c| c.state == "closed")
+        })
+        .await;
+        b.vendor.push(Reply::text("Still answering others."));
+        b.fake.push_private_text(45, "anyone?");
+        texts_become(&b.fake, 45, &["Still answering others."]).await;
+        mgr.shutdown().await;
+    }
+);
+
+both_backends!(
+    a_restart_answers_what_came_in_meanwhile_each_update_once,
+    |s: TestServer| async move {
+        let first = manager(&s, "host-a");
+        let b = bot(&s, &first, Access::Open).await;
+        first.start(&b.channel).await.unwrap();
+        b.vendor.push(Reply::text("one"));
+        b.fake.push_private_text(42, "first");
+        texts_become(&b.fake, 42, &["one"]).await;
+        // The host goes away; updates arrive while it is down.
+        first.shutdown().await;
+        drop(first);
+        b.vendor.push(Reply::text("two"));
+        b.vendor.push(Reply::text("three"));
+        b.fake.push_private_text(42, "second");
+        b.fake.push_private_text(42, "third");
+        // Another host (or this one restarted) resumes the running channel.
+        let second = manager(&s, "host-b");
+        assert_eq!(second.resume().await.unwrap(), 1);
+        texts_become(&b.fake, 42, &["one", "two", "three"]).await;
+        eventually("every update confirmed", || async {
+            b.fake.unconfirmed() == 0
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(b.vendor.request_count(), 3, "each update answered once");
+        assert_eq!(b.fake.calls_of("sendMessage").len(), 3);
+        // A redelivered event is dropped by its id.
+        let db = s.state.db();
+        let stored = db
+            .store_channel_batch(
+                &b.channel,
+                "host-b",
+                &[("100000".into(), "{}".into())],
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(stored, Some(0));
+        second.stop(&b.channel).await.unwrap();
+        assert!(!db.get_channel(&b.channel).await.unwrap().unwrap().running);
+        let _ = &b.a;
+    }
+);

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::AgentSettings;
 use crate::api::http::HttpSettings;
+use crate::channels::ChannelSettings;
 use crate::plugins::RuntimeSettings;
 
 /// The whole configuration.
@@ -27,6 +28,8 @@ pub struct Config {
     pub agent: AgentSettings,
     /// Who may address the server and how it tells clients apart.
     pub http: HttpSettings,
+    /// How chat channels run.
+    pub channels: ChannelSettings,
 }
 
 impl Default for Config {
@@ -38,6 +41,7 @@ impl Default for Config {
             plugins: RuntimeSettings::default(),
             agent: AgentSettings::default(),
             http: HttpSettings::default(),
+            channels: ChannelSettings::default(),
         }
     }
 }

@@ -33,6 +33,7 @@ fn settings() -> ChannelSettings {
         lease_s: 5,
         pairing_ttl_s: 600,
         retry_ms: 50,
+        public_url: None,
     }
 }
 
@@ -86,6 +87,7 @@ async fn bot(s: &TestServer, mgr: &ChannelManager, access: Access) -> Bot {
             NewChannel {
                 instance_id: installed.instance_id,
                 agent_id: a.agent_id.clone(),
+                mode: None,
                 access,
                 allowlist: Vec::new(),
                 groups_need_address: true,
@@ -338,5 +340,132 @@ both_backends!(
         second.stop(&b.channel).await.unwrap();
         assert!(!db.get_channel(&b.channel).await.unwrap().unwrap().running);
         let _ = &b.a;
+    }
+);
+
+/// `sha256=<hex>` of HMAC-SHA256 over `body`: the generic webhook channel's signature.
+fn sign(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn deliver(s: &TestServer, channel: &str, body: &Value, signature: &str) -> (u16, Value) {
+    let resp = s
+        .http
+        .post(s.url(&format!("/hooks/channels/{channel}")))
+        .header("content-type", "application/json")
+        .header("x-kelp-signature", signature)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn stored_events(s: &TestServer, channel: &str) -> i64 {
+    let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM channel_events WHERE channel_id = $1")
+        .bind(channel)
+        .fetch_one(&s.state.db().pool)
+        .await
+        .unwrap();
+    row.0
+}
+
+both_backends!(
+    webhook_deliveries_are_verified_stored_once_and_answered,
+    |s: TestServer| async move {
+        let vendor = FakeVendor::start(Flavor::OpenAi).await;
+        let a = setup(&s, &vendor, "gpt-4o").await;
+        let (_, me) = s.send("GET", "/api/me", Some(&a.admin), None).await;
+        let owner = me["id"].as_str().unwrap().to_owned();
+        let (addr, replies) = kelp_tests::receiver::start().await;
+        let mut approval = Approval::default();
+        approval.add_item(&format!("http-private:{addr}")).unwrap();
+        let installed = s
+            .state
+            .runtime
+            .install(
+                &pack(
+                    &manifest(c::PLUGIN_WEBHOOK_MANIFEST),
+                    c::PLUGIN_WEBHOOK_WASM,
+                ),
+                InstallOptions {
+                    instance_id: None,
+                    config: json!({"reply_url": format!("http://{addr}/replies")}),
+                    approval,
+                    approve_changes: false,
+                },
+            )
+            .await
+            .unwrap();
+        s.state
+            .runtime
+            .set_secret(&installed.instance_id, "WEBHOOK_SECRET", "hook-secret")
+            .await
+            .unwrap();
+        let mgr = &s.state.channels;
+        let channel = mgr
+            .create(
+                &owner,
+                NewChannel {
+                    instance_id: installed.instance_id,
+                    agent_id: a.agent_id.clone(),
+                    mode: None,
+                    access: Access::Open,
+                    allowlist: Vec::new(),
+                    groups_need_address: true,
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        let delivery = json!({"id": "m-1", "chat": "conv-1", "text": "what is 6*7?"});
+        // Stopped: the platform is told to come back later.
+        let (status, body) = deliver(&s, &channel, &delivery, "sha256=00").await;
+        assert_eq!(status, 503, "{body}");
+        mgr.start(&channel).await.unwrap();
+
+        // A wrong signature: refused, and nothing stored or answered.
+        let (status, body) = deliver(
+            &s,
+            &channel,
+            &delivery,
+            &sign("not-the-secret", delivery.to_string().as_bytes()),
+        )
+        .await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["error"]["code"], "forbidden");
+        let (status, _) = deliver(&s, &channel, &delivery, "").await;
+        assert_eq!(status, 403);
+        assert_eq!(stored_events(&s, &channel).await, 0);
+        let (status, _) = deliver(&s, "no-such-channel", &delivery, "").await;
+        assert_eq!(status, 404);
+
+        // Signed: stored, answered 200 with the plugin's answer, and the agent's reply POSTed
+        // to the service once, with its idempotency key.
+        vendor.push(Reply::text("It is 42."));
+        let signature = sign("hook-secret", delivery.to_string().as_bytes());
+        let (status, body) = deliver(&s, &channel, &delivery, &signature).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body, json!({"ok": true}));
+        eventually("the reply reached the service", || async {
+            !replies.lock().unwrap().is_empty()
+        })
+        .await;
+        // The platform delivers it again (it saw no answer): stored once, answered once.
+        let (status, _) = deliver(&s, &channel, &delivery, &signature).await;
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(stored_events(&s, &channel).await, 1);
+        let replies = replies.lock().unwrap().clone();
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        assert_eq!(replies[0].1["text"], "It is 42.");
+        assert_eq!(replies[0].1["chat"], "conv-1");
+        assert!(replies[0].0.contains_key("idempotency-key"));
+        assert_eq!(vendor.request_count(), 1);
+        mgr.shutdown().await;
     }
 );

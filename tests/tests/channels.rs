@@ -206,38 +206,11 @@ async fn telegram_refusals_become_the_outcomes_the_host_acts_on() {
     ));
 }
 
-/// A loopback service that records what is POSTed to it and answers `{"id": "r-N"}`.
-async fn reply_receiver() -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Value)>>>,
-) {
-    use axum::routing::post;
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let record = seen.clone();
-    let app = axum::Router::new().route(
-        "/replies",
-        post(
-            move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
-                let record = record.clone();
-                async move {
-                    let mut seen = record.lock().unwrap();
-                    seen.push((headers, body));
-                    axum::Json(json!({"id": format!("r-{}", seen.len())}))
-                }
-            },
-        ),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
-    (addr, seen)
-}
-
 /// The generic webhook channel is not Telegram-shaped: it only takes webhooks, cannot edit,
 /// and POSTs each reply whole to the service with an idempotency key.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_webhook_channel_reads_deliveries_and_posts_replies() {
-    let (addr, seen) = reply_receiver().await;
+    let (addr, seen) = kelp_tests::receiver::start().await;
     let host = Host::new().await;
     let id = host
         .install(
@@ -249,18 +222,46 @@ async fn the_webhook_channel_reads_deliveries_and_posts_replies() {
         .await
         .unwrap();
     let rt = &host.runtime;
+    let hook = |body: &[u8], signature: Option<String>| {
+        let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+        headers.extend(signature.map(|s| ("X-Kelp-Signature".to_owned(), s)));
+        kelp::net::OutboundRequest {
+            method: "POST".into(),
+            url: format!("http://127.0.0.1/hooks/channels/{id}"),
+            headers,
+            body: Some(body.to_vec()),
+        }
+    };
+    let sign = |secret: &str, body: &[u8]| {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        Some(format!(
+            "sha256={}",
+            hex::encode(mac.finalize().into_bytes())
+        ))
+    };
 
-    let delivery = json!({"id": "msg-1", "chat": "conv-7", "sender": {"id": "u4", "name": "Ada"}, "text": "hi"});
+    let delivery = json!({"id": "msg-1", "chat": "conv-7", "sender": {"id": "u4", "name": "Ada"}, "text": "hi"})
+        .to_string()
+        .into_bytes();
+    // No secret set yet: nothing can be verified, so nothing is let through.
+    assert!(matches!(
+        rt.channel_webhook(&id, hook(&delivery, sign("s3cret", &delivery)))
+            .await,
+        Err(ChannelError::Unauthorized(_))
+    ));
+    rt.set_secret(&id, "WEBHOOK_SECRET", "s3cret")
+        .await
+        .unwrap();
+    for wrong in [None, sign("guess", &delivery), Some("sha256=00".into())] {
+        assert!(matches!(
+            rt.channel_webhook(&id, hook(&delivery, wrong)).await,
+            Err(ChannelError::Unauthorized(_))
+        ));
+    }
     let batch = rt
-        .channel_webhook(
-            &id,
-            kelp::net::OutboundRequest {
-                method: "POST".into(),
-                url: format!("http://127.0.0.1/hooks/channels/{id}"),
-                headers: vec![("content-type".into(), "application/json".into())],
-                body: Some(delivery.to_string().into_bytes()),
-            },
-        )
+        .channel_webhook(&id, hook(&delivery, sign("s3cret", &delivery)))
         .await
         .unwrap();
     assert_eq!(batch.status, 200);
@@ -276,15 +277,7 @@ async fn the_webhook_channel_reads_deliveries_and_posts_replies() {
     // A body it cannot read is still answered (so the service does not retry forever) and
     // still an event, which the host skips.
     let junk = rt
-        .channel_webhook(
-            &id,
-            kelp::net::OutboundRequest {
-                method: "POST".into(),
-                url: format!("http://127.0.0.1/hooks/channels/{id}"),
-                headers: Vec::new(),
-                body: Some(b"not json".to_vec()),
-            },
-        )
+        .channel_webhook(&id, hook(b"not json", sign("s3cret", b"not json")))
         .await
         .unwrap();
     assert!(

@@ -6,6 +6,7 @@ mod agents;
 pub mod auth;
 pub mod common;
 mod costs;
+pub mod hooks;
 pub mod http;
 mod invites;
 mod limits;
@@ -42,6 +43,7 @@ pub use common::{ApiError, ApiJson, Page, PageQuery};
 
 use crate::agent::{AgentHost, AgentSettings};
 use crate::auth::streams::StreamRegistry;
+use crate::channels::{ChannelManager, ChannelSettings};
 use crate::config::Config;
 use crate::plugins::grants::Approval;
 use crate::plugins::{InstallOptions, PluginRuntime};
@@ -59,6 +61,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::HttpMetrics>,
     pub http: Arc<http::HttpPolicy>,
     pub streams: Arc<StreamRegistry>,
+    /// This host's share of the chat channels.
+    pub channels: Arc<ChannelManager>,
 }
 
 impl AppState {
@@ -73,8 +77,15 @@ impl AppState {
         host_id: String,
     ) -> AppState {
         let http = Arc::new(http::HttpPolicy::default());
+        let agent = Arc::new(AgentHost::new(runtime.clone(), settings, host_id.clone()));
         AppState {
-            agent: Arc::new(AgentHost::new(runtime.clone(), settings, host_id)),
+            channels: ChannelManager::new(
+                runtime.clone(),
+                agent.clone(),
+                ChannelSettings::default(),
+                host_id,
+            ),
+            agent,
             streams: Arc::new(StreamRegistry::new(runtime.db().clone(), &http)),
             runtime,
             login_limiter: Arc::default(),
@@ -88,6 +99,13 @@ impl AppState {
         self.http = Arc::new(http::HttpPolicy::new(settings)?);
         self.streams = Arc::new(StreamRegistry::new(self.db().clone(), &self.http));
         Ok(self)
+    }
+
+    /// The same state with channels run under `settings`.
+    pub fn with_channels(mut self, settings: ChannelSettings, host_id: String) -> AppState {
+        self.channels =
+            ChannelManager::new(self.runtime.clone(), self.agent.clone(), settings, host_id);
+        self
     }
 
     pub fn db(&self) -> &Db {
@@ -147,6 +165,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(invites::routes())
         .merge(register::routes())
         .merge(users::routes())
+        .merge(hooks::routes())
         .split_for_parts();
     describe_responses(&mut openapi);
     (router, openapi)
@@ -541,9 +560,12 @@ pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) 
         tracing::warn!(instance = %id, "not serving plugin instance: {e:#}");
     }
     let host_id = crate::config::host_id(&data_dir)?;
-    let state =
-        AppState::with_agent(runtime, config.agent.clone(), host_id).with_http(&config.http)?;
+    let state = AppState::with_agent(runtime, config.agent.clone(), host_id.clone())
+        .with_http(&config.http)?
+        .with_channels(config.channels.clone(), host_id);
     state.agent.recover().await?;
+    // Channels that were running start again; each polls only on the host holding its lease.
+    let channels = state.channels.resume().await?;
     let needs_setup = state.db().count_users().await? == 0;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
@@ -557,7 +579,14 @@ pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) 
              http://{address}`"
         );
     }
-    serve_on(listener, state, shutdown).await?;
+    if channels > 0 {
+        tracing::info!(channels, "resuming chat channels");
+    }
+    let manager = state.channels.clone();
+    let served = serve_on(listener, state, shutdown).await;
+    // Their leases go with them, so another host takes the channels over at once.
+    manager.shutdown().await;
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -34,6 +34,10 @@ pub struct ChannelSettings {
     pub pairing_ttl_s: u64,
     /// The first wait after a failed poll; it doubles up to a minute.
     pub retry_ms: u64,
+    /// The address platforms reach this server at (`https://kelp.example.com`), for
+    /// channels in webhook mode: the host registers `{public_url}/hooks/channels/{id}` with
+    /// the platform when the channel starts. Unset: register the hook URL yourself.
+    pub public_url: Option<String>,
 }
 
 impl Default for ChannelSettings {
@@ -43,6 +47,7 @@ impl Default for ChannelSettings {
             lease_s: 90,
             pairing_ttl_s: 3600,
             retry_ms: 1000,
+            public_url: None,
         }
     }
 }
@@ -88,6 +93,8 @@ pub struct NewChannel {
     /// An installed channel plugin's instance: its config and secrets are the bot's.
     pub instance_id: String,
     pub agent_id: String,
+    /// How events arrive; `None`: the first the plugin names.
+    pub mode: Option<super::model::Mode>,
     pub access: Access,
     pub allowlist: Vec<String>,
     /// In groups, answer only messages addressed to the bot.
@@ -113,6 +120,26 @@ pub struct ChannelManager {
     pub(super) settings: ChannelSettings,
     host_id: String,
     running: Mutex<HashMap<String, Running>>,
+    /// Wakes a webhook-mode channel's task when a delivery was stored; one per task.
+    wakers: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+}
+
+/// Why a webhook delivery was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookRefusal {
+    #[error("no such channel")]
+    NotFound,
+    /// Stopped, or its plugin not loaded: the platform should deliver again later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The signature header is missing or wrong.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The plugin could not read the delivery.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
 }
 
 impl ChannelManager {
@@ -128,7 +155,56 @@ impl ChannelManager {
             settings,
             host_id,
             running: Mutex::new(HashMap::new()),
+            wakers: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Takes a webhook delivery to channel `id`: checked (by the plugin's `webhook-auth`),
+    /// read by the plugin, its events stored (those not stored before), and the channel's
+    /// task woken to handle them. Returns what to answer the platform; it is answered only
+    /// once the events are stored.
+    pub async fn receive_webhook(
+        &self,
+        id: &str,
+        request: crate::net::OutboundRequest,
+    ) -> Result<super::model::WebhookBatch, WebhookRefusal> {
+        let channel = self
+            .db()
+            .get_channel(id)
+            .await?
+            .ok_or(WebhookRefusal::NotFound)?;
+        if !channel.running {
+            return Err(WebhookRefusal::Unavailable("the channel is stopped".into()));
+        }
+        let batch = match self
+            .runtime
+            .channel_webhook(&channel.instance_id, request)
+            .await
+        {
+            Ok(batch) => batch,
+            Err(ChannelError::Unauthorized(why)) => return Err(WebhookRefusal::Forbidden(why)),
+            Err(ChannelError::Invalid(why)) => return Err(WebhookRefusal::Invalid(why)),
+            Err(e) => return Err(WebhookRefusal::Unavailable(e.to_string())),
+        };
+        let events: Vec<(String, String)> = batch
+            .events
+            .iter()
+            .map(|e| Ok((e.id.clone(), serde_json::to_string(e)?)))
+            .collect::<Result<_>>()?;
+        self.db().store_channel_events(id, &events).await?;
+        if let Some(waker) = self.wakers.lock().expect("wakers lock").get(id) {
+            waker.notify_one();
+        }
+        Ok(batch)
+    }
+
+    fn waker(&self, id: &str) -> Arc<tokio::sync::Notify> {
+        self.wakers
+            .lock()
+            .expect("wakers lock")
+            .entry(id.to_owned())
+            .or_default()
+            .clone()
     }
 
     pub(super) fn db(&self) -> &Db {
@@ -152,10 +228,14 @@ impl ChannelManager {
         {
             bail!("no agent `{}` of yours", new.agent_id);
         }
-        let mode = *info
-            .modes
-            .first()
-            .ok_or_else(|| anyhow!("the plugin names no way to receive events"))?;
+        let mode = match new.mode {
+            Some(mode) if info.modes.contains(&mode) => mode,
+            Some(mode) => bail!("the plugin cannot receive events by {mode:?}"),
+            None => *info
+                .modes
+                .first()
+                .ok_or_else(|| anyhow!("the plugin names no way to receive events"))?,
+        };
         let row = ChannelRow {
             id: crate::util::new_id(),
             owner_id: owner_id.to_owned(),
@@ -288,6 +368,7 @@ async fn run(mgr: Arc<ChannelManager>, id: String, cancel: CancellationToken) {
             break;
         }
     }
+    mgr.wakers.lock().expect("wakers lock").remove(&id);
     if let Err(e) = mgr.db().drop_poll_lease(&id, &mgr.host_id).await {
         tracing::warn!(channel = %id, error = %format!("{e:#}"), "giving a channel's lease up failed");
     }
@@ -332,6 +413,19 @@ async fn poll_once(
     }
     // Events stored but not handled when a host stopped are handled first.
     handle_pending(mgr, &channel, &info, cancel).await?;
+    if channel.mode == "webhook" {
+        // Deliveries are stored by whichever host receives them; this one, holding the
+        // lease, handles them when woken, and looks anyway well within the lease.
+        let waker = mgr.waker(id);
+        let look_again = Duration::from_millis((lease_ms / 3) as u64);
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(Step::Stopped),
+            _ = waker.notified() => {}
+            _ = tokio::time::sleep(look_again) => {}
+        }
+        handle_pending(mgr, &channel, &info, cancel).await?;
+        return Ok(Step::Polled);
+    }
     let polled = tokio::select! {
         _ = cancel.cancelled() => return Ok(Step::Stopped),
         polled = mgr.runtime.channel_poll(
@@ -388,14 +482,22 @@ async fn set_up_platform(mgr: &ChannelManager, channel: &ChannelRow) -> Result<(
             other => bail!("identifying the bot: {other:?}"),
         }
     }
-    if channel.mode == "poll" {
-        let outcomes = mgr
-            .runtime
-            .channel_act(&channel.instance_id, &Action::Setup(Setup::UsePolling))
-            .await?;
-        if let Some(bad) = outcomes.iter().find(|o| !matches!(o, Outcome::Done(_))) {
-            bail!("switching the platform to polling: {bad:?}");
-        }
+    let setup = match (channel.mode.as_str(), &mgr.settings.public_url) {
+        ("poll", _) => Setup::UsePolling,
+        (_, Some(base)) => Setup::UseWebhook(format!(
+            "{}/hooks/channels/{}",
+            base.trim_end_matches('/'),
+            channel.id
+        )),
+        // Nowhere to point the platform at: the operator registered the hook URL.
+        (_, None) => return Ok(()),
+    };
+    let outcomes = mgr
+        .runtime
+        .channel_act(&channel.instance_id, &Action::Setup(setup))
+        .await?;
+    if let Some(bad) = outcomes.iter().find(|o| !matches!(o, Outcome::Done(_))) {
+        bail!("setting the platform up for {}: {bad:?}", channel.mode);
     }
     Ok(())
 }

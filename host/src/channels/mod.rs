@@ -12,4 +12,4 @@ pub mod manager;
 pub mod model;
 mod reply;
 
-pub use manager::{Access, ChannelManager, ChannelSettings, NewChannel};
+pub use manager::{Access, ChannelManager, ChannelSettings, NewChannel, WebhookRefusal};

@@ -131,13 +131,42 @@ impl PluginRuntime {
         .await?
     }
 
-    /// Reads a webhook delivery to channel `id` (already authenticated by the caller).
+    /// Reads a webhook delivery to channel `id`: the header the manifest's `webhook-auth`
+    /// names is checked against the instance's secret in constant time and stripped, and
+    /// only then does the plugin see the request. A delivery that fails the check is
+    /// `Unauthorized` and never reaches the plugin.
     pub async fn channel_webhook(
         &self,
         id: &str,
-        request: OutboundRequest,
+        mut request: OutboundRequest,
     ) -> Result<WebhookBatch, ChannelError> {
         let instance = self.channel_instance(id).await?;
+        let Some((auth, secret)) = &instance.webhook else {
+            return Err(ChannelError::Unauthorized(
+                "this channel takes no webhooks: its plugin names no webhook-auth".into(),
+            ));
+        };
+        let Some(secret) = secret else {
+            return Err(ChannelError::Unauthorized(format!(
+                "the channel's {} is not set, so no delivery can be verified",
+                auth.secret
+            )));
+        };
+        let given = request
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(&auth.header))
+            .map(|(_, value)| value.as_str());
+        let body = request.body.as_deref().unwrap_or_default();
+        if !webhook_authentic(auth.scheme, secret, given, body) {
+            return Err(ChannelError::Unauthorized(format!(
+                "the delivery's {} header is missing or wrong",
+                auth.header
+            )));
+        }
+        request
+            .headers
+            .retain(|(name, _)| !name.eq_ignore_ascii_case(&auth.header));
         let request = wire::HttpRequest {
             method: request.method,
             url: request.url,
@@ -225,5 +254,83 @@ async fn send(
                 _ => ChannelError::Host(format!("{}: {text}", ctx.instance_id)),
             })
         }
+    }
+}
+
+/// Whether a webhook's header proves the delivery came from the platform. Compared in
+/// constant time: a byte-by-byte early exit would let a caller find the secret a byte at a
+/// time.
+fn webhook_authentic(
+    scheme: kelp_registry::manifest::WebhookScheme,
+    secret: &str,
+    given: Option<&str>,
+    body: &[u8],
+) -> bool {
+    use hmac::{Hmac, Mac};
+    use kelp_registry::manifest::WebhookScheme;
+    use sha2::{Digest, Sha256};
+    let Some(given) = given else {
+        return false;
+    };
+    match scheme {
+        WebhookScheme::Token => {
+            // Hashed first, so the comparison takes as long whatever the lengths.
+            let (a, b) = (
+                Sha256::digest(given.as_bytes()),
+                Sha256::digest(secret.as_bytes()),
+            );
+            a.iter()
+                .zip(b.iter())
+                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                == 0
+        }
+        WebhookScheme::HmacSha256 => {
+            let hex = given.trim();
+            let hex = hex.strip_prefix("sha256=").unwrap_or(hex);
+            let Ok(tag) = hex::decode(hex) else {
+                return false;
+            };
+            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+                .expect("HMAC takes any key length");
+            mac.update(body);
+            // `verify_slice` compares in constant time.
+            mac.verify_slice(&tag).is_ok()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::webhook_authentic;
+    use hmac::{Hmac, Mac};
+    use kelp_registry::manifest::WebhookScheme;
+    use sha2::Sha256;
+
+    #[test]
+    fn webhook_headers_are_checked() {
+        let token = WebhookScheme::Token;
+        assert!(webhook_authentic(token, "s3cret", Some("s3cret"), b""));
+        assert!(!webhook_authentic(token, "s3cret", Some("s3cre"), b""));
+        assert!(!webhook_authentic(token, "s3cret", Some("s3cret "), b""));
+        assert!(!webhook_authentic(token, "s3cret", None, b""));
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"key").unwrap();
+        mac.update(b"{\"id\":1}");
+        let tag = hex::encode(mac.finalize().into_bytes());
+        let hmac = WebhookScheme::HmacSha256;
+        assert!(webhook_authentic(
+            hmac,
+            "key",
+            Some(&format!("sha256={tag}")),
+            b"{\"id\":1}"
+        ));
+        assert!(webhook_authentic(hmac, "key", Some(&tag), b"{\"id\":1}"));
+        assert!(!webhook_authentic(hmac, "key", Some(&tag), b"{\"id\":2}"));
+        assert!(!webhook_authentic(hmac, "other", Some(&tag), b"{\"id\":1}"));
+        assert!(!webhook_authentic(
+            hmac,
+            "key",
+            Some("sha256=zz"),
+            b"{\"id\":1}"
+        ));
     }
 }

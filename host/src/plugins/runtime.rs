@@ -168,6 +168,9 @@ pub(crate) struct LoadedInstance {
     pub(super) provider_pre: Option<ProviderPre>,
     /// A channel's component and what it said of its platform at load.
     pub(super) channel: Option<(ChannelPre, ChannelInfo)>,
+    /// How a channel's webhook deliveries are authenticated, and the secret's value (`None`:
+    /// not set, so every delivery is refused).
+    pub(super) webhook: Option<(kelp_registry::manifest::WebhookAuth, Option<String>)>,
     /// What a provider's `models()` listed at load.
     pub(super) models: Vec<crate::llm::ModelInfo>,
     /// A provider's `[provider]` manifest table.
@@ -831,6 +834,7 @@ impl PluginRuntime {
             tool_pre: None,
             provider_pre: None,
             channel: None,
+            webhook: None,
             models: Vec::new(),
             provider_info: manifest.provider.clone(),
             default_config: with_config_defaults(manifest, serde_json::json!({})),
@@ -892,6 +896,12 @@ impl PluginRuntime {
                     )
                 })?;
                 loaded.channel = Some((channel_pre, info));
+                if let Some(auth) = &manifest.channel.webhook_auth {
+                    let value = self
+                        .secret_value(&row.id, &auth.secret, secret_values)
+                        .await?;
+                    loaded.webhook = Some((auth.clone(), value));
+                }
             }
         }
         Ok(loaded)
@@ -1056,6 +1066,40 @@ impl PluginRuntime {
             }
         }
         Ok(out)
+    }
+
+    /// The value of one secret of an instance, as [`bound_secrets`](Self::bound_secrets)
+    /// would take it.
+    async fn secret_value(
+        &self,
+        instance_id: &str,
+        name: &str,
+        secret_values: SecretValues<'_>,
+    ) -> Result<Option<String>> {
+        let given = match secret_values {
+            SecretValues::Stored(overrides) | SecretValues::Only(overrides) => {
+                overrides.iter().find(|(n, _)| n == name)
+            }
+        };
+        if let Some((_, value)) = given {
+            return Ok(Some(value.clone()));
+        }
+        if matches!(secret_values, SecretValues::Only(_)) {
+            return Ok(None);
+        }
+        let sealed = self
+            .db
+            .sealed_secrets(instance_id)
+            .await
+            .map_err(unavailable)?;
+        sealed
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, sealed)| {
+                self.secret_box
+                    .open(&secret_context(instance_id, name), &sealed)
+            })
+            .transpose()
     }
 
     pub(super) fn new_store(

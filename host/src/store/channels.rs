@@ -92,6 +92,31 @@ fn clock(backend: Backend) -> &'static str {
     }
 }
 
+/// Inserts the events not stored before, each after the channel's last: how many were new.
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    channel_id: &str,
+    events: &[(String, String)],
+) -> Result<usize> {
+    let mut new = 0;
+    for (event_id, json) in events {
+        let done = sqlx::query(
+            "INSERT INTO channel_events (channel_id, event_id, seq, event_json, state, received_at_ms) \
+             SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, 'pending', $4 \
+             FROM channel_events WHERE channel_id = $1 \
+             ON CONFLICT (channel_id, event_id) DO NOTHING",
+        )
+        .bind(channel_id)
+        .bind(event_id)
+        .bind(json)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+        new += done.rows_affected() as usize;
+    }
+    Ok(new)
+}
+
 impl Db {
     pub async fn create_channel(&self, c: &ChannelRow) -> Result<()> {
         let _w = self.write_lock().await;
@@ -230,24 +255,29 @@ impl Db {
         if held.rows_affected() != 1 {
             return Ok(None);
         }
-        let mut new = 0;
-        for (event_id, json) in events {
-            let done = sqlx::query(
-                "INSERT INTO channel_events (channel_id, event_id, seq, event_json, state, received_at_ms) \
-                 SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, 'pending', $4 \
-                 FROM channel_events WHERE channel_id = $1 \
-                 ON CONFLICT (channel_id, event_id) DO NOTHING",
-            )
-            .bind(channel_id)
-            .bind(event_id)
-            .bind(json)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-            new += done.rows_affected() as usize;
-        }
+        let new = insert_events(&mut tx, channel_id, events).await?;
         tx.commit().await?;
         Ok(Some(new))
+    }
+
+    /// Stores the events of a webhook delivery not stored before, in one transaction: how
+    /// many were new. The platform is answered only after this, so a delivery it sends again
+    /// (after no answer) finds its events here and is not handled twice.
+    pub async fn store_channel_events(
+        &self,
+        channel_id: &str,
+        events: &[(String, String)],
+    ) -> Result<usize> {
+        let _w = self.write_lock().await;
+        let mut tx = self.pool.begin().await?;
+        let new = insert_events(&mut tx, channel_id, events).await?;
+        sqlx::query("UPDATE channels SET last_activity_ms = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(channel_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(new)
     }
 
     /// The channel's events not handled yet, oldest first.

@@ -100,7 +100,7 @@ pub struct CapabilityChanges {
 
 impl CapabilityChanges {
     pub fn between(old: &Capabilities, new: &Capabilities) -> CapabilityChanges {
-        let placement = super::runtime::describe_position;
+        let placement = super::installed::describe_position;
         CapabilityChanges {
             http: new
                 .http

@@ -8,8 +8,9 @@
 //! - `fair.rs` — a bound on one owner's calls in flight
 //! - `grants.rs` — requested ∩ approved capabilities
 //! - `state.rs` — per-call store data and the host imports
-//! - `workspace.rs` — the workspaces' disk quota, kept on the guest's file writes
-//! - `runtime.rs` — install, load, call
+//! - `installed.rs` — what is installed: packages, instances, approvals, secrets
+//! - `runtime.rs` — what runs: the engine and linker, loading instances, catching up, calls
+//! - `workspace.rs` — where workspaces live, and their disk quota kept on the guest's writes
 
 pub mod cache;
 mod channel;
@@ -17,6 +18,7 @@ pub mod contract;
 pub mod engine;
 mod fair;
 pub mod grants;
+mod installed;
 mod provider;
 mod runtime;
 pub mod settings;
@@ -29,11 +31,12 @@ pub use kelp_registry::manifest::{Manifest, PluginKind, WorkspaceAccess};
 use serde::Serialize;
 
 pub use contract::channel::ChannelInfo;
-pub use provider::{Probe, ProviderAddress, ProviderStream};
-pub use runtime::{
-    CallError, InstallOptions, InstalledPlugin, PackageReview, PluginRuntime, SecretUpdate,
-    SecretValues, describe_requested, with_config_defaults,
+pub use installed::{
+    InstallOptions, InstalledPlugin, PackageReview, SecretUpdate, describe_requested,
+    with_config_defaults,
 };
+pub use provider::{Probe, ProviderAddress, ProviderStream};
+pub use runtime::{CallError, PluginRuntime, SecretValues};
 pub use settings::{CallLimits, RuntimeSettings};
 
 use crate::net::{OutboundClient, Redactor};

@@ -1,4 +1,5 @@
-//! Install, load and call plugins.
+//! What runs: the engine and linker, instances loaded from what is installed (and kept up to
+//! date with changes made on any host), and calls under their limits.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,18 +8,17 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result, anyhow, bail};
 use kelp_registry::manifest::{Manifest, PluginKind, WorkspaceAccess};
-use kelp_registry::package::{Package, PackageLimits, read_package};
+use kelp_registry::package::{PackageLimits, read_package};
 use semver::Version;
-use serde::Serialize;
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::cache::CompileCache;
-use super::contract::ContractUse;
 use super::contract::channel::{ChannelInfo, ChannelPre};
 use super::contract::dispatch::{ProviderPre, ToolPre};
-use super::grants::{Approval, ApprovalNeeded, CapabilityChanges, GrantSet};
+use super::grants::{Approval, GrantSet};
+use super::installed::{config_schema, with_config_defaults};
 use super::settings::RuntimeSettings;
 use super::state::{CallState, within_budget};
 use super::workspace::WorkspaceQuotas;
@@ -26,8 +26,8 @@ use super::{InstanceContext, ToolFailure, ToolSpec};
 use crate::net::{self, OutboundClient, OutboundPolicy, Redactor, Resolve};
 use crate::schema::Schema;
 use crate::secrets::SecretBox;
-use crate::store::plugins::{InstanceRow, PluginRow, SecretWrites};
-use crate::store::{Db, now_ms};
+use crate::store::Db;
+use crate::store::plugins::InstanceRow;
 
 /// Why a call did not produce output. Each variant is one clear, user-facing reason.
 #[derive(Debug, thiserror::Error)]
@@ -80,27 +80,6 @@ pub enum CallError {
     Internal { instance: String, detail: String },
 }
 
-/// What an operator sees before approving an install.
-#[derive(Debug, Clone, Serialize)]
-pub struct PackageReview {
-    pub manifest: Manifest,
-    pub digest: String,
-    pub contract: Option<Version>,
-    /// Requested capabilities, one line each (`http:api.x.com`, `kv`, `secret:API_KEY → header x-api-key on api.x.com`).
-    pub requested: Vec<String>,
-}
-
-/// Result of an install.
-#[derive(Debug, Clone, Serialize)]
-pub struct InstalledPlugin {
-    pub name: String,
-    pub version: String,
-    pub kind: PluginKind,
-    pub instance_id: String,
-    pub tools: Vec<ToolSpec>,
-    pub grants: Vec<String>,
-}
-
 /// The secret values an instance is built with.
 #[derive(Debug, Clone, Copy)]
 pub enum SecretValues<'a> {
@@ -111,16 +90,6 @@ pub enum SecretValues<'a> {
     Only(&'a [(String, String)]),
 }
 
-/// What a reconfiguration ([`PluginRuntime::update_instance_with`]) does with the instance's
-/// stored secrets, in the same transaction as its config.
-#[derive(Debug, Clone, Copy)]
-pub enum SecretUpdate<'a> {
-    /// Sets these `(name, value)`, keeping the other stored ones.
-    Set(&'a [(String, String)]),
-    /// The instance's secrets become exactly these: every other stored one is removed.
-    Replace(&'a [(String, String)]),
-}
-
 /// A load that failed for a reason outside the instance: the database did not answer a read
 /// of its row, package or secrets. The instance keeps what it had and the load is tried again
 /// at the next catch-up, whereas a load that fails for the instance's own reasons (its config,
@@ -129,12 +98,12 @@ pub enum SecretUpdate<'a> {
 #[error("reading the plugin from the database: {0:#}")]
 struct StorageUnavailable(anyhow::Error);
 
-fn unavailable(error: anyhow::Error) -> anyhow::Error {
+pub(super) fn unavailable(error: anyhow::Error) -> anyhow::Error {
     StorageUnavailable(error).into()
 }
 
 /// Whether a load failure is worth trying again rather than the instance's own.
-fn retry_later(error: &anyhow::Error) -> bool {
+pub(super) fn retry_later(error: &anyhow::Error) -> bool {
     error.downcast_ref::<StorageUnavailable>().is_some()
 }
 
@@ -142,26 +111,13 @@ fn retry_later(error: &anyhow::Error) -> bool {
 /// [`StorageUnavailable`] failure: it matches no row, so the next catch-up tries again.
 const NEVER_LOADED: i64 = i64::MIN;
 
-/// Options of an install.
-#[derive(Debug, Clone, Default)]
-pub struct InstallOptions {
-    /// Id of the first instance; default: the plugin's short name.
-    pub instance_id: Option<String>,
-    pub config: serde_json::Value,
-    pub approval: Approval,
-    /// For an upgrade: the operator approves, for every instance, what the new version asks
-    /// beyond the installed one (new capabilities, secrets that go elsewhere). Without it such
-    /// an upgrade is refused with [`ApprovalNeeded`](super::grants::ApprovalNeeded).
-    pub approve_changes: bool,
-}
-
 pub(crate) struct LoadedInstance {
     /// The instance row's revision this was built from.
     revision: i64,
     pub(super) ctx: Arc<InstanceContext>,
     pub(super) kind: PluginKind,
     pub(super) enabled: bool,
-    tools: Vec<ToolSpec>,
+    pub(super) tools: Vec<ToolSpec>,
     /// Each tool's input schema, compiled once at load (same order as `tools`).
     schemas: Vec<Schema>,
     tool_pre: Option<ToolPre>,
@@ -181,34 +137,34 @@ pub(crate) struct LoadedInstance {
 
 /// The plugin runtime of one host process.
 pub struct PluginRuntime {
-    engine: Engine,
-    linker: Linker<CallState>,
-    cache: CompileCache,
-    settings: RuntimeSettings,
+    pub(super) engine: Engine,
+    pub(super) linker: Linker<CallState>,
+    pub(super) cache: CompileCache,
+    pub(super) settings: RuntimeSettings,
     pub(super) permits: Arc<Semaphore>,
     /// Taken by a provider stream before a pool slot, and held as long: fewer permits than
     /// the pool has slots, so streams that last minutes leave slots for short tool calls.
     pub(super) stream_permits: Arc<Semaphore>,
     /// Each owner's share of the slots for tool calls.
-    owner_limits: super::fair::OwnerLimits,
-    db: Db,
-    secret_box: SecretBox,
-    resolver: Arc<dyn Resolve>,
-    workspaces: PathBuf,
-    components: RwLock<HashMap<String, Component>>,
+    pub(super) owner_limits: super::fair::OwnerLimits,
+    pub(super) db: Db,
+    pub(super) secret_box: SecretBox,
+    pub(super) resolver: Arc<dyn Resolve>,
+    pub(super) workspaces: PathBuf,
+    pub(super) components: RwLock<HashMap<String, Component>>,
     pub(super) instances: RwLock<HashMap<String, Arc<LoadedInstance>>>,
-    stats: CallStats,
+    pub(super) stats: CallStats,
     /// Why an instance did not load, with the revision of the row that failed.
-    load_errors: RwLock<HashMap<String, (i64, String)>>,
+    pub(super) load_errors: RwLock<HashMap<String, (i64, String)>>,
     /// The plugin generation this host's instances reflect (see [`PluginRuntime::catch_up`]).
-    seen_generation: AtomicI64,
+    pub(super) seen_generation: AtomicI64,
     /// Held while what is loaded changes, so a reload that read older rows cannot land after
     /// one that read newer ones.
-    reload: tokio::sync::Mutex<()>,
+    pub(super) reload: tokio::sync::Mutex<()>,
     /// Parsed `SKILL.md` of installed plugins with the digest of the package it came from:
     /// one entry per installed plugin at most (a removed plugin's goes at its next lookup).
-    skills: RwLock<HashMap<String, (String, Option<kelp_registry::package::Skill>)>>,
-    workspace_quotas: WorkspaceQuotas,
+    pub(super) skills: RwLock<HashMap<String, (String, Option<kelp_registry::package::Skill>)>>,
+    pub(super) workspace_quotas: WorkspaceQuotas,
 }
 
 /// Counters of tool calls, for `/metrics`.
@@ -296,178 +252,6 @@ impl PluginRuntime {
 
     pub fn db(&self) -> &Db {
         &self.db
-    }
-
-    /// Reads and checks a package without installing it: the strict archive reader, the
-    /// manifest, and the contract versions the component uses.
-    pub fn review(&self, package: &[u8]) -> Result<(PackageReview, Package)> {
-        let package =
-            read_package(package, &PackageLimits::default()).context("reading the package")?;
-        let contract = match &package.wasm {
-            Some(wasm) => Some(ContractUse::read(wasm)?.check(&package.manifest)?),
-            None => None,
-        };
-        let review = PackageReview {
-            requested: describe_requested(&package.manifest),
-            manifest: package.manifest.clone(),
-            digest: package.digest.clone(),
-            contract,
-        };
-        Ok((review, package))
-    }
-
-    /// The requested capabilities of a manifest, one line each.
-    pub fn review_manifest(&self, manifest: &Manifest) -> Vec<String> {
-        describe_requested(manifest)
-    }
-
-    /// Installs (or upgrades) a package: checks it, compiles it, test-instantiates it with the
-    /// given approval, stores it and its first instance, and loads that instance.
-    pub async fn install(&self, bytes: &[u8], options: InstallOptions) -> Result<InstalledPlugin> {
-        let (review, package) = self.review(bytes)?;
-        let contract = review.contract;
-        let manifest = package.manifest.clone();
-        let instance_id = options
-            .instance_id
-            .clone()
-            .unwrap_or_else(|| manifest.name.name().to_owned());
-        validate_instance_id(&instance_id)?;
-        let existing = self.db.get_instance(&instance_id).await?;
-        if let Some(existing) = &existing
-            && existing.plugin != manifest.name.to_string()
-        {
-            bail!(
-                "instance id `{instance_id}` is taken by plugin {}; choose another with --instance",
-                existing.plugin
-            );
-        }
-        let approvals = self
-            .approve_upgrade(&manifest, options.approve_changes)
-            .await?;
-        let row = PluginRow {
-            name: manifest.name.to_string(),
-            version: manifest.version.to_string(),
-            kind: manifest.kind.to_string(),
-            digest: package.digest.clone(),
-            wasm_sha256: package.wasm_sha256.clone(),
-            contract: contract.as_ref().map(ToString::to_string),
-            manifest_json: serde_json::to_string(&manifest)?,
-            manifest_toml: package.manifest_text.clone(),
-            installed_at_ms: now_ms(),
-        };
-        // An upgrade keeps the instance as the operator configured and approved it (change
-        // those through the instance itself, or approve what the new version asks beyond the
-        // installed one); only a first install takes them from `options`.
-        let instance = match existing {
-            Some(existing) => InstanceRow {
-                approval_json: approvals
-                    .iter()
-                    .find(|(id, _)| *id == existing.id)
-                    .map_or(existing.approval_json.clone(), |(_, a)| a.clone()),
-                ..existing
-            },
-            None => InstanceRow {
-                id: instance_id.clone(),
-                plugin: row.name.clone(),
-                config_json: serde_json::to_string(&options.config)?,
-                approval_json: serde_json::to_string(&options.approval)?,
-                enabled: true,
-                created_at_ms: now_ms(),
-                revision: 0,
-            },
-        };
-        let config: serde_json::Value = serde_json::from_str(&instance.config_json)?;
-        validate_config(&manifest, &config)?;
-        // Test-instantiate before anything is stored: a package that cannot start never lands.
-        let loaded = self
-            .build_instance(
-                &manifest,
-                component_of(
-                    package.wasm.as_deref(),
-                    row.wasm_sha256.as_deref(),
-                    &contract,
-                ),
-                &instance,
-                SecretValues::Stored(&[]),
-            )
-            .await?;
-        let generation = self
-            .db
-            .put_plugin(&row, bytes, &instance, &approvals)
-            .await?;
-        {
-            // An upgrade reloads every instance of the plugin against the new package; one
-            // that no longer loads shows that in its status rather than failing the install.
-            let _reload = self.reload.lock().await;
-            let mut reloaded = Ok(());
-            for other in self.db.list_instances().await? {
-                if other.plugin == row.name
-                    && let Err(e) = self.load_row(&other).await
-                    && retry_later(&e)
-                {
-                    reloaded = Err(e);
-                }
-            }
-            self.caught_up(generation, &reloaded);
-        }
-        let grants = loaded.ctx.grants.describe();
-        Ok(InstalledPlugin {
-            name: row.name,
-            version: row.version,
-            kind: manifest.kind,
-            instance_id,
-            tools: loaded.tools.clone(),
-            grants,
-        })
-    }
-
-    /// For a package of an installed plugin: the installed version, and what the package asks
-    /// beyond it (one line each; empty if nothing). `None` for a plugin not installed.
-    pub async fn upgrade_changes(
-        &self,
-        manifest: &Manifest,
-    ) -> Result<Option<(String, Vec<String>)>> {
-        let Some(installed) = self.db.get_plugin(&manifest.name.to_string()).await? else {
-            return Ok(None);
-        };
-        let installed = Manifest::parse(&installed.manifest_toml)?;
-        let changes = CapabilityChanges::between(&installed.capabilities, &manifest.capabilities);
-        Ok(Some((installed.version.to_string(), changes.describe())))
-    }
-
-    /// What the new version of an installed plugin asks beyond the installed one, as it
-    /// would be approved for each of its instances: `(instance id, approval JSON)`. Nothing for
-    /// a first install or an upgrade that asks for nothing new; an error naming the changes
-    /// when they are not approved.
-    async fn approve_upgrade(
-        &self,
-        manifest: &Manifest,
-        approved: bool,
-    ) -> Result<Vec<(String, String)>> {
-        let name = manifest.name.to_string();
-        let Some(installed) = self.db.get_plugin(&name).await? else {
-            return Ok(Vec::new());
-        };
-        let installed = Manifest::parse(&installed.manifest_toml)?;
-        let changes = CapabilityChanges::between(&installed.capabilities, &manifest.capabilities);
-        if changes.is_empty() {
-            return Ok(Vec::new());
-        }
-        if !approved {
-            return Err(ApprovalNeeded::new(&installed, manifest, &changes).into());
-        }
-        let mut approvals = Vec::new();
-        for instance in self.db.list_instances().await? {
-            if instance.plugin != name {
-                continue;
-            }
-            let approval: Approval = serde_json::from_str(&instance.approval_json)?;
-            let config =
-                with_config_defaults(manifest, serde_json::from_str(&instance.config_json)?);
-            let approval = changes.approve(approval, &installed.capabilities, &config);
-            approvals.push((instance.id, serde_json::to_string(&approval)?));
-        }
-        Ok(approvals)
     }
 
     /// Loads every instance from the database (`kelp serve` at start). An instance that fails
@@ -562,7 +346,7 @@ impl PluginRuntime {
     /// place (`reloaded`): if it had seen every change before it, it has now seen this one
     /// too, and the next call need not reload — unless the reload failed for want of the
     /// database, which the next call then tries again. Called with `reload` held.
-    fn caught_up(&self, generation: i64, reloaded: &Result<()>) {
+    pub(super) fn caught_up(&self, generation: i64, reloaded: &Result<()>) {
         if reloaded.as_ref().is_err_and(retry_later) {
             return;
         }
@@ -575,7 +359,7 @@ impl PluginRuntime {
     }
 
     /// The revision of the row an instance's current state (loaded or failed) came from.
-    fn loaded_revision(&self, id: &str) -> Option<i64> {
+    pub(super) fn loaded_revision(&self, id: &str) -> Option<i64> {
         let loaded = self
             .instances
             .read()
@@ -592,7 +376,7 @@ impl PluginRuntime {
     }
 
     /// Drops every instance (and load error) whose row is not among `rows`.
-    fn forget_all_but(&self, rows: &[InstanceRow]) {
+    pub(super) fn forget_all_but(&self, rows: &[InstanceRow]) {
         let present: std::collections::HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
         self.instances
             .write()
@@ -604,7 +388,7 @@ impl PluginRuntime {
             .retain(|id, _| present.contains(id.as_str()));
     }
 
-    fn forget(&self, id: &str) {
+    pub(super) fn forget(&self, id: &str) {
         self.instances.write().expect("instances lock").remove(id);
         self.load_errors
             .write()
@@ -616,7 +400,12 @@ impl PluginRuntime {
     /// served from now on, or why it did not load (and it is not served). A failure that is
     /// not the instance's own ([`StorageUnavailable`]) leaves what was there. Nothing replaces
     /// the state of a newer revision. Called with `reload` held.
-    fn settle(&self, id: &str, revision: i64, built: Result<LoadedInstance>) -> Result<()> {
+    pub(super) fn settle(
+        &self,
+        id: &str,
+        revision: i64,
+        built: Result<LoadedInstance>,
+    ) -> Result<()> {
         if self
             .loaded_revision(id)
             .is_some_and(|loaded| loaded > revision)
@@ -659,7 +448,7 @@ impl PluginRuntime {
     }
 
     /// Builds a stored row and settles the result. Called with `reload` held.
-    async fn load_row(&self, row: &InstanceRow) -> Result<()> {
+    pub(super) async fn load_row(&self, row: &InstanceRow) -> Result<()> {
         let built = self.build_row(row).await;
         // Disabling is the operator's off switch: an instance disabled since it was loaded
         // is not served as it was while the database fails its reload.
@@ -684,7 +473,7 @@ impl PluginRuntime {
         self.load_instance_locked(id).await
     }
 
-    async fn load_instance_locked(&self, id: &str) -> Result<()> {
+    pub(super) async fn load_instance_locked(&self, id: &str) -> Result<()> {
         match self.db.get_instance(id).await.map_err(unavailable)? {
             Some(row) => self.load_row(&row).await,
             None => {
@@ -705,7 +494,7 @@ impl PluginRuntime {
 
     /// Builds (compiles if needed, test-instantiates) an instance from a row that need not be
     /// stored yet, so a change can be tried before it is saved.
-    async fn build_row(&self, row: &InstanceRow) -> Result<LoadedInstance> {
+    pub(super) async fn build_row(&self, row: &InstanceRow) -> Result<LoadedInstance> {
         self.build_row_with(row, SecretValues::Stored(&[])).await
     }
 
@@ -752,7 +541,7 @@ impl PluginRuntime {
         .await
     }
 
-    async fn component(&self, wasm: &[u8], wasm_sha256: &str) -> Result<Component> {
+    pub(super) async fn component(&self, wasm: &[u8], wasm_sha256: &str) -> Result<Component> {
         if let Some(c) = self
             .components
             .read()
@@ -778,7 +567,7 @@ impl PluginRuntime {
         Ok(component)
     }
 
-    async fn build_instance(
+    pub(super) async fn build_instance(
         &self,
         manifest: &Manifest,
         component: Option<ComponentSource<'_>>,
@@ -908,7 +697,7 @@ impl PluginRuntime {
     }
 
     /// The tools a component lists, sorted by name, each with its compiled input schema.
-    async fn list_tools(
+    pub(super) async fn list_tools(
         &self,
         ctx: &Arc<InstanceContext>,
         pre: &ToolPre,
@@ -978,7 +767,7 @@ impl PluginRuntime {
         Ok((tools, schemas))
     }
 
-    async fn bound_secrets(
+    pub(super) async fn bound_secrets(
         &self,
         manifest: &Manifest,
         instance_id: &str,
@@ -1070,7 +859,7 @@ impl PluginRuntime {
 
     /// The value of one secret of an instance, as [`bound_secrets`](Self::bound_secrets)
     /// would take it.
-    async fn secret_value(
+    pub(super) async fn secret_value(
         &self,
         instance_id: &str,
         name: &str,
@@ -1174,7 +963,7 @@ impl PluginRuntime {
         result
     }
 
-    async fn run_tool(
+    pub(super) async fn run_tool(
         &self,
         instance_id: &str,
         tool: &str,
@@ -1349,286 +1138,6 @@ impl PluginRuntime {
             .get(id)
             .map(|i| (i.kind, i.enabled, i.ctx.grants.describe(), i.tools.clone()))
     }
-
-    /// Removes a plugin, its instances, their secrets and data.
-    pub async fn remove(&self, name: &str) -> Result<bool> {
-        let (removed, generation) = self.db.delete_plugin(name).await?;
-        self.skills.write().expect("skills lock").remove(name);
-        let _reload = self.reload.lock().await;
-        let rows = self.db.list_instances().await?;
-        self.forget_all_but(&rows);
-        self.caught_up(generation, &Ok(()));
-        Ok(removed)
-    }
-
-    pub async fn set_enabled(&self, instance_id: &str, enabled: bool) -> Result<()> {
-        let Some(generation) = self.db.set_instance_enabled(instance_id, enabled).await? else {
-            bail!("no plugin instance `{instance_id}`");
-        };
-        let _reload = self.reload.lock().await;
-        let loaded = self.load_instance_locked(instance_id).await;
-        self.caught_up(generation, &loaded);
-        loaded
-    }
-
-    /// Stores (sealed) a secret for an instance and reloads it. Only names the manifest
-    /// declares are accepted.
-    pub async fn set_secret(&self, instance_id: &str, name: &str, value: &str) -> Result<()> {
-        let row = self
-            .db
-            .get_instance(instance_id)
-            .await?
-            .ok_or_else(|| anyhow!("no plugin instance `{instance_id}`"))?;
-        let plugin = self
-            .db
-            .get_plugin(&row.plugin)
-            .await?
-            .ok_or_else(|| anyhow!("plugin missing"))?;
-        check_secret(&Manifest::parse(&plugin.manifest_toml)?, name, value)?;
-        let sealed = self
-            .secret_box
-            .seal(&secret_context(instance_id, name), value)?;
-        let generation = self.db.put_secret(instance_id, name, &sealed).await?;
-        let _reload = self.reload.lock().await;
-        let loaded = self.load_instance_locked(instance_id).await;
-        self.caught_up(generation, &loaded);
-        loaded
-    }
-
-    /// Creates another instance of an installed plugin.
-    pub async fn create_instance(
-        &self,
-        plugin: &str,
-        id: &str,
-        config: serde_json::Value,
-        approval: Approval,
-    ) -> Result<()> {
-        validate_instance_id(id)?;
-        // Read before anything the build reads (see `settle_change`).
-        let before = self.db.plugin_generation().await?;
-        let stored = self
-            .db
-            .get_plugin(plugin)
-            .await?
-            .ok_or_else(|| anyhow!("plugin {plugin} is not installed"))?;
-        validate_config(&Manifest::parse(&stored.manifest_toml)?, &config)?;
-        let row = InstanceRow {
-            id: id.to_owned(),
-            plugin: plugin.to_owned(),
-            config_json: serde_json::to_string(&config)?,
-            approval_json: serde_json::to_string(&approval)?,
-            enabled: true,
-            created_at_ms: now_ms(),
-            revision: 0,
-        };
-        // Built before it is stored: an instance that cannot load is never created.
-        let loaded = self.build_row(&row).await?;
-        let generation = self.db.insert_instance(&row).await?;
-        self.settle_change(id, before, generation, loaded).await;
-        Ok(())
-    }
-
-    /// Puts in place the instance a change built before writing itself — `built`, from
-    /// reads made after the plugin generation was `before` — now that the write started
-    /// `generation`.
-    async fn settle_change(&self, id: &str, before: i64, generation: i64, built: LoadedInstance) {
-        let _reload = self.reload.lock().await;
-        let reloaded = if generation == before + 1 {
-            // No other change committed between the build's reads and this write: what was
-            // built is what the database now holds.
-            self.settle(id, generation, Ok(built))
-        } else {
-            // Another change landed in between (on another host, by the CLI, or a concurrent
-            // request here): the package or secrets the build read may be older than this
-            // write, and an instance stamped newer than what it holds would never be rebuilt.
-            // The build was the check; load what is stored.
-            drop(built);
-            self.load_instance_locked(id).await
-        };
-        if let Err(e) = &reloaded {
-            tracing::warn!(instance = %id, error = %format!("{e:#}"), "plugin instance changed but did not reload");
-        }
-        self.caught_up(generation, &reloaded);
-    }
-
-    /// The workspace directory of a chat session (created if needed). Workspaces always live
-    /// under the data directory: a user can never point one at an arbitrary host path.
-    pub fn session_workspace(&self, session_id: &str) -> Result<PathBuf> {
-        let dir = self.session_workspace_path(session_id)?;
-        std::fs::create_dir_all(&dir)?;
-        Ok(dir)
-    }
-
-    /// Where a session's workspace is, without creating it (listing sessions must not touch
-    /// the file system once per row).
-    pub fn session_workspace_path(&self, session_id: &str) -> Result<PathBuf> {
-        anyhow::ensure!(
-            !session_id.is_empty()
-                && session_id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-            "invalid session id for a workspace"
-        );
-        Ok(self.workspaces.join("sessions").join(session_id))
-    }
-
-    /// Replaces an instance's configuration and approval (validated first) and reloads it.
-    pub async fn update_instance(
-        &self,
-        id: &str,
-        config: serde_json::Value,
-        approval: Approval,
-    ) -> Result<()> {
-        self.update_instance_with(id, config, approval, SecretUpdate::Set(&[]))
-            .await
-            .map(drop)
-    }
-
-    /// [`update_instance`](Self::update_instance) that also writes secrets, in the same
-    /// transaction: every host loads the new config with the new secrets, never one without
-    /// the other. Returns the names of stored secrets it removed.
-    pub async fn update_instance_with(
-        &self,
-        id: &str,
-        config: serde_json::Value,
-        approval: Approval,
-        secrets: SecretUpdate<'_>,
-    ) -> Result<Vec<String>> {
-        // Read before anything the build reads (see `settle_change`).
-        let before = self.db.plugin_generation().await?;
-        let row = self
-            .db
-            .get_instance(id)
-            .await?
-            .ok_or_else(|| anyhow!("no plugin instance `{id}`"))?;
-        let plugin = self
-            .db
-            .get_plugin(&row.plugin)
-            .await?
-            .ok_or_else(|| anyhow!("plugin missing"))?;
-        let manifest = Manifest::parse(&plugin.manifest_toml)?;
-        validate_config(&manifest, &config)?;
-        let (values, replace) = match secrets {
-            SecretUpdate::Set(values) => (values, false),
-            SecretUpdate::Replace(values) => (values, true),
-        };
-        let mut sealed = Vec::new();
-        for (name, value) in values {
-            check_secret(&manifest, name, value)?;
-            sealed.push((
-                name.clone(),
-                self.secret_box.seal(&secret_context(id, name), value)?,
-            ));
-        }
-        let changed = InstanceRow {
-            config_json: serde_json::to_string(&config)?,
-            approval_json: serde_json::to_string(&approval)?,
-            ..row
-        };
-        // Try the change first: a configuration the instance cannot load with is refused and
-        // nothing is stored, so the running instance keeps working.
-        let trial = if replace {
-            SecretValues::Only(values)
-        } else {
-            SecretValues::Stored(values)
-        };
-        let loaded = self.build_row_with(&changed, trial).await?;
-        let writes = if replace {
-            SecretWrites::Replace(&sealed)
-        } else {
-            SecretWrites::Put(&sealed)
-        };
-        let Some((generation, removed)) = self
-            .db
-            .reconfigure_instance(id, &changed.config_json, &changed.approval_json, writes)
-            .await?
-        else {
-            bail!("no plugin instance `{id}`");
-        };
-        self.settle_change(id, before, generation, loaded).await;
-        Ok(removed)
-    }
-
-    /// Deletes an instance with its secrets and kv data.
-    pub async fn delete_instance(&self, id: &str) -> Result<bool> {
-        let (deleted, generation) = self.db.delete_instance(id).await?;
-        let _reload = self.reload.lock().await;
-        self.forget(id);
-        self.caught_up(generation, &Ok(()));
-        Ok(deleted)
-    }
-
-    /// Removes a secret of an instance and reloads it.
-    pub async fn delete_secret(&self, instance_id: &str, name: &str) -> Result<bool> {
-        let (deleted, generation) = self.db.delete_secret(instance_id, name).await?;
-        // Without the secret the instance may no longer load; that is its status to report,
-        // not a failure of the delete.
-        let _reload = self.reload.lock().await;
-        let reloaded = self.load_instance_locked(instance_id).await;
-        self.caught_up(generation, &reloaded);
-        Ok(deleted)
-    }
-
-    /// The workspace of a user's direct tool calls (outside any session), created if needed:
-    /// one per user, so one user's files are never another's.
-    pub fn user_workspace(&self, user_id: &str) -> Result<PathBuf> {
-        anyhow::ensure!(
-            !user_id.is_empty()
-                && user_id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-            "invalid user id for a workspace"
-        );
-        let dir = self.workspaces.join("users").join(user_id);
-        std::fs::create_dir_all(&dir)?;
-        Ok(dir)
-    }
-
-    /// Creates a workspace directory for callers that have none (CLI calls).
-    pub fn default_workspace(&self) -> Result<PathBuf> {
-        let dir = self.workspaces.join("default");
-        std::fs::create_dir_all(&dir)?;
-        Ok(dir)
-    }
-}
-
-/// Checks an instance configuration against the manifest's `[config]` schema.
-/// `config` with the manifest's schema defaults filled in for keys it does not set, so a
-/// provider works out of the box against its vendor's public endpoint, and grants written as
-/// `{config.base_url}` resolve before the operator changed anything.
-pub fn with_config_defaults(
-    manifest: &Manifest,
-    mut config: serde_json::Value,
-) -> serde_json::Value {
-    let (Some(object), Some(properties)) = (
-        config.as_object_mut(),
-        manifest
-            .config_schema
-            .as_ref()
-            .and_then(|s| s.get("properties"))
-            .and_then(|p| p.as_object()),
-    ) else {
-        return config;
-    };
-    for (key, schema) in properties {
-        if let (false, Some(default)) = (object.contains_key(key), schema.get("default")) {
-            object.insert(key.clone(), default.clone());
-        }
-    }
-    config
-}
-
-fn validate_config(manifest: &Manifest, config: &serde_json::Value) -> Result<()> {
-    if !config.is_object() {
-        bail!("config must be a JSON object");
-    }
-    if let Some(schema) = config_schema(manifest)? {
-        let config = with_config_defaults(manifest, config.clone());
-        schema
-            .validate(&config, "config")
-            .map_err(|e| anyhow!("{}: {e}", manifest.name))?;
-    }
-    Ok(())
 }
 
 /// Pool slots provider streams may hold at once out of `slots`: all but a quarter (at least
@@ -1640,42 +1149,7 @@ pub(super) fn stream_slots(slots: usize) -> usize {
     slots - (slots / 4).max(1)
 }
 
-/// The manifest's `[config]` schema, compiled.
-fn config_schema(manifest: &Manifest) -> Result<Option<Schema>> {
-    manifest
-        .config_schema
-        .as_ref()
-        .map(|schema| {
-            Schema::compile(schema).map_err(|e| {
-                anyhow!(
-                    "{}: the [config] schema is not a valid JSON Schema: {e}",
-                    manifest.name
-                )
-            })
-        })
-        .transpose()
-}
-
-/// Checks that `manifest` declares secret `name` and that `value` is one.
-fn check_secret(manifest: &Manifest, name: &str, value: &str) -> Result<()> {
-    let declared = manifest.secret_names();
-    if !declared.contains(&name) {
-        if declared.is_empty() {
-            bail!("{} declares no secrets", manifest.name);
-        }
-        bail!(
-            "{} declares no secret `{name}` (it declares: {})",
-            manifest.name,
-            declared.join(", ")
-        );
-    }
-    if value.is_empty() {
-        bail!("secret `{name}` must not be empty");
-    }
-    Ok(())
-}
-
-fn secret_context(instance_id: &str, name: &str) -> String {
+pub(super) fn secret_context(instance_id: &str, name: &str) -> String {
     format!("kelp-secret-v1\0{instance_id}\0{name}")
 }
 
@@ -1684,18 +1158,6 @@ fn valid_tool_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-fn validate_instance_id(id: &str) -> Result<()> {
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    {
-        bail!("instance id `{id}` must be 1-64 characters of a-z, 0-9, - and _");
-    }
-    Ok(())
 }
 
 /// Turns a wasmtime error into the reason a user should read.
@@ -1733,44 +1195,16 @@ pub(super) fn classify(error: wasmtime::Error, ctx: &InstanceContext) -> CallErr
     }
 }
 
-/// What a manifest asks for, one line each, as an operator reviews it before approving.
-pub fn describe_requested(manifest: &Manifest) -> Vec<String> {
-    let caps = &manifest.capabilities;
-    let mut out: Vec<String> = caps.http.iter().map(|h| format!("http:{h}")).collect();
-    if caps.kv {
-        out.push("kv".into());
-    }
-    if caps.workspace != kelp_registry::manifest::WorkspaceAccess::None {
-        out.push(format!("workspace:{}", caps.workspace));
-    }
-    for s in &caps.secrets {
-        out.push(format!("secret:{} ({})", s.name, describe_position(s)));
-    }
-    out
-}
-
-/// Where a secret goes, for the operator: `header `x-api-key` on api.x.com`.
-pub(super) fn describe_position(binding: &kelp_registry::manifest::SecretBinding) -> String {
-    use kelp_registry::manifest::SecretPosition;
-    let host = binding.host.as_deref().unwrap_or("its URL's host");
-    match &binding.position {
-        SecretPosition::Header { name, .. } => format!("header `{name}` on {host}"),
-        SecretPosition::UrlPathPrefix(prefix) => format!("URL path prefix {prefix}"),
-        SecretPosition::Query(name) => format!("query parameter `{name}` on {host}"),
-        SecretPosition::FormField(name) => format!("form field `{name}` on {host}"),
-    }
-}
-
 /// A plugin's component and the contract version it was built for: what an instance is
 /// built from.
-struct ComponentSource<'a> {
+pub(super) struct ComponentSource<'a> {
     wasm: &'a [u8],
     sha256: &'a str,
     contract: &'a Version,
 }
 
 /// The component of a package, if it has one (a skill of instructions only has none).
-fn component_of<'a>(
+pub(super) fn component_of<'a>(
     wasm: Option<&'a [u8]>,
     sha256: Option<&'a str>,
     contract: &'a Option<Version>,

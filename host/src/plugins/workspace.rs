@@ -1,4 +1,5 @@
-//! The disk quota of workspaces (`workspace_quota_bytes`).
+//! Workspaces: where each session's, user's and the default one lives under the data
+//! directory (a client never chooses a path), and their disk quota (`workspace_quota_bytes`).
 //!
 //! wasmtime-wasi offers no hook on file writes, and checking the directory's size after a call
 //! would let one call write without bound. So the four ways a guest makes a file longer —
@@ -344,5 +345,50 @@ impl OutputStream for QuotaStream {
 
     async fn cancel(&mut self) {
         self.inner.cancel().await
+    }
+}
+
+impl super::PluginRuntime {
+    /// The workspace directory of a chat session (created if needed). Workspaces always live
+    /// under the data directory: a user can never point one at an arbitrary host path.
+    pub fn session_workspace(&self, session_id: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.session_workspace_path(session_id)?;
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Where a session's workspace is, without creating it (listing sessions must not touch
+    /// the file system once per row).
+    pub fn session_workspace_path(&self, session_id: &str) -> anyhow::Result<PathBuf> {
+        anyhow::ensure!(
+            !session_id.is_empty()
+                && session_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "invalid session id for a workspace"
+        );
+        Ok(self.workspaces.join("sessions").join(session_id))
+    }
+
+    /// The workspace of a user's direct tool calls (outside any session), created if needed:
+    /// one per user, so one user's files are never another's.
+    pub fn user_workspace(&self, user_id: &str) -> anyhow::Result<PathBuf> {
+        anyhow::ensure!(
+            !user_id.is_empty()
+                && user_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "invalid user id for a workspace"
+        );
+        let dir = self.workspaces.join("users").join(user_id);
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Creates a workspace directory for callers that have none (CLI calls).
+    pub fn default_workspace(&self) -> anyhow::Result<PathBuf> {
+        let dir = self.workspaces.join("default");
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
     }
 }

@@ -4,6 +4,7 @@
 
 mod agents;
 pub mod auth;
+mod channels;
 pub mod common;
 mod costs;
 pub mod hooks;
@@ -166,6 +167,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(register::routes())
         .merge(users::routes())
         .merge(hooks::routes())
+        .merge(channels::routes())
         .split_for_parts();
     describe_responses(&mut openapi);
     (router, openapi)

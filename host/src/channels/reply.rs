@@ -158,7 +158,9 @@ pub(super) fn split(text: &str, max: usize) -> Vec<String> {
                 break;
             }
         }
-        if end < rest.len() {
+        // A cut that falls on a space or line break is already a good one; else back to the
+        // last one before it.
+        if end < rest.len() && !rest[end..].starts_with(char::is_whitespace) {
             let window = &rest[..end];
             if let Some(cut) = window
                 .rfind('\n')

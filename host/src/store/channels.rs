@@ -153,6 +153,55 @@ impl Db {
         row.as_ref().map(channel_row).transpose()
     }
 
+    /// One owner's channels, oldest first, and how many there are.
+    pub async fn list_channels(
+        &self,
+        owner_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<ChannelRow>, i64)> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CHANNEL_COLUMNS} FROM channels WHERE owner_id = $1 \
+             ORDER BY created_at_ms, id LIMIT $2 OFFSET $3"
+        ))
+        .bind(owner_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM channels WHERE owner_id = $1")
+            .bind(owner_id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        Ok((rows.iter().map(channel_row).collect::<Result<_>>()?, total))
+    }
+
+    /// A channel's chats, the most recently active first, and how many there are.
+    pub async fn list_channel_chats(
+        &self,
+        channel_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<ChatRow>, i64)> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CHAT_COLUMNS} FROM channel_chats WHERE channel_id = $1 \
+             ORDER BY updated_at_ms DESC, chat_id, thread_id LIMIT $2 OFFSET $3"
+        ))
+        .bind(channel_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM channel_chats WHERE channel_id = $1")
+                .bind(channel_id)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?;
+        Ok((rows.iter().map(chat_row).collect::<Result<_>>()?, total))
+    }
+
     /// The channels their operators want running, on whichever host.
     pub async fn running_channels(&self) -> Result<Vec<ChannelRow>> {
         let rows = sqlx::query(&format!(

@@ -1,0 +1,205 @@
+//! Channels through the HTTP API, on SQLite and PostgreSQL: made by an admin from an
+//! installed channel plugin (a new instance with its token), started and stopped, their chats
+//! listed, pairings approved, deleted with their instance; another user sees none of it.
+
+use kelp_tests::agent::{eventually, setup, upload};
+use kelp_tests::server::TestServer;
+use kelp_tests::telegram::FakeTelegram;
+use kelp_tests::vendor::{FakeVendor, Flavor, Reply};
+use kelp_tests::{both_backends, components as c, manifest, pack};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "123456:TEST-token_value";
+
+async fn instances(s: &TestServer, token: &str) -> usize {
+    let (_, list) = s
+        .send("GET", "/api/plugin-instances", Some(token), None)
+        .await;
+    list["items"].as_array().unwrap().len()
+}
+
+async fn pending_chat(s: &TestServer, token: &str, channel: &str) -> Value {
+    let path = format!("/api/channels/{channel}/chats");
+    eventually("a pending chat", || async {
+        let (_, chats) = s.send("GET", &path, Some(token), None).await;
+        chats["items"][0]["state"] == "pending"
+    })
+    .await;
+    let (_, chats) = s.send("GET", &path, Some(token), None).await;
+    chats["items"][0].clone()
+}
+
+both_backends!(
+    channels_are_made_paired_and_removed_through_the_api,
+    |s: TestServer| async move {
+        let fake = FakeTelegram::start(TOKEN).await;
+        let vendor = FakeVendor::start(Flavor::OpenAi).await;
+        let a = setup(&s, &vendor, "gpt-4o").await;
+        let (status, body) = upload(
+            &s,
+            &a.admin,
+            pack(
+                &manifest(c::PLUGIN_TELEGRAM_MANIFEST),
+                c::PLUGIN_TELEGRAM_WASM,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let before = instances(&s, &a.admin).await;
+        let new_channel = |extra: Value| {
+            let mut body = json!({
+                "plugin": "kelp/telegram",
+                "agent_id": a.agent_id,
+                "config": {"api_base": fake.api_base()},
+                "secrets": {"BOT_TOKEN": TOKEN},
+                "grants": [format!("http-private:{}", fake.addr())],
+            });
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            body
+        };
+
+        // Refusals leave nothing behind.
+        for (extra, why) in [
+            (json!({"plugin": "kelp/openai"}), "not a channel plugin"),
+            (json!({"agent_id": "nope"}), "not one of your agents"),
+            (
+                json!({"secrets": {"NOT_DECLARED": "x"}}),
+                "a secret the plugin does not declare",
+            ),
+            (json!({"mode": "carrier-pigeon"}), "an unknown mode"),
+        ] {
+            let (status, body) = s
+                .send(
+                    "POST",
+                    "/api/channels",
+                    Some(&a.admin),
+                    Some(new_channel(extra)),
+                )
+                .await;
+            assert!(
+                status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY,
+                "{why}: {status} {body}"
+            );
+        }
+        assert_eq!(instances(&s, &a.admin).await, before);
+        // Only an admin makes one (it makes a plugin instance and approves what it asks).
+        let bob = s.user("bob").await;
+        let (status, _) = s
+            .send(
+                "POST",
+                "/api/channels",
+                Some(&bob),
+                Some(new_channel(json!({}))),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+
+        let (status, channel) = s
+            .send(
+                "POST",
+                "/api/channels",
+                Some(&a.admin),
+                Some(new_channel(json!({}))),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{channel}");
+        let id = channel["id"].as_str().unwrap().to_owned();
+        assert_eq!(channel["running"], true);
+        assert_eq!(channel["access"], "pairing");
+        assert_eq!(channel["mode"], "poll");
+        assert!(!channel.to_string().contains(TOKEN), "{channel}");
+        assert_eq!(instances(&s, &a.admin).await, before + 1);
+
+        // A stranger gets a code; the chat shows it; the owner approves it; the agent answers.
+        fake.push_private_text(77, "hello?");
+        let chat = pending_chat(&s, &a.admin, &id).await;
+        let code = chat["pair_code"].as_str().unwrap().to_owned();
+        assert!(fake.texts_in(77)[0].contains(&code));
+        let (status, _) = s
+            .send(
+                "POST",
+                "/api/channels/pairings",
+                Some(&bob),
+                Some(json!({"code": code})),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "only the channel's owner approves"
+        );
+        let (status, paired) = s
+            .send(
+                "POST",
+                "/api/channels/pairings",
+                Some(&a.admin),
+                Some(json!({"code": code})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{paired}");
+        assert_eq!(paired["state"], "paired");
+        vendor.push(Reply::text("Hello, approved friend."));
+        fake.push_private_text(77, "now?");
+        eventually("the agent's answer", || async {
+            fake.texts_in(77).last().map(String::as_str) == Some("Hello, approved friend.")
+        })
+        .await;
+        let (_, seen) = s
+            .send("GET", &format!("/api/channels/{id}"), Some(&a.admin), None)
+            .await;
+        assert_eq!(seen["bot"]["handle"], kelp_tests::telegram::BOT_USERNAME);
+
+        // Another user sees none of it.
+        let (_, list) = s.send("GET", "/api/channels", Some(&bob), None).await;
+        assert_eq!(list["total"], 0);
+        let (status, _) = s
+            .send("GET", &format!("/api/channels/{id}"), Some(&bob), None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (_, list) = s.send("GET", "/api/channels", Some(&a.admin), None).await;
+        assert_eq!(list["total"], 1);
+
+        // Stop, start, delete (its instance goes with it).
+        let (status, stopped) = s
+            .send(
+                "POST",
+                &format!("/api/channels/{id}/stop"),
+                Some(&a.admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(stopped["running"], false);
+        let (_, started) = s
+            .send(
+                "POST",
+                &format!("/api/channels/{id}/start"),
+                Some(&a.admin),
+                None,
+            )
+            .await;
+        assert_eq!(started["running"], true);
+        let (status, _) = s
+            .send("DELETE", &format!("/api/channels/{id}"), Some(&bob), None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = s
+            .send(
+                "DELETE",
+                &format!("/api/channels/{id}"),
+                Some(&a.admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = s
+            .send("GET", &format!("/api/channels/{id}"), Some(&a.admin), None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(instances(&s, &a.admin).await, before);
+        s.state.channels.shutdown().await;
+    }
+);

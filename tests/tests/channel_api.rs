@@ -203,3 +203,80 @@ both_backends!(
         s.state.channels.shutdown().await;
     }
 );
+
+/// Runs the `kelp` CLI against the server as the signed-in admin.
+fn kelp(s: &TestServer, token: &str, args: &[&str], stdin: &str) -> String {
+    let user = kelp_tests::process::CliUser::new(env!("CARGO_BIN_EXE_kelp"));
+    let out = user.run_with(args, &[("KELP_URL", &s.base), ("KELP_TOKEN", token)], stdin);
+    assert!(out.success, "kelp {args:?} failed\n{out}");
+    out.stdout
+}
+
+both_backends!(
+    the_cli_adds_a_telegram_channel_and_approves_a_pairing,
+    |s: TestServer| async move {
+        let fake = FakeTelegram::start(TOKEN).await;
+        let vendor = FakeVendor::start(Flavor::OpenAi).await;
+        let a = setup(&s, &vendor, "gpt-4o").await;
+        let (status, body) = upload(
+            &s,
+            &a.admin,
+            pack(
+                &manifest(c::PLUGIN_TELEGRAM_MANIFEST),
+                c::PLUGIN_TELEGRAM_WASM,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let config = json!({"api_base": fake.api_base()}).to_string();
+        let grant = format!("http-private:{}", fake.addr());
+        // The token comes on standard input, as `printf %s "$TOKEN" | kelp channel add …`.
+        let added = kelp(
+            &s,
+            &a.admin,
+            &[
+                "channel",
+                "add",
+                "telegram",
+                "--agent",
+                "helper",
+                "--instance-config",
+                &config,
+                "--grant",
+                &grant,
+            ],
+            TOKEN,
+        );
+        assert!(added.contains("started"), "{added}");
+        let id = added.split_whitespace().nth(2).unwrap().to_owned();
+        let listed = kelp(&s, &a.admin, &["channel", "list"], "");
+        assert!(
+            listed.contains(&id) && listed.contains("running"),
+            "{listed}"
+        );
+
+        fake.push_private_text(88, "hi bot");
+        let chat = pending_chat(&s, &a.admin, &id).await;
+        let code = chat["pair_code"].as_str().unwrap();
+        let status = kelp(&s, &a.admin, &["channel", "status", &id], "");
+        assert!(
+            status.contains(code) && status.contains("@kelp_test_bot"),
+            "{status}"
+        );
+        let approved = kelp(&s, &a.admin, &["channel", "pair", "approve", code], "");
+        assert!(approved.contains("approved chat 88"), "{approved}");
+        vendor.push(Reply::text("Paired and answering."));
+        fake.push_private_text(88, "hello again");
+        eventually("the agent's answer", || async {
+            fake.texts_in(88).last().map(String::as_str) == Some("Paired and answering.")
+        })
+        .await;
+
+        let stopped = kelp(&s, &a.admin, &["channel", "stop", &id], "");
+        assert!(stopped.contains("stopped"), "{stopped}");
+        kelp(&s, &a.admin, &["channel", "remove", &id], "");
+        let listed = kelp(&s, &a.admin, &["channel", "list"], "");
+        assert!(!listed.contains(&id), "{listed}");
+        s.state.channels.shutdown().await;
+    }
+);

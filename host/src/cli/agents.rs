@@ -77,7 +77,7 @@ pub(super) async fn agent(cmd: AgentCommand, server: &Server) -> Result<ExitCode
 }
 
 /// The agent named `name` (or with that id).
-async fn find(server: &Server, name: &str) -> Result<Value> {
+pub(super) async fn find(server: &Server, name: &str) -> Result<Value> {
     let agents = server.get_all("/api/agents").await?;
     if let Some(agent) = agents.iter().find(|a| a["name"] == name || a["id"] == name) {
         return Ok(agent.clone());

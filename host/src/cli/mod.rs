@@ -7,6 +7,7 @@
 mod admin;
 mod agents;
 mod authoring;
+mod channels;
 mod chat;
 mod client;
 mod input;
@@ -68,8 +69,64 @@ enum Command {
     /// Model providers: credentials and models.
     #[command(subcommand)]
     Provider(ProviderCommand),
+    /// Chat channels: bots on chat platforms that talk to your agents.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
     /// Chat with an agent on a running server; one line of input is one message.
     Chat(chat::ChatArgs),
+}
+
+#[derive(Subcommand)]
+enum ChannelCommand {
+    /// Add a channel: a bot on a chat platform that talks to one of your agents. The bot's
+    /// secret (Telegram: the token from @BotFather) is read from standard input.
+    Add {
+        /// The channel plugin: `telegram`, `webhook`, or `namespace/name`.
+        plugin: String,
+        /// The agent that answers (name or id).
+        #[arg(long)]
+        agent: String,
+        /// Which secret standard input holds.
+        #[arg(long, default_value = "BOT_TOKEN")]
+        secret: String,
+        /// Who may talk to the agent (default pairing: strangers get a code you approve).
+        #[arg(long, value_parser = ["pairing", "allowlist", "open", "disabled"])]
+        access: Option<String>,
+        /// How events arrive (default: the plugin's first choice; Telegram polls).
+        #[arg(long, value_parser = ["poll", "webhook"])]
+        mode: Option<String>,
+        /// The plugin instance's configuration, a JSON object (e.g. '{"api_base": "http://127.0.0.1:8081"}').
+        #[arg(long = "instance-config", default_value = "{}")]
+        instance_config: String,
+        /// Approve one more capability, e.g. http-private:127.0.0.1:8081; repeatable.
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+        /// A sender id `--access allowlist` lets in; repeatable.
+        #[arg(long = "allow")]
+        allow: Vec<String>,
+        /// Do not start it yet.
+        #[arg(long)]
+        stopped: bool,
+    },
+    /// List your channels.
+    List,
+    /// A channel's state, its bot, its last error and its chats.
+    Status { id: String },
+    /// Start a channel (and again after restarts).
+    Start { id: String },
+    /// Stop a channel.
+    Stop { id: String },
+    /// Delete a channel and its plugin instance.
+    Remove { id: String },
+    /// Pairing of chats with the agent.
+    #[command(subcommand)]
+    Pair(PairCommand),
+}
+
+#[derive(Subcommand)]
+enum PairCommand {
+    /// Approve the chat that was given CODE.
+    Approve { code: String },
 }
 
 #[derive(Subcommand)]
@@ -263,6 +320,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::User(cmd) => users::user(cmd, &server).await,
                 Command::Agent(cmd) => agents::agent(cmd, &server).await,
                 Command::Provider(cmd) => providers::provider(cmd, &server).await,
+                Command::Channel(cmd) => channels::channel(cmd, &server).await,
                 Command::Chat(args) => chat::chat(args, server).await,
                 Command::Serve { .. } | Command::Login(_) | Command::Logout => {
                     unreachable!("handled above")

@@ -60,3 +60,14 @@ CREATE TABLE channel_chats (
     PRIMARY KEY (channel_id, chat_id, thread_id)
 );
 CREATE UNIQUE INDEX channel_chats_pair_code ON channel_chats(pair_code);
+
+-- Each message a reply to an event put on the platform, with the platform's id for it: a
+-- reply cut off by a crash is finished by editing these, not by sending it again.
+CREATE TABLE channel_outbox (
+    channel_id TEXT NOT NULL REFERENCES channels(id) ON DELETE CASCADE,
+    event_id TEXT NOT NULL,
+    part BIGINT NOT NULL,
+    message_id TEXT NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (channel_id, event_id, part)
+);

@@ -5,6 +5,12 @@
 //! message spills into the next. Typing is shown while the agent works. Where the platform
 //! cannot edit, the whole reply is sent once, when the run ends.
 //!
+//! An outbox records each message of a reply with the platform's id for it: after a crash,
+//! the event that was being answered is answered again (its run was cut off with the host),
+//! and the messages already out are edited to the new answer rather than sent again. Only a
+//! crash between a send and its record sends that part twice — Telegram takes no idempotency
+//! key, so no host can close that window.
+//!
 //! The platform's answers are acted on: a rate limit is waited out before the next call to
 //! that chat; formatting the platform cannot read is sent again as plain text; a chat that
 //! blocked the bot is marked closed and the reply given up; a chat that moved is followed.
@@ -213,6 +219,7 @@ impl Outgoing<'_> {
                     });
                     act(self.mgr, self.channel, action).await?;
                     self.sent[i].1 = part.clone();
+                    self.record(i).await?;
                 }
                 None => {
                     let action = Action::Send(Outbound {
@@ -226,11 +233,23 @@ impl Outgoing<'_> {
                     let id = act(self.mgr, self.channel, action).await?;
                     // A platform that names no id cannot edit it: the part stays as sent.
                     self.sent.push((id.unwrap_or_default(), part.clone()));
+                    // Recorded at once: between the send and this write is the one window
+                    // in which a crash makes the reply go out twice (platforms like Telegram
+                    // take no idempotency key).
+                    self.record(i).await?;
                 }
             }
         }
         self.last_sync = Some(Instant::now());
         Ok(())
+    }
+
+    async fn record(&self, part: usize) -> Result<()> {
+        let (id, text) = &self.sent[part];
+        self.mgr
+            .db()
+            .record_outbox(&self.channel.id, &self.key, part as i64, id, text)
+            .await
     }
 
     /// Whether streamed text may go out now: the platform edits, and its minimum interval
@@ -285,7 +304,8 @@ pub(super) async fn answer(
         info,
         chat: chat.clone(),
         key: event_id.to_owned(),
-        sent: Vec::new(),
+        // A reply a crash cut off: its messages are edited to the new answer, not sent again.
+        sent: mgr.db().outbox(&channel.id, event_id).await?,
         last_sync: None,
     };
     let typing_every = Duration::from_millis(u64::from(info.typing_interval_ms.max(1000)) * 4 / 5);

@@ -410,6 +410,46 @@ impl Db {
         Ok(())
     }
 
+    /// The messages already on the platform for the reply to `event_id`, by part.
+    pub async fn outbox(&self, channel_id: &str, event_id: &str) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT message_id, text FROM channel_outbox \
+             WHERE channel_id = $1 AND event_id = $2 ORDER BY part",
+        )
+        .bind(channel_id)
+        .bind(event_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("message_id")?, r.try_get("text")?)))
+            .collect()
+    }
+
+    /// Records (or updates) one message of the reply to `event_id`.
+    pub async fn record_outbox(
+        &self,
+        channel_id: &str,
+        event_id: &str,
+        part: i64,
+        message_id: &str,
+        text: &str,
+    ) -> Result<()> {
+        let _w = self.write_lock().await;
+        sqlx::query(
+            "INSERT INTO channel_outbox (channel_id, event_id, part, message_id, text) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (channel_id, event_id, part) \
+             DO UPDATE SET message_id = excluded.message_id, text = excluded.text",
+        )
+        .bind(channel_id)
+        .bind(event_id)
+        .bind(part)
+        .bind(message_id)
+        .bind(text)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Approves the pending chat holding `code` on one of `owner_id`'s channels, if the code
     /// has not expired: the chat is paired and the code spent. The chat, or `None`.
     pub async fn approve_pairing(&self, owner_id: &str, code: &str) -> Result<Option<ChatRow>> {

@@ -126,15 +126,18 @@ async fn updates_survive_a_crash(env: Vec<(String, String)>) {
     for chat in 1..=CHATS {
         fake.push_private_text(1000 + chat, &format!("question {chat}"));
     }
-    // The second answer is half written (an edit that is not its whole text): the host dies.
+    // The second answer is half written — an edit of the chat sent to last that is not its
+    // whole text, which comes only after that send was recorded: the host dies.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let half_written = fake
-            .calls_of("editMessageText")
-            .iter()
-            .filter(|c| c.params["text"].as_str() != Some(ANSWER))
-            .count();
-        if fake.calls_of("sendMessage").len() >= 2 && half_written >= 2 {
+        let sent = fake.calls_of("sendMessage");
+        let streaming = sent.last().is_some_and(|last| {
+            fake.calls_of("editMessageText").iter().any(|edit| {
+                edit.params["chat_id"] == last.params["chat_id"]
+                    && edit.params["text"].as_str() != Some(ANSWER)
+            })
+        });
+        if sent.len() >= 2 && streaming {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no reply streamed");

@@ -11,13 +11,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kelp::channels::{Access, ChannelManager, ChannelSettings, NewChannel};
-use kelp::plugins::InstallOptions;
-use kelp::plugins::grants::Approval;
+use kelp::channels::{Access, ChannelManager, ChannelSettings};
 use kelp_tests::agent::setup;
 use kelp_tests::process::KelpProcess;
 use kelp_tests::server::{Backend, TestServer};
-use kelp_tests::telegram::FakeTelegram;
+use kelp_tests::telegram::{FakeTelegram, telegram_channel};
 use kelp_tests::vendor::{FakeVendor, Flavor, Reply};
 use kelp_tests::{components as c, manifest, pack};
 use serde_json::{Value, json};
@@ -60,55 +58,14 @@ async fn in_process() {
     let vendor = FakeVendor::start(Flavor::OpenAi).await;
     vendor.set_responder(|_| Reply::text("ok"));
     let a = setup(&s, &vendor, "gpt-4o").await;
-    let (_, me) = s.send("GET", "/api/me", Some(&a.admin), None).await;
-    let mut approval = Approval::default();
-    approval.add_item("kv").unwrap();
-    approval
-        .add_item(&format!("http-private:{}", fake.addr()))
-        .unwrap();
-    let installed = s
-        .state
-        .runtime
-        .install(
-            &pack(
-                &manifest(c::PLUGIN_TELEGRAM_MANIFEST),
-                c::PLUGIN_TELEGRAM_WASM,
-            ),
-            InstallOptions {
-                instance_id: None,
-                config: json!({"api_base": fake.api_base()}),
-                approval,
-                approve_changes: false,
-            },
-        )
-        .await
-        .unwrap();
-    s.state
-        .runtime
-        .set_secret(&installed.instance_id, "BOT_TOKEN", TOKEN)
-        .await
-        .unwrap();
     let mgr: Arc<ChannelManager> = ChannelManager::new(
         s.state.runtime.clone(),
         s.state.agent.clone(),
         ChannelSettings::default(),
         "bench".into(),
     );
-    let channel = mgr
-        .create(
-            me["id"].as_str().unwrap(),
-            NewChannel {
-                instance_id: installed.instance_id,
-                agent_id: a.agent_id.clone(),
-                mode: None,
-                access: Access::Open,
-                allowlist: Vec::new(),
-                groups_need_address: true,
-            },
-        )
-        .await
-        .unwrap();
-    mgr.start(&channel.id).await.unwrap();
+    let channel = telegram_channel(&s, &mgr, &fake, &a.admin, &a.agent_id, Access::Open).await;
+    mgr.start(&channel).await.unwrap();
 
     for chat in 0..WARM_UP {
         fake.push_private_text(1_000_000 + chat, "warm up");

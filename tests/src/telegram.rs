@@ -564,3 +564,60 @@ fn message(chat: &str, id: i64, text: &str) -> Value {
         "text": text,
     })
 }
+
+/// A Telegram channel of the admin's made in-process: the real Telegram plugin installed
+/// against `fake` (its token set), bound to `agent_id` with `access`, not started. Its id.
+pub async fn telegram_channel(
+    s: &crate::server::TestServer,
+    mgr: &kelp::channels::ChannelManager,
+    fake: &FakeTelegram,
+    admin: &str,
+    agent_id: &str,
+    access: kelp::channels::Access,
+) -> String {
+    use kelp::plugins::InstallOptions;
+    use kelp::plugins::grants::Approval;
+    let (_, me) = s.send("GET", "/api/me", Some(admin), None).await;
+    let mut approval = Approval::default();
+    approval.add_item("kv").unwrap();
+    approval
+        .add_item(&format!("http-private:{}", fake.addr()))
+        .unwrap();
+    let installed = s
+        .state
+        .runtime
+        .install(
+            &crate::pack(
+                &crate::manifest(crate::components::PLUGIN_TELEGRAM_MANIFEST),
+                crate::components::PLUGIN_TELEGRAM_WASM,
+            ),
+            InstallOptions {
+                instance_id: None,
+                config: json!({"api_base": fake.api_base()}),
+                approval,
+                approve_changes: false,
+            },
+        )
+        .await
+        .unwrap();
+    let token = fake.shared.lock().token.clone();
+    s.state
+        .runtime
+        .set_secret(&installed.instance_id, "BOT_TOKEN", &token)
+        .await
+        .unwrap();
+    mgr.create(
+        me["id"].as_str().unwrap(),
+        kelp::channels::NewChannel {
+            instance_id: installed.instance_id,
+            agent_id: agent_id.to_owned(),
+            mode: None,
+            access,
+            allowlist: Vec::new(),
+            groups_need_address: true,
+        },
+    )
+    .await
+    .unwrap()
+    .id
+}

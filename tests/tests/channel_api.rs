@@ -2,7 +2,7 @@
 //! installed channel plugin (a new instance with its token), started and stopped, their chats
 //! listed, pairings approved, deleted with their instance; another user sees none of it.
 
-use kelp_tests::agent::{eventually, setup, upload};
+use kelp_tests::agent::{Setup, eventually, setup, upload};
 use kelp_tests::server::TestServer;
 use kelp_tests::telegram::FakeTelegram;
 use kelp_tests::vendor::{FakeVendor, Flavor, Reply};
@@ -30,22 +30,24 @@ async fn pending_chat(s: &TestServer, token: &str, channel: &str) -> Value {
     chats["items"][0].clone()
 }
 
+/// The fake Bot API, an agent on the fake vendor, and the Telegram plugin installed.
+async fn with_telegram_installed(s: &TestServer) -> (FakeTelegram, FakeVendor, Setup) {
+    let fake = FakeTelegram::start(TOKEN).await;
+    let vendor = FakeVendor::start(Flavor::OpenAi).await;
+    let a = setup(s, &vendor, "gpt-4o").await;
+    let package = pack(
+        &manifest(c::PLUGIN_TELEGRAM_MANIFEST),
+        c::PLUGIN_TELEGRAM_WASM,
+    );
+    let (status, body) = upload(s, &a.admin, package).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    (fake, vendor, a)
+}
+
 both_backends!(
     channels_are_made_paired_and_removed_through_the_api,
     |s: TestServer| async move {
-        let fake = FakeTelegram::start(TOKEN).await;
-        let vendor = FakeVendor::start(Flavor::OpenAi).await;
-        let a = setup(&s, &vendor, "gpt-4o").await;
-        let (status, body) = upload(
-            &s,
-            &a.admin,
-            pack(
-                &manifest(c::PLUGIN_TELEGRAM_MANIFEST),
-                c::PLUGIN_TELEGRAM_WASM,
-            ),
-        )
-        .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (fake, vendor, a) = with_telegram_installed(&s).await;
         let before = instances(&s, &a.admin).await;
         let new_channel = |extra: Value| {
             let mut body = json!({
@@ -215,19 +217,7 @@ fn kelp(s: &TestServer, token: &str, args: &[&str], stdin: &str) -> String {
 both_backends!(
     the_cli_adds_a_telegram_channel_and_approves_a_pairing,
     |s: TestServer| async move {
-        let fake = FakeTelegram::start(TOKEN).await;
-        let vendor = FakeVendor::start(Flavor::OpenAi).await;
-        let a = setup(&s, &vendor, "gpt-4o").await;
-        let (status, body) = upload(
-            &s,
-            &a.admin,
-            pack(
-                &manifest(c::PLUGIN_TELEGRAM_MANIFEST),
-                c::PLUGIN_TELEGRAM_WASM,
-            ),
-        )
-        .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (fake, vendor, a) = with_telegram_installed(&s).await;
         let config = json!({"api_base": fake.api_base()}).to_string();
         let grant = format!("http-private:{}", fake.addr());
         // The token comes on standard input, as `printf %s "$TOKEN" | kelp channel add …`.

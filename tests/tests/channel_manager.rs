@@ -12,7 +12,7 @@ use kelp::plugins::InstallOptions;
 use kelp::plugins::grants::Approval;
 use kelp_tests::agent::{Setup, eventually, setup};
 use kelp_tests::server::TestServer;
-use kelp_tests::telegram::{BOT_USERNAME, Failure, FakeTelegram};
+use kelp_tests::telegram::{BOT_USERNAME, Failure, FakeTelegram, telegram_channel};
 use kelp_tests::vendor::{FakeVendor, Flavor, Reply};
 use kelp_tests::{both_backends, components as c, manifest, pack};
 use serde_json::{Value, json};
@@ -54,53 +54,13 @@ async fn bot(s: &TestServer, mgr: &ChannelManager, access: Access) -> Bot {
     let a = setup(s, &vendor, "gpt-4o").await;
     let (_, me) = s.send("GET", "/api/me", Some(&a.admin), None).await;
     let owner = me["id"].as_str().unwrap().to_owned();
-    let mut approval = Approval::default();
-    approval.add_item("kv").unwrap();
-    approval
-        .add_item(&format!("http-private:{}", fake.addr()))
-        .unwrap();
-    let installed = s
-        .state
-        .runtime
-        .install(
-            &pack(
-                &manifest(c::PLUGIN_TELEGRAM_MANIFEST),
-                c::PLUGIN_TELEGRAM_WASM,
-            ),
-            InstallOptions {
-                instance_id: None,
-                config: json!({"api_base": fake.api_base()}),
-                approval,
-                approve_changes: false,
-            },
-        )
-        .await
-        .unwrap();
-    s.state
-        .runtime
-        .set_secret(&installed.instance_id, "BOT_TOKEN", TOKEN)
-        .await
-        .unwrap();
-    let channel = mgr
-        .create(
-            &owner,
-            NewChannel {
-                instance_id: installed.instance_id,
-                agent_id: a.agent_id.clone(),
-                mode: None,
-                access,
-                allowlist: Vec::new(),
-                groups_need_address: true,
-            },
-        )
-        .await
-        .unwrap();
+    let channel = telegram_channel(s, mgr, &fake, &a.admin, &a.agent_id, access).await;
     Bot {
         fake,
         vendor,
         a,
         owner,
-        channel: channel.id,
+        channel,
     }
 }
 

@@ -570,7 +570,7 @@ fn thread_key(chat: &Chat) -> &str {
     chat.thread.as_deref().unwrap_or("")
 }
 
-async fn set_chat_state(
+pub(super) async fn set_chat_state(
     mgr: &ChannelManager,
     channel: &ChannelRow,
     chat: &Chat,
@@ -588,7 +588,7 @@ async fn set_chat_state(
 }
 
 /// The chat has a new id: its session and pairing go with it.
-async fn move_chat(
+pub(super) async fn move_chat(
     mgr: &ChannelManager,
     channel: &ChannelRow,
     chat: &Chat,

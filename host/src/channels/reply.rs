@@ -76,7 +76,7 @@ pub(super) async fn act(
             },
             Some(Outcome::ChatClosed(why)) => {
                 if let Some(chat) = chat_of(&action) {
-                    close_chat(mgr, channel, &chat).await?;
+                    super::manager::set_chat_state(mgr, channel, &chat, "closed").await?;
                 }
                 return Err(ActError::ChatClosed(why.clone()).into());
             }
@@ -84,7 +84,7 @@ pub(super) async fn act(
                 let Some(chat) = chat_of(&action) else {
                     bail!("the platform moved a chat the action does not name");
                 };
-                follow_move(mgr, channel, &chat, to).await?;
+                super::manager::move_chat(mgr, channel, &chat, to).await?;
                 set_chat(&mut action, to);
             }
             Some(Outcome::Transient(_)) => tokio::time::sleep(Duration::from_secs(1)).await,
@@ -111,41 +111,6 @@ fn set_chat(action: &mut Action, to: &str) {
         Action::Typing(chat) => chat.id = to.to_owned(),
         Action::AnswerPress { .. } | Action::Setup(_) => {}
     }
-}
-
-async fn close_chat(mgr: &ChannelManager, channel: &ChannelRow, chat: &Chat) -> Result<()> {
-    let thread = chat.thread.as_deref().unwrap_or("");
-    if let Some(mut row) = mgr
-        .db()
-        .get_channel_chat(&channel.id, &chat.id, thread)
-        .await?
-    {
-        row.state = "closed".into();
-        mgr.db().put_channel_chat(&row).await?;
-    }
-    Ok(())
-}
-
-async fn follow_move(
-    mgr: &ChannelManager,
-    channel: &ChannelRow,
-    chat: &Chat,
-    to: &str,
-) -> Result<()> {
-    let thread = chat.thread.as_deref().unwrap_or("");
-    if let Some(mut row) = mgr
-        .db()
-        .get_channel_chat(&channel.id, &chat.id, thread)
-        .await?
-    {
-        let mut moved = row.clone();
-        moved.chat_id = to.to_owned();
-        mgr.db().put_channel_chat(&moved).await?;
-        row.state = "moved".into();
-        row.session_id = None;
-        mgr.db().put_channel_chat(&row).await?;
-    }
-    Ok(())
 }
 
 /// Splits `text` into parts of at most `max` UTF-16 units, at the last line break or space

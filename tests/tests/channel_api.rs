@@ -217,9 +217,37 @@ fn kelp(s: &TestServer, token: &str, args: &[&str], stdin: &str) -> String {
 both_backends!(
     the_cli_adds_a_telegram_channel_and_approves_a_pairing,
     |s: TestServer| async move {
-        let (fake, vendor, a) = with_telegram_installed(&s).await;
+        // As a new user has it: the Telegram plugin is built into `kelp`, not installed.
+        let fake = FakeTelegram::start(TOKEN).await;
+        let vendor = FakeVendor::start(Flavor::OpenAi).await;
+        let a = setup(&s, &vendor, "gpt-4o").await;
+        let installed = async |s: &TestServer| {
+            let (status, _) = s
+                .send("GET", "/api/plugins/kelp/telegram", Some(&a.admin), None)
+                .await;
+            status == StatusCode::OK
+        };
+        assert!(!installed(&s).await);
         let config = json!({"api_base": fake.api_base()}).to_string();
         let grant = format!("http-private:{}", fake.addr());
+        // A refusal after the built-in package was installed on the way (an empty token is
+        // refused when it is sealed) leaves nothing, the package included.
+        let (status, body) = s
+            .send(
+                "POST",
+                "/api/channels",
+                Some(&a.admin),
+                Some(json!({
+                    "plugin": "kelp/telegram",
+                    "agent_id": a.agent_id,
+                    "config": {"api_base": fake.api_base()},
+                    "secrets": {"BOT_TOKEN": ""},
+                    "grants": [format!("http-private:{}", fake.addr())],
+                })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(!installed(&s).await);
         // The token comes on standard input, as `printf %s "$TOKEN" | kelp channel add …`.
         let added = kelp(
             &s,
@@ -238,6 +266,7 @@ both_backends!(
             TOKEN,
         );
         assert!(added.contains("started"), "{added}");
+        assert!(installed(&s).await);
         let id = added.split_whitespace().nth(2).unwrap().to_owned();
         let listed = kelp(&s, &a.admin, &["channel", "list"], "");
         assert!(

@@ -215,11 +215,26 @@ pub async fn create(
     ApiJson(body): ApiJson<NewChannelBody>,
 ) -> Result<(StatusCode, axum::Json<Channel>), ApiError> {
     let owner = admin.id.clone();
-    let plugin = state.db().get_plugin(&body.plugin).await?.ok_or_else(|| {
-        ApiError::bad_request(format!("no plugin `{}` is installed", body.plugin))
-    })?;
-    let manifest = crate::plugins::Manifest::parse(&plugin.manifest_toml)
-        .map_err(|e| ApiError::internal(format!("stored manifest: {e}")))?;
+    // A channel plugin built into this binary need not be installed first: first-party
+    // channels are not installed at start (each instance is a bot, made here), so the
+    // package comes with the channel's own instance.
+    let (manifest, built_in) = match state.db().get_plugin(&body.plugin).await? {
+        Some(plugin) => (
+            crate::plugins::Manifest::parse(&plugin.manifest_toml)
+                .map_err(|e| ApiError::internal(format!("stored manifest: {e}")))?,
+            None,
+        ),
+        None => {
+            let package = built_in_package(&body.plugin)?.ok_or_else(|| {
+                ApiError::bad_request(format!("no plugin `{}` is installed", body.plugin))
+            })?;
+            let (review, _) = state
+                .runtime
+                .review(&package)
+                .map_err(|e| ApiError::internal(format!("built-in {}: {e:#}", body.plugin)))?;
+            (review.manifest, Some(package))
+        }
+    };
     if manifest.kind != PluginKind::Channel {
         return Err(ApiError::bad_request(format!(
             "`{}` is a {} plugin, not a channel",
@@ -266,11 +281,29 @@ pub async fn create(
             .add_item(grant)
             .map_err(|e| ApiError::bad_request(format!("grants: {e:#}")))?;
     }
-    state
-        .runtime
-        .create_instance(&body.plugin, &instance_id, config, approval)
-        .await
-        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+    let installed_here = built_in.is_some();
+    match built_in {
+        Some(package) => state
+            .runtime
+            .install(
+                &package,
+                crate::plugins::InstallOptions {
+                    instance_id: Some(instance_id.clone()),
+                    config,
+                    approval,
+                    approve_changes: false,
+                },
+            )
+            .await
+            .map(drop),
+        None => {
+            state
+                .runtime
+                .create_instance(&body.plugin, &instance_id, config, approval)
+                .await
+        }
+    }
+    .map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
     // From here a refusal removes the instance again: a refused request leaves nothing.
     let made = async {
         for (name, value) in &body.secrets {
@@ -312,7 +345,13 @@ pub async fn create(
     let id = match made {
         Ok(id) => id,
         Err(e) => {
-            if let Err(cleanup) = state.runtime.delete_instance(&instance_id).await {
+            // The package too, if this request installed it: a refusal leaves nothing.
+            let cleanup = if installed_here {
+                state.runtime.remove(&body.plugin).await.map(drop)
+            } else {
+                state.runtime.delete_instance(&instance_id).await.map(drop)
+            };
+            if let Err(cleanup) = cleanup {
                 tracing::warn!(instance = %instance_id, "removing a refused channel's instance: {cleanup:#}");
             }
             return Err(e);
@@ -421,4 +460,19 @@ pub async fn approve_pairing(
         .await?
         .ok_or_else(|| ApiError::not_found("pairing code"))?;
     Ok(axum::Json(chat.into()))
+}
+
+/// The package of the first-party plugin named `name` built into this binary, if any.
+fn built_in_package(name: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    for plugin in crate::embedded::FIRST_PARTY_PLUGINS {
+        let manifest = crate::plugins::Manifest::parse(plugin.manifest)
+            .map_err(|e| ApiError::internal(format!("built-in {}: {e}", plugin.dir)))?;
+        if manifest.name.to_string() == name {
+            return plugin
+                .package()
+                .map(Some)
+                .map_err(|e| ApiError::internal(format!("packing built-in {name}: {e:#}")));
+        }
+    }
+    Ok(None)
 }

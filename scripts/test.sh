@@ -6,6 +6,18 @@ cd "$(dirname "$0")/.."
 # Reuse one build cache across clones: wasmtime takes minutes to compile.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kelp-target}"
 
+# Cargo does not tell two checkouts of this workspace apart by their path, so this one's crates
+# could be taken as built when another checkout built them: with that checkout's paths baked
+# in (build scripts' embedded files, `CARGO_MANIFEST_DIR`), which may be gone. When the cache
+# was last used from elsewhere, this workspace's own crates are rebuilt (minutes; the
+# dependencies, wasmtime among them, stay cached).
+mkdir -p "$CARGO_TARGET_DIR"
+checkout_mark="$CARGO_TARGET_DIR/.kelp-checkout"
+if [ "$(cat "$checkout_mark" 2>/dev/null || true)" != "$PWD" ]; then
+  cargo clean -p kelp -p kelp-registry -p kelp-tests -p kelp-fake-vendor >/dev/null 2>&1 || true
+  printf %s "$PWD" > "$checkout_mark"
+fi
+
 if command -v rustup >/dev/null 2>&1; then
   rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
   rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt

@@ -8,13 +8,15 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kelp-target}"
 
 # Cargo does not tell two checkouts of this workspace apart by their path, so this one's crates
 # could be taken as built when another checkout built them: with that checkout's paths baked
-# in (build scripts' embedded files, `CARGO_MANIFEST_DIR`), which may be gone. When the cache
-# was last used from elsewhere, this workspace's own crates are rebuilt (minutes; the
-# dependencies, wasmtime among them, stay cached).
+# in (build scripts' embedded files, `CARGO_MANIFEST_DIR`), which may be gone, or mixed with
+# this checkout's copies of the same crates. When the cache was last used from elsewhere, this
+# repository's own crates are rebuilt: the host workspace's, and the guest and fuzz builds,
+# which hold little else (minutes; wasmtime and the other dependencies stay cached).
 mkdir -p "$CARGO_TARGET_DIR"
 checkout_mark="$CARGO_TARGET_DIR/.kelp-checkout"
 if [ "$(cat "$checkout_mark" 2>/dev/null || true)" != "$PWD" ]; then
   cargo clean -p kelp -p kelp-registry -p kelp-tests -p kelp-fake-vendor >/dev/null 2>&1 || true
+  rm -rf "$CARGO_TARGET_DIR/guests" "$CARGO_TARGET_DIR/fuzz"
   printf %s "$PWD" > "$checkout_mark"
 fi
 

@@ -15,10 +15,8 @@ use kelp::channels::{Access, ChannelManager, ChannelSettings};
 use kelp_tests::agent::setup;
 use kelp_tests::process::KelpProcess;
 use kelp_tests::server::{Backend, TestServer};
-use kelp_tests::telegram::{FakeTelegram, telegram_channel};
+use kelp_tests::telegram::{FakeTelegram, serve_with_channel, telegram_channel};
 use kelp_tests::vendor::{FakeVendor, Flavor, Reply};
-use kelp_tests::{components as c, manifest, pack};
-use serde_json::{Value, json};
 
 const TOKEN: &str = "123456:BENCH-token";
 const WARM_UP: i64 = 100;
@@ -119,24 +117,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn call(
-    http: &reqwest::Client,
-    token: &str,
-    method: &str,
-    url: String,
-    body: Value,
-) -> Value {
-    http.request(method.parse().unwrap(), url)
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// A real `kelp serve` (release build of this benchmark's profile) with the first-party
 /// plugins and one Telegram channel long-polling the fake: its RSS, idle, over the soak.
 async fn idle_serve(soak: Duration) {
@@ -145,60 +125,7 @@ async fn idle_serve(soak: Duration) {
     let data = tempfile::tempdir().unwrap();
     let server = KelpProcess::start(env!("CARGO_BIN_EXE_kelp"), data.path(), &[], &[]);
     let pid = server.child.id();
-    let http = reqwest::Client::new();
-    let base = server.base.clone();
-    let setup: Value = http
-        .post(format!("{base}/api/auth/setup"))
-        .json(&json!({"username": "admin", "password": "correct horse"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = setup["token"].as_str().unwrap().to_owned();
-    call(
-        &http,
-        &token,
-        "PUT",
-        format!("{base}/api/providers/openai/auth"),
-        json!({"api_key": "sk-bench", "base_url": vendor.base_url()}),
-    )
-    .await;
-    let agent = call(
-        &http,
-        &token,
-        "POST",
-        format!("{base}/api/agents"),
-        json!({"name": "helper", "provider": {"plugin": "openai", "model": "gpt-4o"}}),
-    )
-    .await;
-    http.post(format!("{base}/api/plugins"))
-        .bearer_auth(&token)
-        .header("content-type", "application/octet-stream")
-        .body(pack(
-            &manifest(c::PLUGIN_TELEGRAM_MANIFEST),
-            c::PLUGIN_TELEGRAM_WASM,
-        ))
-        .send()
-        .await
-        .unwrap();
-    let channel = call(
-        &http,
-        &token,
-        "POST",
-        format!("{base}/api/channels"),
-        json!({
-            "plugin": "kelp/telegram",
-            "agent_id": agent["id"],
-            "config": {"api_base": fake.api_base()},
-            "secrets": {"BOT_TOKEN": TOKEN},
-            "grants": [format!("http-private:{}", fake.addr())],
-            "access": "open",
-        }),
-    )
-    .await;
-    assert_eq!(channel["running"], true, "{channel}");
+    serve_with_channel(&server.base, &fake, &vendor.base_url()).await;
     // One message through, so everything a conversation needs has been loaded once.
     vendor.set_responder(|_| Reply::text("ok"));
     fake.push_private_text(42, "hello");

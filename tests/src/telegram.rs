@@ -621,3 +621,47 @@ pub async fn telegram_channel(
     .unwrap()
     .id
 }
+
+/// On a real `kelp serve` at `base` with no users yet: the first admin, the `openai` provider
+/// pointed at `vendor_url`, an agent `helper`, and an open Telegram channel of the built-in
+/// plugin polling `fake`, made through the API. The admin's token.
+pub async fn serve_with_channel(base: &str, fake: &FakeTelegram, vendor_url: &str) -> String {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let call = async |token: Option<&str>, method: &str, path: &str, body: Value| {
+        let mut req = http.request(method.parse().unwrap(), format!("{base}{path}"));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.json(&body).send().await.unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{method} {path}: {status} {body}");
+        body
+    };
+    let setup = call(
+        None,
+        "POST",
+        "/api/auth/setup",
+        json!({"username": "admin", "password": "correct horse"}),
+    )
+    .await;
+    let token = setup["token"].as_str().unwrap().to_owned();
+    let auth = json!({"api_key": "sk-test", "base_url": vendor_url});
+    call(Some(&token), "PUT", "/api/providers/openai/auth", auth).await;
+    let agent = json!({"name": "helper", "provider": {"plugin": "openai", "model": "gpt-4o", "max_tokens": 50}});
+    let agent = call(Some(&token), "POST", "/api/agents", agent).await;
+    let channel = json!({
+        "plugin": "kelp/telegram",
+        "agent_id": agent["id"],
+        "config": {"api_base": fake.api_base()},
+        "secrets": {"BOT_TOKEN": fake.shared.lock().token.clone()},
+        "grants": [format!("http-private:{}", fake.addr())],
+        "access": "open",
+    });
+    let channel = call(Some(&token), "POST", "/api/channels", channel).await;
+    assert_eq!(channel["running"], true, "{channel}");
+    token
+}

@@ -9,10 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kelp_tests::process::KelpProcess;
-use kelp_tests::telegram::FakeTelegram;
+use kelp_tests::telegram::{FakeTelegram, serve_with_channel};
 use kelp_tests::vendor::{FakeVendor, Flavor, Reply};
-use kelp_tests::{components as c, manifest, pack};
-use serde_json::{Value, json};
 
 const KELP: &str = env!("CARGO_BIN_EXE_kelp");
 const TOKEN: &str = "123456:TEST-token_value";
@@ -21,26 +19,6 @@ const CHATS: i64 = 6;
 const ANSWER: &str = "one two three four five six seven eight nine ten eleven twelve thirteen \
      fourteen fifteen sixteen seventeen eighteen nineteen twenty twenty-one twenty-two \
      twenty-three twenty-four twenty-five twenty-six twenty-seven twenty-eight twenty-nine";
-
-async fn call(
-    http: &reqwest::Client,
-    token: &str,
-    method: &str,
-    url: String,
-    body: Option<Value>,
-) -> Value {
-    let mut req = http
-        .request(method.parse().unwrap(), url)
-        .bearer_auth(token);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{status} {body}");
-    body
-}
 
 /// Each chat's messages as the fake holds them, and how many sends went to it.
 fn per_chat(fake: &FakeTelegram) -> BTreeMap<String, usize> {
@@ -62,66 +40,7 @@ async fn updates_survive_a_crash(env: Vec<(String, String)>) {
     });
     let data = tempfile::tempdir().unwrap();
     let server = KelpProcess::start(KELP, data.path(), &[], &env);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let base = server.base.clone();
-    let setup: Value = http
-        .post(format!("{base}/api/auth/setup"))
-        .json(&json!({"username": "admin", "password": "correct horse"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = setup["token"].as_str().unwrap().to_owned();
-    call(
-        &http,
-        &token,
-        "PUT",
-        format!("{base}/api/providers/openai/auth"),
-        Some(json!({"api_key": "sk-test", "base_url": vendor.base_url()})),
-    )
-    .await;
-    let agent = call(
-        &http,
-        &token,
-        "POST",
-        format!("{base}/api/agents"),
-        Some(json!({
-            "name": "helper", "provider": {"plugin": "openai", "model": "gpt-4o", "max_tokens": 50},
-        })),
-    )
-    .await;
-    let resp = http
-        .post(format!("{base}/api/plugins"))
-        .bearer_auth(&token)
-        .header("content-type", "application/octet-stream")
-        .body(pack(
-            &manifest(c::PLUGIN_TELEGRAM_MANIFEST),
-            c::PLUGIN_TELEGRAM_WASM,
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    call(
-        &http,
-        &token,
-        "POST",
-        format!("{base}/api/channels"),
-        Some(json!({
-            "plugin": "kelp/telegram",
-            "agent_id": agent["id"],
-            "config": {"api_base": fake.api_base()},
-            "secrets": {"BOT_TOKEN": TOKEN},
-            "grants": [format!("http-private:{}", fake.addr())],
-            "access": "open",
-        })),
-    )
-    .await;
+    serve_with_channel(&server.base, &fake, &vendor.base_url()).await;
 
     for chat in 1..=CHATS {
         fake.push_private_text(1000 + chat, &format!("question {chat}"));

@@ -15,3 +15,15 @@ pub fn new_id() -> String {
     rand::rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
 }
+
+/// Hands memory the allocator holds but no longer uses back to the operating system (glibc
+/// keeps freed memory in its arenas; other allocators and systems: nothing to do). For after
+/// start-up's burst of allocations, so an idle server is as small as what it still uses.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only releases free memory of glibc's own heap; it takes no
+    // pointers and is safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

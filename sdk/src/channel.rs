@@ -324,6 +324,9 @@ pub enum Action {
     AnswerPress(String),
     /// Set up the bot.
     Setup(Setup),
+    /// Fetch the file of an attachment (its [`Attachment::locator`]): the outcome is
+    /// [`Outcome::Download`].
+    FetchFile(String),
 }
 
 /// Who the bot is on the platform.
@@ -359,6 +362,10 @@ pub enum Outcome {
     Transient(String),
     /// Retrying will not help; the text says why.
     Failed(String),
+    /// The answer to [`Action::FetchFile`]: the request that downloads the file. The host
+    /// sends it (inserting secrets where the manifest binds them) and the body of a 2xx answer
+    /// is the file.
+    Download(crate::http::Request),
 }
 
 /// Why a channel call failed.

@@ -4,6 +4,7 @@
 use kelp::agent::AgentSettings;
 use kelp::api::AppState;
 use kelp::api::http::HttpSettings;
+use kelp::channels::ChannelSettings;
 use kelp::plugins::{PluginRuntime, RuntimeSettings};
 use kelp::store::Db;
 use reqwest::StatusCode;
@@ -28,6 +29,7 @@ pub struct Settings {
     pub agent: AgentSettings,
     pub plugins: RuntimeSettings,
     pub http: HttpSettings,
+    pub channels: ChannelSettings,
 }
 
 impl Default for Settings {
@@ -57,6 +59,7 @@ impl Settings {
             agent: AgentSettings::default(),
             plugins: RuntimeSettings::default(),
             http: HttpSettings::default(),
+            channels: ChannelSettings::default(),
         }
     }
 }
@@ -163,9 +166,11 @@ impl TestServer {
         settings: Settings,
     ) -> TestServer {
         let runtime = PluginRuntime::new(settings.plugins.clone(), data, db).unwrap();
-        let state = AppState::with_agent(runtime, settings.agent.clone(), kelp::util::new_id())
+        let host_id = kelp::util::new_id();
+        let state = AppState::with_agent(runtime, settings.agent.clone(), host_id.clone())
             .with_http(&settings.http)
-            .unwrap();
+            .unwrap()
+            .with_channels(settings.channels.clone(), host_id);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -70,6 +70,10 @@ struct State_ {
     /// Polls in flight, by a number of their own: a newer poll ends the older one with 409.
     polls: Vec<(u64, oneshot::Sender<()>)>,
     poll_seq: u64,
+    /// Polls ended by a newer one (answered 409, as two pollers of one bot are).
+    polls_cut: usize,
+    /// Files users sent, by file id: the path getFile names, and the bytes.
+    files: HashMap<String, (String, Vec<u8>)>,
 }
 
 struct Shared {
@@ -105,6 +109,7 @@ impl FakeTelegram {
         });
         let app = Router::new()
             .route("/{bot}/{method}", any(receive))
+            .route("/file/{bot}/{*path}", any(download))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -124,6 +129,15 @@ impl FakeTelegram {
             shared,
             _stop: stop,
         }
+    }
+
+    /// Makes a file users can send by `file_id`, downloadable as the Bot API serves files.
+    pub fn add_file(&self, file_id: &str, bytes: &[u8]) {
+        let mut state = self.shared.lock();
+        let path = format!("documents/file_{}.txt", state.files.len());
+        state
+            .files
+            .insert(file_id.to_owned(), (path, bytes.to_vec()));
     }
 
     /// What the plugin's `api_base` is set to.
@@ -201,6 +215,11 @@ impl FakeTelegram {
         sent.into_iter().map(|(_, text)| text).collect()
     }
 
+    /// How many polls a newer poll cut short (each answered 409): more than one poller.
+    pub fn polls_cut(&self) -> usize {
+        self.shared.lock().polls_cut
+    }
+
     /// Updates not confirmed yet.
     pub fn unconfirmed(&self) -> usize {
         self.shared.lock().updates.len()
@@ -214,6 +233,20 @@ impl FakeTelegram {
 
 /// A private-chat text message Update (without its `update_id`), shaped like the fixture
 /// `update-private-text-message.json`.
+/// A document `from` sends in a private chat, with a caption.
+pub fn private_document(from: i64, file_id: &str, name: &str, size: usize, caption: &str) -> Value {
+    let mut update = private_text(from, "");
+    let message = update["message"].as_object_mut().unwrap();
+    message.remove("text");
+    message.insert("caption".into(), caption.into());
+    message.insert(
+        "document".into(),
+        json!({"file_id": file_id, "file_unique_id": format!("u-{file_id}"), "file_name": name,
+               "mime_type": "text/plain", "file_size": size}),
+    );
+    update
+}
+
 pub fn private_text(from: i64, text: &str) -> Value {
     let mut update = json!({
         "message": {
@@ -260,12 +293,18 @@ fn refuse(code: u16, description: &str, parameters: Option<Value>) -> Response {
         .into_response()
 }
 
+/// A call's parameters: the URL's query and the body (JSON, or a form) together, as the Bot
+/// API server reads them.
 fn params(body: &Bytes, query: Option<&str>) -> Value {
-    if let Ok(v @ Value::Object(_)) = serde_json::from_slice::<Value>(body) {
-        return v;
-    }
     let mut out = serde_json::Map::new();
-    let form = std::str::from_utf8(body).unwrap_or_default();
+    let json = serde_json::from_slice::<Value>(body).ok();
+    let form = match &json {
+        Some(Value::Object(fields)) => {
+            out.extend(fields.clone());
+            ""
+        }
+        _ => std::str::from_utf8(body).unwrap_or_default(),
+    };
     for text in [query.unwrap_or_default(), form] {
         let Ok(url) = reqwest::Url::parse(&format!("http://fake/?{text}")) else {
             continue;
@@ -364,7 +403,38 @@ async fn receive(
         "sendMessage" => send_message(&shared, &params),
         "editMessageText" => edit_message(&shared, &params),
         "sendChatAction" | "answerCallbackQuery" => ok(json!(true)),
+        "getFile" => {
+            let id = as_text(&params["file_id"]);
+            match shared.lock().files.get(&id) {
+                Some((path, bytes)) => ok(json!({
+                    "file_id": id, "file_unique_id": format!("u-{id}"),
+                    "file_size": bytes.len(), "file_path": path,
+                })),
+                None => refuse(400, "Bad Request: invalid file_id", None),
+            }
+        }
         _ => refuse(404, "Not Found: method not found", None),
+    }
+}
+
+/// `GET /file/bot<token>/<file_path>`: a file's bytes, as the Bot API's file server gives
+/// them (a plain 404 for a wrong token or path).
+async fn download(
+    State(shared): State<Arc<Shared>>,
+    Path((bot, path)): Path<(String, String)>,
+) -> Response {
+    let state = shared.lock();
+    if bot.strip_prefix("bot") != Some(state.token.as_str()) {
+        return (StatusCode::NOT_FOUND, "Not Found").into_response();
+    }
+    match state.files.values().find(|(p, _)| *p == path) {
+        Some((_, bytes)) => (
+            StatusCode::OK,
+            [("content-type", "application/octet-stream")],
+            bytes.clone(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "Not Found").into_response(),
     }
 }
 
@@ -386,7 +456,9 @@ async fn get_updates(shared: &Arc<Shared>, params: &Value) -> Response {
             );
         }
         // A newer poll ends the ones in flight, as the real server does.
-        for (_, older) in state.polls.drain(..) {
+        let older: Vec<_> = state.polls.drain(..).collect();
+        state.polls_cut += older.len();
+        for (_, older) in older {
             let _ = older.send(());
         }
         state.poll_seq += 1;

@@ -154,6 +154,56 @@ both_backends!(
             .await;
         assert_eq!(seen["bot"]["handle"], kelp_tests::telegram::BOT_USERNAME);
 
+        // Changed: another agent of the owner's takes the chat over in a new conversation;
+        // who may talk changes; a foreign agent, another user and an unknown field are refused.
+        let paired_session = pending_or_paired_session(&s, &a.admin, &id).await;
+        assert!(paired_session.is_some());
+        let (status, other_agent) = s
+            .send(
+                "POST",
+                "/api/agents",
+                Some(&a.admin),
+                Some(json!({
+                    "name": "second",
+                    "instructions": "You are the second agent.",
+                    "provider": {"plugin": a.provider, "model": "gpt-4o", "max_tokens": 100},
+                })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{other_agent}");
+        let other_agent = other_agent["id"].as_str().unwrap().to_owned();
+        let put = |token: &str, body: Value| {
+            let (path, token) = (format!("/api/channels/{id}"), token.to_owned());
+            let s = &s;
+            async move { s.send("PUT", &path, Some(&token), Some(body)).await }
+        };
+        let (status, _) = put(&bob, json!({"access": "open"})).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, body) = put(&a.admin, json!({"agent_id": "nope"})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let (status, _) = put(&a.admin, json!({"colour": "blue"})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        let (status, changed) = put(
+            &a.admin,
+            json!({"agent_id": other_agent, "access": "allowlist", "allowlist": ["77"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{changed}");
+        assert_eq!(changed["agent_id"], other_agent.as_str());
+        assert_eq!(changed["access"], "allowlist");
+        assert_eq!(changed["allowlist"], json!(["77"]));
+        assert_eq!(changed["mode"], "poll", "what was not given is kept");
+        assert_eq!(pending_or_paired_session(&s, &a.admin, &id).await, None);
+        vendor.push(Reply::text("The second agent here."));
+        fake.push_private_text(77, "who is this?");
+        eventually("the second agent's answer", || async {
+            fake.texts_in(77).last().map(String::as_str) == Some("The second agent here.")
+        })
+        .await;
+        let asked = vendor.requests().last().unwrap().body["messages"].to_string();
+        assert!(asked.contains("You are the second agent."), "{asked}");
+        assert!(!asked.contains("now?"), "a new conversation: {asked}");
+
         // Another user sees none of it.
         let (_, list) = s.send("GET", "/api/channels", Some(&bob), None).await;
         assert_eq!(list["total"], 0);
@@ -205,6 +255,13 @@ both_backends!(
         s.state.channels.shutdown().await;
     }
 );
+
+/// The session of the channel's first chat, if it has one.
+async fn pending_or_paired_session(s: &TestServer, token: &str, channel: &str) -> Option<String> {
+    let path = format!("/api/channels/{channel}/chats");
+    let (_, chats) = s.send("GET", &path, Some(token), None).await;
+    chats["items"][0]["session_id"].as_str().map(str::to_owned)
+}
 
 /// Runs the `kelp` CLI against the server as the signed-in admin.
 fn kelp(s: &TestServer, token: &str, args: &[&str], stdin: &str) -> String {

@@ -273,3 +273,49 @@ fn sigterm_shuts_down_gracefully() {
     };
     assert!(status.success(), "exit status {status}");
 }
+
+/// `kelp serve` compiles plugins in `kelp compile-worker` children, so the compiler's memory
+/// is never the server's: what a worker writes is what the server's cache then loads, and a
+/// worker that cannot run says so (the server then compiles in-process).
+#[test]
+fn the_compile_worker_fills_the_cache_the_server_loads() {
+    use kelp::plugins::RuntimeSettings;
+    use kelp::plugins::cache::{CacheOutcome, CompileCache, CompileWorker};
+    let dir = tempfile::tempdir().unwrap();
+    let settings = RuntimeSettings::default();
+    let engine = kelp::plugins::engine::build_engine(&settings).unwrap();
+    let cache = CompileCache::open(
+        &engine,
+        &dir.path().join("cache"),
+        &dir.path().join("cache.key"),
+    )
+    .unwrap();
+    let wasm = std::fs::read(c::PLUGIN_CALC_WASM).unwrap();
+    let sha = kelp::util::sha256_hex(&wasm);
+    assert!(!cache.has_entry(&sha));
+    let worker = CompileWorker {
+        exe: env!("CARGO_BIN_EXE_kelp").into(),
+    };
+    worker.compile(&settings, &cache, &wasm, &sha).unwrap();
+    assert!(cache.has_entry(&sha));
+    let (_, outcome) = cache.load_or_compile(&engine, &wasm, &sha).unwrap();
+    assert_eq!(
+        outcome,
+        CacheOutcome::Hit,
+        "the worker's engine is the server's"
+    );
+    // A wasm that is not what its digest says is refused by the worker, and nothing written.
+    let other = kelp::util::sha256_hex(b"something else");
+    let refused = worker
+        .compile(&settings, &cache, &wasm, &other)
+        .unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("digest mismatch"),
+        "{refused:#}"
+    );
+    assert!(!cache.has_entry(&other));
+    let missing = CompileWorker {
+        exe: dir.path().join("no-such-kelp"),
+    };
+    assert!(missing.compile(&settings, &cache, &wasm, &sha).is_err());
+}

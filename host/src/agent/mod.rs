@@ -728,6 +728,11 @@ impl AgentHost {
         &self.settings
     }
 
+    /// How many runs one user may have going at once (at least one).
+    pub(crate) fn max_runs_per_user(&self) -> u32 {
+        self.settings.max_runs_per_user.max(1)
+    }
+
     /// How long a claim on a session holds without renewal, in milliseconds.
     pub(crate) fn lease_ms(&self) -> i64 {
         (self.settings.session_lease_s.max(3) * 1000) as i64

@@ -23,6 +23,10 @@ use crate::store::runs::{LedgerRow, RunUpdate, StepWrite};
 
 /// The built-in tool that hands the model a skill's full text.
 const LOAD_SKILL: &str = "load_skill";
+/// The built-in tool that saves a file a chat channel received into the session's workspace.
+const FETCH_ATTACHMENT: &str = "fetch_attachment";
+/// The most text of a fetched file the tool's result quotes.
+const ATTACHMENT_TEXT_QUOTE: usize = 16 * 1024;
 
 /// Most history messages a run reads; older ones are beyond any context window anyway.
 pub(super) const HISTORY_LIMIT: i64 = 2_000;
@@ -818,7 +822,10 @@ impl Run {
             arguments
         };
         let Some(instance) = &tool.instance else {
-            return self.load_skill(arguments).await;
+            return match tool.tool.as_str() {
+                FETCH_ATTACHMENT => self.fetch_attachment(arguments, workspace).await,
+                _ => self.load_skill(arguments).await,
+            };
         };
         // Each call on a task of its own, so calls of one step run in parallel on the worker
         // threads; dropping the handle (an abort) stops the call at its next await point.
@@ -841,6 +848,80 @@ impl Run {
             Ok(Err(e)) => (e.to_string(), true),
             Err(e) => (format!("the tool call failed: {e}"), true),
         }
+    }
+
+    /// Saves a file a channel received in this session into the session's workspace, and
+    /// says where (quoting it when it is short text).
+    async fn fetch_attachment(
+        &self,
+        arguments: &str,
+        workspace: Option<&std::path::Path>,
+    ) -> (String, bool) {
+        let id = serde_json::from_str::<Value>(arguments)
+            .ok()
+            .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned));
+        let Some(id) = id else {
+            return ("fetch_attachment needs {\"id\": \"att-…\"}".into(), true);
+        };
+        if workspace.is_none() {
+            return ("this run has no workspace to save the file in".into(), true);
+        }
+        let found = match self
+            .host
+            .db()
+            .channel_attachment(&self.session_id, &id)
+            .await
+        {
+            Ok(Some(found)) => found,
+            Ok(None) => return (format!("no attachment `{id}` in this conversation"), true),
+            Err(e) => return (format!("looking the attachment up failed: {e:#}"), true),
+        };
+        let (attachment, instance) = found;
+        let runtime = self.host.runtime();
+        let file = match runtime
+            .channel_fetch_file(&instance, &attachment.locator)
+            .await
+        {
+            Ok(file) => file,
+            Err(e) => return (format!("fetching the file failed: {e}"), true),
+        };
+        // The platform's name when it gave a usable one, else the id.
+        let name = attachment
+            .name
+            .as_deref()
+            .map(|n| n.replace(['/', '\\', '\0'], "_"))
+            .filter(|n| !n.is_empty() && n != "." && n != "..")
+            .map(|n| format!("{id}-{n}"))
+            .unwrap_or_else(|| id.clone());
+        let path = match runtime
+            .save_to_session_workspace(&self.session_id, "attachments", &name, &file.bytes)
+            .await
+        {
+            Ok(path) => path,
+            Err(e) => return (format!("saving the file failed: {e:#}"), true),
+        };
+        let mut result = json!({
+            "path": path,
+            "bytes": file.bytes.len(),
+            "kind": attachment.kind,
+            "mime_type": attachment.mime_type.or(file.content_type),
+        });
+        if let Ok(text) = std::str::from_utf8(&file.bytes) {
+            let cut = text
+                .char_indices()
+                .map(|(i, _)| i)
+                .take_while(|&i| i <= ATTACHMENT_TEXT_QUOTE)
+                .last()
+                .unwrap_or(0);
+            let quoted = if text.len() <= ATTACHMENT_TEXT_QUOTE {
+                text
+            } else {
+                &text[..cut]
+            };
+            result["text"] = Value::from(quoted);
+            result["text_complete"] = Value::from(quoted.len() == text.len());
+        }
+        (result.to_string(), false)
     }
 
     async fn load_skill(&self, arguments: &str) -> (String, bool) {
@@ -900,6 +981,31 @@ impl Run {
                 },
                 instance: Some(instance.clone()),
                 tool: spec.name.clone(),
+            });
+        }
+        // Only where a channel brought files: other runs are not offered a tool they cannot use.
+        if self
+            .host
+            .db()
+            .session_has_attachments(&self.session_id)
+            .await?
+        {
+            exposed.push(ExposedTool {
+                spec: ToolSpec {
+                    name: FETCH_ATTACHMENT.into(),
+                    description: "Save a file the user sent in this chat into your workspace \
+                        (under attachments/) by its id (att-…); short text files are quoted in \
+                        the result."
+                        .into(),
+                    input_schema: json!({
+                        "type": "object",
+                        "properties": {"id": {"type": "string", "description": "The attachment's id, e.g. att-0123456789ab"}},
+                        "required": ["id"]
+                    })
+                    .to_string(),
+                },
+                instance: None,
+                tool: FETCH_ATTACHMENT.into(),
             });
         }
         if !self.agent.skills.is_empty() {

@@ -16,7 +16,7 @@ use super::AppState;
 use super::common::{ApiError, ApiJson, ApiQuery, ErrorEnvelope, Page, PageQuery};
 use crate::auth::{AdminUser, CurrentUser};
 use crate::channels::model::Mode;
-use crate::channels::{Access, NewChannel};
+use crate::channels::{Access, ChannelChange, NewChannel};
 use crate::plugins::grants::Approval;
 use crate::plugins::{PluginKind, with_config_defaults};
 use crate::store::channels::{ChannelRow, ChatRow};
@@ -24,7 +24,7 @@ use crate::store::channels::{ChannelRow, ChatRow};
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
-        .routes(routes!(get_one, delete))
+        .routes(routes!(get_one, update, delete))
         .routes(routes!(start))
         .routes(routes!(stop))
         .routes(routes!(chats))
@@ -158,6 +158,42 @@ pub enum AccessBody {
     Allowlist,
     Open,
     Disabled,
+}
+
+/// Body of a channel change: the fields given are changed, the others kept.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelUpdate {
+    /// Another of your agents: every chat starts a new conversation with it at its next
+    /// message.
+    #[schema(min_length = 1, max_length = 128)]
+    pub agent_id: Option<String>,
+    /// How events arrive; a running channel sets its platform up again.
+    pub mode: Option<ModeBody>,
+    pub access: Option<AccessBody>,
+    #[schema(max_items = 1000)]
+    pub allowlist: Option<Vec<String>>,
+    pub groups_need_address: Option<bool>,
+}
+
+impl From<ModeBody> for Mode {
+    fn from(m: ModeBody) -> Self {
+        match m {
+            ModeBody::Poll => Mode::Poll,
+            ModeBody::Webhook => Mode::Webhook,
+        }
+    }
+}
+
+impl From<AccessBody> for Access {
+    fn from(a: AccessBody) -> Self {
+        match a {
+            AccessBody::Pairing => Access::Pairing,
+            AccessBody::Allowlist => Access::Allowlist,
+            AccessBody::Open => Access::Open,
+            AccessBody::Disabled => Access::Disabled,
+        }
+    }
 }
 
 /// Body of a pairing approval.
@@ -320,16 +356,8 @@ pub async fn create(
                 NewChannel {
                     instance_id: instance_id.clone(),
                     agent_id: body.agent_id.clone(),
-                    mode: body.mode.map(|m| match m {
-                        ModeBody::Poll => Mode::Poll,
-                        ModeBody::Webhook => Mode::Webhook,
-                    }),
-                    access: match body.access.unwrap_or(AccessBody::Pairing) {
-                        AccessBody::Pairing => Access::Pairing,
-                        AccessBody::Allowlist => Access::Allowlist,
-                        AccessBody::Open => Access::Open,
-                        AccessBody::Disabled => Access::Disabled,
-                    },
+                    mode: body.mode.map(Mode::from),
+                    access: body.access.unwrap_or(AccessBody::Pairing).into(),
                     allowlist: body.allowlist.clone(),
                     groups_need_address: body.groups_need_address.unwrap_or(true),
                 },
@@ -375,6 +403,37 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<axum::Json<Channel>, ApiError> {
     Ok(axum::Json(own_channel(&state, &user, &id).await?.into()))
+}
+
+/// Changes one of your channels: its agent, mode, or who may talk to it. A running channel
+/// takes the change from its next poll.
+#[utoipa::path(put, path = "/api/channels/{id}", tag = "channels", params(("id" = String, Path)),
+    request_body = ChannelUpdate,
+    responses((status = 200, body = Channel),
+        (status = 400, body = ErrorEnvelope, description = "`invalid_request`: an agent not yours, a mode the plugin lacks, or its plugin is not loaded"),
+        (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ChannelUpdate>,
+) -> Result<axum::Json<Channel>, ApiError> {
+    own_channel(&state, &user, &id).await?;
+    let change = ChannelChange {
+        agent_id: body.agent_id,
+        mode: body.mode.map(Mode::from),
+        access: body.access.map(Access::from),
+        allowlist: body.allowlist,
+        groups_need_address: body.groups_need_address,
+    };
+    let row = state
+        .channels
+        .update(&id, change)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("{e:#}")))?
+        .ok_or_else(|| ApiError::not_found("channel"))?;
+    Ok(axum::Json(row.into()))
 }
 
 /// Deletes a channel: it stops, and its plugin instance (token and config) goes with it.

@@ -554,6 +554,11 @@ pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) 
         None => Db::open_sqlite_in(&data_dir).await?,
     };
     let runtime = PluginRuntime::new(config.plugins.clone(), &data_dir, db)?;
+    // The compiler runs in child processes: its code and memory are never this server's.
+    match std::env::current_exe() {
+        Ok(exe) => runtime.compile_in_child_processes(exe),
+        Err(e) => tracing::warn!("compiling plugins in this process: {e}"),
+    }
     match &bundled {
         Some(dir) => install_bundled(&runtime, &read_bundled_dir(dir)?).await?,
         None => install_first_party(&runtime).await?,
@@ -561,6 +566,9 @@ pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) 
     for (id, e) in runtime.load_all().await? {
         tracing::warn!(instance = %id, "not serving plugin instance: {e:#}");
     }
+    // Loading read every package and parsed every component: the allocator keeps what that
+    // freed unless told to give it back.
+    crate::util::release_free_memory();
     let host_id = crate::config::host_id(&data_dir)?;
     let state = AppState::with_agent(runtime, config.agent.clone(), host_id.clone())
         .with_http(&config.http)?

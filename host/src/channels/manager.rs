@@ -38,6 +38,9 @@ pub struct ChannelSettings {
     /// channels in webhook mode: the host registers `{public_url}/hooks/channels/{id}` with
     /// the platform when the channel starts. Unset: register the hook URL yourself.
     pub public_url: Option<String>,
+    /// How many chats of one channel are answered at once (never more than the owner's
+    /// `agent.max_runs_per_user`: every answer is one of the owner's runs).
+    pub concurrent_chats: u32,
 }
 
 impl Default for ChannelSettings {
@@ -48,6 +51,7 @@ impl Default for ChannelSettings {
             pairing_ttl_s: 3600,
             retry_ms: 1000,
             public_url: None,
+            concurrent_chats: 8,
         }
     }
 }
@@ -99,6 +103,23 @@ pub struct NewChannel {
     pub allowlist: Vec<String>,
     /// In groups, answer only messages addressed to the bot.
     pub groups_need_address: bool,
+}
+
+/// What an operator changes of a channel; `None` keeps the value.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelChange {
+    pub agent_id: Option<String>,
+    pub mode: Option<super::model::Mode>,
+    pub access: Option<Access>,
+    pub allowlist: Option<Vec<String>>,
+    pub groups_need_address: Option<bool>,
+}
+
+fn mode_name(mode: super::model::Mode) -> &'static str {
+    match mode {
+        super::model::Mode::Poll => "poll",
+        super::model::Mode::Webhook => "webhook",
+    }
 }
 
 /// A channel task and what ends it.
@@ -191,7 +212,9 @@ impl ChannelManager {
             .iter()
             .map(|e| Ok((e.id.clone(), serde_json::to_string(e)?)))
             .collect::<Result<_>>()?;
-        self.db().store_channel_events(id, &events).await?;
+        self.db()
+            .store_channel_events(id, &events, batch.kv.as_ref())
+            .await?;
         if let Some(waker) = self.wakers.lock().expect("wakers lock").get(id) {
             waker.notify_one();
         }
@@ -205,6 +228,14 @@ impl ChannelManager {
             .entry(id.to_owned())
             .or_default()
             .clone()
+    }
+
+    /// How many chats of a channel are answered at once: the setting, within the owner's
+    /// run limit so the channel never refuses itself.
+    fn concurrent_chats(&self) -> usize {
+        self.settings
+            .concurrent_chats
+            .clamp(1, self.agent.max_runs_per_user()) as usize
     }
 
     pub(super) fn db(&self) -> &Db {
@@ -241,10 +272,7 @@ impl ChannelManager {
             owner_id: owner_id.to_owned(),
             instance_id: new.instance_id,
             agent_id: new.agent_id,
-            mode: serde_json::to_value(mode)?
-                .as_str()
-                .unwrap_or("poll")
-                .to_owned(),
+            mode: mode_name(mode).to_owned(),
             access: new.access.as_str().to_owned(),
             allowlist: new.allowlist,
             groups_need_address: new.groups_need_address,
@@ -260,6 +288,55 @@ impl ChannelManager {
             .await
             .context("storing the channel (is the instance used by another channel?)")?;
         Ok(row)
+    }
+
+    /// Changes channel `id` to `change` (agent, mode, access): a running channel takes it from
+    /// its next poll, and sets the platform up again for a new mode. Checked as `create`
+    /// checks; `None` if there is no such channel.
+    pub async fn update(&self, id: &str, change: ChannelChange) -> Result<Option<ChannelRow>> {
+        let Some(mut row) = self.db().get_channel(id).await? else {
+            return Ok(None);
+        };
+        if let Some(agent_id) = change.agent_id {
+            if self
+                .db()
+                .get_agent(&row.owner_id, &agent_id)
+                .await?
+                .is_none()
+            {
+                bail!("no agent `{agent_id}` of yours");
+            }
+            row.agent_id = agent_id;
+        }
+        if let Some(mode) = change.mode {
+            let info = self.runtime.channel_info(&row.instance_id).ok_or_else(|| {
+                anyhow!(
+                    "plugin instance `{}` is not a loaded channel plugin",
+                    row.instance_id
+                )
+            })?;
+            if !info.modes.contains(&mode) {
+                bail!("the plugin cannot receive events by {mode:?}");
+            }
+            row.mode = mode_name(mode).to_owned();
+        }
+        if let Some(access) = change.access {
+            row.access = access.as_str().to_owned();
+        }
+        if let Some(allowlist) = change.allowlist {
+            row.allowlist = allowlist;
+        }
+        if let Some(groups) = change.groups_need_address {
+            row.groups_need_address = groups;
+        }
+        if !self.db().update_channel(&row).await? {
+            return Ok(None);
+        }
+        // A webhook-mode task waits to be woken: wake it, so a new mode is taken at once.
+        if let Some(waker) = self.wakers.lock().expect("wakers lock").get(id) {
+            waker.notify_one();
+        }
+        self.db().get_channel(id).await
     }
 
     /// Starts channel `id` (and marks it to start again after a restart).
@@ -335,7 +412,8 @@ impl ChannelManager {
 /// A channel's task: holds the lease, sets the platform up, polls, stores, handles.
 async fn run(mgr: Arc<ChannelManager>, id: String, cancel: CancellationToken) {
     let lease_ms = (mgr.settings.lease_s.max(3) * 1000) as i64;
-    let mut set_up = false;
+    // The mode the platform was last set up for on this host (none yet).
+    let mut set_up: Option<String> = None;
     let mut retry = Duration::from_millis(mgr.settings.retry_ms.max(10));
     let pause = |d: Duration| {
         let cancel = cancel.clone();
@@ -385,7 +463,7 @@ async fn poll_once(
     mgr: &Arc<ChannelManager>,
     id: &str,
     lease_ms: i64,
-    set_up: &mut bool,
+    set_up: &mut Option<String>,
     cancel: &CancellationToken,
 ) -> Result<Step> {
     let Some(channel) = mgr.db().get_channel(id).await? else {
@@ -395,7 +473,7 @@ async fn poll_once(
         return Ok(Step::Stopped);
     }
     if !mgr.db().take_poll_lease(id, &mgr.host_id, lease_ms).await? {
-        *set_up = false;
+        *set_up = None;
         return Ok(Step::NotOurs);
     }
     let info = mgr
@@ -407,9 +485,10 @@ async fn poll_once(
                 channel.instance_id
             )
         })?;
-    if !*set_up {
+    // Again when the operator changed the channel's mode.
+    if set_up.as_deref() != Some(channel.mode.as_str()) {
         set_up_platform(mgr, &channel).await?;
-        *set_up = true;
+        *set_up = Some(channel.mode.clone());
     }
     // Events stored but not handled when a host stopped are handled first.
     handle_pending(mgr, &channel, &info, cancel).await?;
@@ -439,7 +518,7 @@ async fn poll_once(
         Err(ChannelError::RateLimited(s)) => return Ok(Step::Wait(Duration::from_secs(s.into()))),
         Err(ChannelError::WebhookActive(why)) => {
             // Someone set a webhook since: polling mode again at the next turn.
-            *set_up = false;
+            *set_up = None;
             bail!("{}", ChannelError::WebhookActive(why));
         }
         Err(e) => bail!("{e}"),
@@ -451,10 +530,16 @@ async fn poll_once(
         .collect::<Result<_>>()?;
     let stored = mgr
         .db()
-        .store_channel_batch(id, &mgr.host_id, &events, batch.next_cursor.as_deref())
+        .store_channel_batch(
+            id,
+            &mgr.host_id,
+            &events,
+            batch.next_cursor.as_deref(),
+            batch.kv.as_ref(),
+        )
         .await?;
     if stored.is_none() {
-        *set_up = false;
+        *set_up = None;
         return Ok(Step::NotOurs);
     }
     if channel.last_error.is_some() {
@@ -508,27 +593,89 @@ async fn handle_pending(
     info: &ChannelInfo,
     cancel: &CancellationToken,
 ) -> Result<()> {
+    use futures::StreamExt;
     loop {
-        let pending = mgr.db().pending_channel_events(&channel.id, 64).await?;
+        let pending = mgr.db().pending_channel_events(&channel.id, 256).await?;
         if pending.is_empty() {
             return Ok(());
         }
-        for (event_id, json) in pending {
-            if cancel.is_cancelled() {
-                return Ok(());
-            }
-            let state = match serde_json::from_str::<Event>(&json) {
-                Ok(event) => handle_event(mgr, channel, info, &event).await,
-                Err(e) => {
-                    tracing::warn!(channel = %channel.id, event = %event_id, "unreadable stored event: {e}");
-                    "skipped"
-                }
-            };
-            mgr.db()
-                .finish_channel_event(&channel.id, &event_id, state)
-                .await?;
+        // Read again for each batch: the operator may have changed the agent or who may talk
+        // while the poll was waiting.
+        let Some(channel) = mgr.db().get_channel(&channel.id).await? else {
+            return Ok(());
+        };
+        let channel = &channel;
+        // A chat's events are handled in order, one after another (its second message is
+        // answered against the first's answer); different chats at once, up to the channel's
+        // share of its owner's runs. Every lane of a batch ends before the next batch is read,
+        // so no chat ever has two events in hand.
+        let lanes = lanes(pending);
+        let results: Vec<Result<()>> = futures::stream::iter(lanes)
+            .map(|lane| handle_lane(mgr, channel, info, cancel, lane))
+            .buffer_unordered(mgr.concurrent_chats())
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<()>>()?;
+        if cancel.is_cancelled() {
+            return Ok(());
         }
     }
+}
+
+/// An event read back from the store: `None` if it no longer parses.
+type Stored = (String, Option<Event>);
+
+/// Splits stored events into lanes by chat (and thread), each lane in the order stored.
+fn lanes(pending: Vec<(String, String)>) -> Vec<Vec<Stored>> {
+    let mut order: Vec<Vec<Stored>> = Vec::new();
+    let mut by_chat: HashMap<(String, String), usize> = HashMap::new();
+    for (event_id, json) in pending {
+        let event = serde_json::from_str::<Event>(&json).ok();
+        let chat = event.as_ref().and_then(|e| match &e.kind {
+            EventKind::Message(m) | EventKind::Edited(m) => Some(&m.chat),
+            EventKind::Press(p) => Some(&p.chat),
+            EventKind::ChatMoved { chat, .. } | EventKind::ChatClosed(chat) => Some(chat),
+            EventKind::Ignored { .. } => None,
+        });
+        match chat {
+            Some(chat) => {
+                let key = (chat.id.clone(), thread_key(chat).to_owned());
+                let lane = *by_chat.entry(key).or_insert_with(|| {
+                    order.push(Vec::new());
+                    order.len() - 1
+                });
+                order[lane].push((event_id, event));
+            }
+            // Of no chat: a lane of its own.
+            None => order.push(vec![(event_id, event)]),
+        }
+    }
+    order
+}
+
+async fn handle_lane(
+    mgr: &Arc<ChannelManager>,
+    channel: &ChannelRow,
+    info: &ChannelInfo,
+    cancel: &CancellationToken,
+    lane: Vec<Stored>,
+) -> Result<()> {
+    for (event_id, event) in lane {
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        let state = match &event {
+            Some(event) => handle_event(mgr, channel, info, event).await,
+            None => {
+                tracing::warn!(channel = %channel.id, event = %event_id, "unreadable stored event");
+                "skipped"
+            }
+        };
+        mgr.db()
+            .finish_channel_event(&channel.id, &event_id, state)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Handles one event; the state it leaves the event in.
@@ -722,7 +869,7 @@ async fn on_message(
         }
         _ => {}
     }
-    if message.text.trim().is_empty() {
+    if message.text.trim().is_empty() && message.attachments.is_empty() {
         return Ok("skipped");
     }
     let session_id = match &row.session_id {
@@ -741,17 +888,73 @@ async fn on_message(
             session.id
         }
     };
-    super::reply::answer(
-        mgr,
-        channel,
-        info,
-        chat,
-        &session_id,
-        event_id,
-        &message.text,
-    )
-    .await?;
+    let text = with_attachments(mgr, channel, &session_id, event_id, message).await?;
+    super::reply::answer(mgr, channel, info, chat, &session_id, event_id, &text).await?;
     Ok("done")
+}
+
+/// The message's text for the agent: with its files listed by the ids the agent's
+/// `fetch_attachment` tool takes (the files stay on the platform until fetched).
+async fn with_attachments(
+    mgr: &ChannelManager,
+    channel: &ChannelRow,
+    session_id: &str,
+    event_id: &str,
+    message: &Message,
+) -> Result<String> {
+    if message.attachments.is_empty() {
+        return Ok(message.text.clone());
+    }
+    let mut rows = Vec::new();
+    let mut listed = Vec::new();
+    for (i, a) in message.attachments.iter().enumerate() {
+        // Stable for the event, so handling it again after a crash stores nothing twice.
+        let id = attachment_id(&channel.id, event_id, i);
+        let kind = serde_json::to_value(a.kind)?
+            .as_str()
+            .unwrap_or("other")
+            .to_owned();
+        let mut line = format!("- {id}: {kind}");
+        if let Some(name) = &a.name {
+            line.push_str(&format!(" \"{name}\""));
+        }
+        if let Some(mime) = &a.mime_type {
+            line.push_str(&format!(", {mime}"));
+        }
+        if let Some(size) = a.size {
+            line.push_str(&format!(", {size} bytes"));
+        }
+        listed.push(line);
+        rows.push(crate::store::channels::AttachmentRow {
+            id,
+            session_id: session_id.to_owned(),
+            channel_id: channel.id.clone(),
+            kind,
+            locator: a.locator.clone(),
+            name: a.name.clone(),
+            mime_type: a.mime_type.clone(),
+            size: a.size.map(|s| s.min(i64::MAX as u64) as i64),
+        });
+    }
+    mgr.db().add_channel_attachments(&rows).await?;
+    let mut text = message.text.trim().to_owned();
+    if !text.is_empty() {
+        text.push_str("\n\n");
+    }
+    text.push_str(&format!(
+        "[The user attached {} file(s). The `fetch_attachment` tool saves one in your workspace \
+         by its id:\n{}]",
+        listed.len(),
+        listed.join("\n")
+    ));
+    Ok(text)
+}
+
+/// An attachment's id: short, and the same each time the same event is handled.
+fn attachment_id(channel_id: &str, event_id: &str, index: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{channel_id}\n{event_id}\n{index}"));
+    format!("att-{}", &hex::encode(digest)[..12])
 }
 
 /// Sends a short host message (pairing, help) as plain text.

@@ -12,4 +12,6 @@ pub mod manager;
 pub mod model;
 mod reply;
 
-pub use manager::{Access, ChannelManager, ChannelSettings, NewChannel, WebhookRefusal};
+pub use manager::{
+    Access, ChannelChange, ChannelManager, ChannelSettings, NewChannel, WebhookRefusal,
+};

@@ -121,6 +121,8 @@ pub struct Event {
 pub struct Batch {
     pub events: Vec<Event>,
     pub next_cursor: Option<String>,
+    /// The kv writes the plugin made reading the poll: stored in the batch's transaction.
+    pub kv: Option<crate::store::plugins::KvWrites>,
 }
 
 /// What a webhook delivery held, and the answer for the platform.
@@ -130,6 +132,8 @@ pub struct WebhookBatch {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The kv writes the plugin made reading the delivery: stored with its events.
+    pub kv: Option<crate::store::plugins::KvWrites>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,8 +183,14 @@ pub enum Action {
     Send(Outbound),
     Edit(Edit),
     Typing(Chat),
-    AnswerPress { id: String },
+    AnswerPress {
+        id: String,
+    },
     Setup(Setup),
+    /// Fetch the file of an attachment (its locator).
+    FetchFile {
+        locator: String,
+    },
 }
 
 /// Who the bot is on its platform.
@@ -208,6 +218,28 @@ pub enum Outcome {
     Unauthorized(String),
     Transient(String),
     Failed(String),
+    /// The answer to `FetchFile`: the request that downloads the file.
+    Download(Request),
+}
+
+/// A request a plugin asks the host to send for it (a file's download).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+}
+
+impl From<Request> for crate::net::OutboundRequest {
+    fn from(r: Request) -> Self {
+        crate::net::OutboundRequest {
+            method: r.method,
+            url: r.url,
+            headers: r.headers,
+            body: r.body,
+        }
+    }
 }
 
 /// Why a poll or a webhook delivery could not be read.

@@ -29,6 +29,9 @@ use crate::store::channels::ChannelRow;
 /// Attempts of one action through rate limits, moves and transient failures.
 const MAX_ATTEMPTS: usize = 5;
 
+/// How long a message waits for one of its owner's run slots before it is told to try later.
+const RUN_SLOT_WAIT: Duration = Duration::from_secs(60);
+
 /// Why an action was given up.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum ActError {
@@ -60,7 +63,7 @@ pub(super) async fn act(
         match outcomes.last() {
             None => return Ok(None),
             Some(Outcome::Done(id)) => return Ok(id.clone()),
-            Some(Outcome::Identified(_)) => return Ok(None),
+            Some(Outcome::Identified(_) | Outcome::Download(_)) => return Ok(None),
             Some(Outcome::RateLimited(s)) => {
                 // Nothing goes to the platform before it said it would take more.
                 tokio::time::sleep(Duration::from_secs((*s).into())).await;
@@ -100,7 +103,7 @@ fn chat_of(action: &Action) -> Option<Chat> {
         Action::Send(out) => Some(out.chat.clone()),
         Action::Edit(edit) => Some(edit.chat.clone()),
         Action::Typing(chat) => Some(chat.clone()),
-        Action::AnswerPress { .. } | Action::Setup(_) => None,
+        Action::AnswerPress { .. } | Action::Setup(_) | Action::FetchFile { .. } => None,
     }
 }
 
@@ -109,7 +112,7 @@ fn set_chat(action: &mut Action, to: &str) {
         Action::Send(out) => out.chat.id = to.to_owned(),
         Action::Edit(edit) => edit.chat.id = to.to_owned(),
         Action::Typing(chat) => chat.id = to.to_owned(),
-        Action::AnswerPress { .. } | Action::Setup(_) => {}
+        Action::AnswerPress { .. } | Action::Setup(_) | Action::FetchFile { .. } => {}
     }
 }
 
@@ -240,27 +243,42 @@ pub(super) async fn answer(
     let events = mgr.agent.channel(session_id).await?;
     // Subscribed before the run starts, so its first delta cannot be missed.
     let mut sub = events.subscribe(None);
-    let started = match mgr
-        .agent
-        .start(&channel.owner_id, session_id, text.to_owned())
-        .await
-    {
-        Ok(started) => started,
-        Err(
-            refused @ (StartError::Busy(_) | StartError::TooManyRuns(_) | StartError::Budget(_)),
-        ) => {
-            let why = match refused {
-                StartError::Busy(_) => {
-                    "I am still answering your last message; send this one again when I am done."
-                        .to_owned()
-                }
-                other => format!("I cannot answer right now: {other}"),
-            };
-            super::manager::send_plain(mgr, channel, chat, &why, &format!("{event_id}:refused"))
+    let wait_for_slot = Instant::now() + RUN_SLOT_WAIT;
+    let started = loop {
+        match mgr
+            .agent
+            .start(&channel.owner_id, session_id, text.to_owned())
+            .await
+        {
+            Ok(started) => break started,
+            // The owner's other runs (the API's, another channel's) hold every slot. The
+            // message is stored, so it waits its turn rather than being turned away.
+            Err(StartError::TooManyRuns(_)) if Instant::now() < wait_for_slot => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(
+                refused
+                @ (StartError::Busy(_) | StartError::TooManyRuns(_) | StartError::Budget(_)),
+            ) => {
+                let why = match refused {
+                    StartError::Busy(_) => {
+                        "I am still answering your last message; send this one again when I am done."
+                            .to_owned()
+                    }
+                    other => format!("I cannot answer right now: {other}"),
+                };
+                super::manager::send_plain(
+                    mgr,
+                    channel,
+                    chat,
+                    &why,
+                    &format!("{event_id}:refused"),
+                )
                 .await?;
-            return Ok(());
+                return Ok(());
+            }
+            Err(e) => return Err(anyhow!("starting the agent: {e}")),
         }
-        Err(e) => return Err(anyhow!("starting the agent: {e}")),
     };
     let mut done = started.done.clone();
     let mut out = Outgoing {

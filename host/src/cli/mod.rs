@@ -74,6 +74,17 @@ enum Command {
     Channel(ChannelCommand),
     /// Chat with an agent on a running server; one line of input is one message.
     Chat(chat::ChatArgs),
+    /// Compiles the plugin component on standard input into a compile cache. `kelp serve`
+    /// runs it, so that the compiler's memory is never the server's.
+    #[command(hide = true)]
+    CompileWorker {
+        #[arg(long)]
+        cache_dir: PathBuf,
+        #[arg(long)]
+        key_file: PathBuf,
+        #[arg(long)]
+        sha256: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -294,6 +305,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin(PluginCommand::Build { path, out }) => {
             authoring::build_plugin(path.as_deref(), out.as_deref())
         }
+        Command::CompileWorker {
+            cache_dir,
+            key_file,
+            sha256,
+        } => {
+            crate::plugins::cache::run_worker(&cache_dir, &key_file, &sha256)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { bundled } => {
             let data_dir = crate::config::data_dir(cli.data_dir.as_deref())?;
             let config = crate::config::Config::load(cli.config.as_deref(), &data_dir)?;
@@ -322,7 +341,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Provider(cmd) => providers::provider(cmd, &server).await,
                 Command::Channel(cmd) => channels::channel(cmd, &server).await,
                 Command::Chat(args) => chat::chat(args, server).await,
-                Command::Serve { .. } | Command::Login(_) | Command::Logout => {
+                Command::Serve { .. }
+                | Command::CompileWorker { .. }
+                | Command::Login(_)
+                | Command::Logout => {
                     unreachable!("handled above")
                 }
             }

@@ -22,6 +22,7 @@ const TAG_LEN: usize = 32;
 /// The compile cache of one host.
 pub struct CompileCache {
     dir: PathBuf,
+    key_file: PathBuf,
     key: [u8; 32],
     engine_hash: String,
 }
@@ -45,9 +46,15 @@ impl CompileCache {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         Ok(CompileCache {
             dir: dir.to_owned(),
+            key_file: key_file.to_owned(),
             key,
             engine_hash: format!("{:016x}", hasher.finish()),
         })
+    }
+
+    /// Whether an entry for this wasm exists (checked when it is loaded).
+    pub fn has_entry(&self, wasm_sha256: &str) -> bool {
+        self.path_for(wasm_sha256).is_file()
     }
 
     fn path_for(&self, wasm_sha256: &str) -> PathBuf {
@@ -140,4 +147,78 @@ impl CompileCache {
             tracing::warn!(path = %path.display(), error = %e, "could not write compile cache entry");
         }
     }
+}
+
+/// Compiles components in a child process (`kelp compile-worker`), which writes them into
+/// this host's cache, instead of in the server. A server compiles a handful of plugins once,
+/// at install or on a new engine, and then runs for weeks: compiling in-process leaves the
+/// compiler's code and its working memory (tens of MiB) resident for all that time, while a
+/// child's go with it. The server then only loads the cached, HMAC-checked machine code.
+pub struct CompileWorker {
+    /// The `kelp` executable.
+    pub exe: PathBuf,
+}
+
+/// The environment variable a compile worker reads the runtime settings from (as JSON): the
+/// engine it builds must be the server's, or its output would not load there.
+pub const WORKER_SETTINGS_ENV: &str = "KELP_COMPILE_SETTINGS";
+
+impl CompileWorker {
+    /// Compiles `wasm` into `cache` in a child process; the caller then loads it from there.
+    pub fn compile(
+        &self,
+        settings: &super::RuntimeSettings,
+        cache: &CompileCache,
+        wasm: &[u8],
+        wasm_sha256: &str,
+    ) -> Result<()> {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(&self.exe)
+            .arg("compile-worker")
+            .arg("--cache-dir")
+            .arg(&cache.dir)
+            .arg("--key-file")
+            .arg(&cache.key_file)
+            .arg("--sha256")
+            .arg(wasm_sha256)
+            .env(WORKER_SETTINGS_ENV, serde_json::to_string(settings)?)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", self.exe.display()))?;
+        // The child reads all of its input before it writes anything.
+        let written = child
+            .stdin
+            .take()
+            .context("the worker's standard input")?
+            .write_all(wasm);
+        let out = child.wait_with_output()?;
+        written.context("handing the component to the compile worker")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "the compile worker failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(())
+    }
+}
+
+/// `kelp compile-worker`: compiles the component on standard input into the cache at
+/// `cache_dir` under the engine the settings in [`WORKER_SETTINGS_ENV`] make.
+pub fn run_worker(cache_dir: &Path, key_file: &Path, wasm_sha256: &str) -> Result<()> {
+    use std::io::Read;
+    let settings: super::RuntimeSettings = serde_json::from_str(
+        &std::env::var(WORKER_SETTINGS_ENV)
+            .with_context(|| format!("{WORKER_SETTINGS_ENV} is not set"))?,
+    )
+    .context("reading the runtime settings")?;
+    let engine = super::engine::build_engine(&settings)?;
+    let cache = CompileCache::open(&engine, cache_dir, key_file)?;
+    let mut wasm = Vec::new();
+    std::io::stdin().read_to_end(&mut wasm)?;
+    cache.load_or_compile(&engine, &wasm, wasm_sha256)?;
+    Ok(())
 }

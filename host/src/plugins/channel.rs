@@ -16,6 +16,7 @@ use super::state::{CallState, within_budget};
 use super::{InstanceContext, PluginKind};
 use crate::channels::model::{Action, Batch, ChannelError, Outcome, WebhookBatch};
 use crate::net::{OutboundError, OutboundRequest, OutboundResponse};
+use crate::store::plugins::KvWrites;
 
 /// How much longer than the wait it asked for a long poll may take before the host gives up
 /// on it: the platform answers at the end of the wait, plus the network's time.
@@ -55,6 +56,25 @@ impl PluginRuntime {
         instance: &LoadedInstance,
         call: impl AsyncFnOnce(&Channel, &mut Store<CallState>) -> wasmtime::Result<T>,
     ) -> Result<T, ChannelError> {
+        let (value, kv) = self.channel_call_deferring_kv(instance, call).await?;
+        if let Some(kv) = kv {
+            let applied = self
+                .db()
+                .kv_commit(&kv)
+                .await
+                .map_err(|e| ChannelError::Host(format!("kv: commit failed: {e:#}")))?;
+            applied.into_result(kv.quota).map_err(ChannelError::Host)?;
+        }
+        Ok(value)
+    }
+
+    /// Runs one guest call as [`Self::channel_call`] does, but hands its kv writes back
+    /// unapplied, for the caller to store with what the call returned.
+    async fn channel_call_deferring_kv<T>(
+        &self,
+        instance: &LoadedInstance,
+        call: impl AsyncFnOnce(&Channel, &mut Store<CallState>) -> wasmtime::Result<T>,
+    ) -> Result<(T, Option<KvWrites>), ChannelError> {
         let ctx = &instance.ctx;
         let (pre, _) = instance
             .channel
@@ -89,16 +109,13 @@ impl PluginRuntime {
             Ok(Err(trap)) => return Err(ChannelError::Host(classify(trap, ctx).to_string())),
             Ok(Ok(value)) => value,
         };
-        store
-            .data_mut()
-            .commit_kv()
-            .await
-            .map_err(ChannelError::Host)?;
-        Ok(value)
+        Ok((value, store.data_mut().take_kv()))
     }
 
     /// Asks the platform for the events after `cursor`, letting it hold the request up to
-    /// `wait_s` seconds (capped at what the plugin says its platform takes).
+    /// `wait_s` seconds (capped at what the plugin says its platform takes). The kv writes
+    /// the plugin made reading the answer come back in the batch, unapplied: the caller
+    /// stores them with the batch.
     pub async fn channel_poll(
         &self,
         id: &str,
@@ -125,10 +142,13 @@ impl PluginRuntime {
             Duration::from_secs(wait_s.into()) + POLL_GRACE,
         )
         .await?;
-        self.channel_call(&instance, async |channel, store| {
-            channel.parse_poll(store, response).await
-        })
-        .await?
+        // The kv writes parse-poll made are stored with the batch, in one transaction.
+        let (batch, kv) = self
+            .channel_call_deferring_kv(&instance, async |channel, store| {
+                channel.parse_poll(store, response).await
+            })
+            .await?;
+        Ok(Batch { kv, ..batch? })
     }
 
     /// Reads a webhook delivery to channel `id`: the header the manifest's `webhook-auth`
@@ -173,10 +193,12 @@ impl PluginRuntime {
             headers: request.headers,
             body: request.body,
         };
-        self.channel_call(&instance, async |channel, store| {
-            channel.handle_webhook(store, request).await
-        })
-        .await?
+        let (batch, kv) = self
+            .channel_call_deferring_kv(&instance, async |channel, store| {
+                channel.handle_webhook(store, request).await
+            })
+            .await?;
+        Ok(WebhookBatch { kv, ..batch? })
     }
 
     /// Carries out `action` on channel `id`: the plugin's requests in order, each answer read
@@ -211,6 +233,71 @@ impl PluginRuntime {
             }
         }
         Ok(outcomes)
+    }
+}
+
+/// A file fetched from a channel's platform.
+#[derive(Debug)]
+pub struct FetchedFile {
+    pub bytes: Vec<u8>,
+    /// The `content-type` the platform gave, if any.
+    pub content_type: Option<String>,
+}
+
+impl PluginRuntime {
+    /// Downloads the file of an attachment on channel instance `id`'s platform: the plugin
+    /// names the download (after asking the platform where the file is), and the host sends
+    /// it through the instance's client, which inserts the bot token and caps the size at
+    /// the instance's `max_response_bytes`.
+    pub async fn channel_fetch_file(
+        &self,
+        id: &str,
+        locator: &str,
+    ) -> Result<FetchedFile, ChannelError> {
+        let action = Action::FetchFile {
+            locator: locator.to_owned(),
+        };
+        let outcomes = self.channel_act(id, &action).await?;
+        let request = match outcomes.into_iter().last() {
+            Some(Outcome::Download(request)) => request,
+            Some(Outcome::RateLimited(s)) => return Err(ChannelError::RateLimited(s)),
+            Some(Outcome::Transient(why)) => return Err(ChannelError::Transient(why)),
+            Some(other) => {
+                return Err(ChannelError::Other(format!(
+                    "the platform did not give the file: {other:?}"
+                )));
+            }
+            None => {
+                return Err(ChannelError::Other(
+                    "this channel's plugin cannot fetch files".into(),
+                ));
+            }
+        };
+        let instance = self.channel_instance(id).await?;
+        let ctx = &instance.ctx;
+        let Some(client) = ctx.outbound.clone() else {
+            return Err(ChannelError::Host(format!(
+                "channel `{id}` may not reach any host: approve its http capability"
+            )));
+        };
+        let response = client.send(request.into()).await.map_err(|e| {
+            ChannelError::Transient(ctx.redactor.redact(&e.to_string()).into_owned())
+        })?;
+        if !(200..300).contains(&response.status) {
+            return Err(ChannelError::Other(format!(
+                "the platform answered the download with HTTP {}",
+                response.status
+            )));
+        }
+        let content_type = response
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .map(|(_, value)| value.clone());
+        Ok(FetchedFile {
+            bytes: response.body,
+            content_type,
+        })
     }
 }
 

@@ -165,6 +165,8 @@ pub struct PluginRuntime {
     /// one entry per installed plugin at most (a removed plugin's goes at its next lookup).
     pub(super) skills: RwLock<HashMap<String, (String, Option<kelp_registry::package::Skill>)>>,
     pub(super) workspace_quotas: WorkspaceQuotas,
+    /// Set by `kelp serve`: where components are compiled instead of in this process.
+    compile_worker: std::sync::OnceLock<super::cache::CompileWorker>,
 }
 
 /// Counters of tool calls, for `/metrics`.
@@ -238,7 +240,14 @@ impl PluginRuntime {
             reload: tokio::sync::Mutex::new(()),
             skills: RwLock::new(HashMap::new()),
             workspace_quotas: WorkspaceQuotas::default(),
+            compile_worker: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Compiles components in child processes of `exe` (`kelp compile-worker`) from now on,
+    /// rather than in this process (see [`super::cache::CompileWorker`]). `kelp serve` does.
+    pub fn compile_in_child_processes(&self, exe: PathBuf) {
+        let _ = self.compile_worker.set(super::cache::CompileWorker { exe });
     }
 
     /// The engine (benchmarks compare Kelp's call path against a bare wasmtime one).
@@ -556,7 +565,16 @@ impl PluginRuntime {
             let sha = wasm_sha256.to_owned();
             let cache = &self.cache;
             // Compilation is seconds of CPU: keep it off the async workers.
-            tokio::task::block_in_place(|| cache.load_or_compile(&engine, &wasm, &sha))
+            tokio::task::block_in_place(|| {
+                if let Some(worker) = self.compile_worker.get()
+                    && !cache.has_entry(&sha)
+                    && let Err(e) = worker.compile(&self.settings, cache, &wasm, &sha)
+                {
+                    // Compiled here instead: slower to give the memory back, but working.
+                    tracing::warn!(wasm_sha256 = %sha, "compiling in a child process failed: {e:#}");
+                }
+                cache.load_or_compile(&engine, &wasm, &sha)
+            })
         };
         let (component, outcome) = cache_result?;
         tracing::debug!(wasm_sha256, ?outcome, "component ready");

@@ -18,7 +18,7 @@ use super::contract::v0_2_0::{host_import, http_import, kv_import, types};
 use super::workspace::WorkspaceQuota;
 use super::{InstanceContext, WorkspaceAccess};
 use crate::net::{OutboundError, OutboundRequest};
-use crate::store::plugins::KvCommit;
+use crate::store::plugins::KvWrites;
 
 /// Longest key a plugin may use in `kv`.
 const KV_MAX_KEY: usize = 512;
@@ -188,31 +188,28 @@ impl CallState {
 
     /// Commits the call's buffered kv writes; called only after the call succeeded.
     pub async fn commit_kv(&mut self) -> Result<(), String> {
-        if self.kv.writes.is_empty() {
+        let Some(writes) = self.take_kv() else {
             return Ok(());
-        }
-        let writes: Vec<_> = std::mem::take(&mut self.kv.writes).into_iter().collect();
-        let db = &self.instance.db;
-        match db
-            .kv_commit(
-                &self.instance.instance_id,
-                &self.owner,
-                &self.kv.expectations,
-                &writes,
-                self.instance.limits.kv_quota_bytes,
-            )
-            .await
-        {
-            Ok(KvCommit::Done) => Ok(()),
-            Ok(KvCommit::Conflict(key)) => Err(format!(
-                "kv: key `{key}` was changed by a concurrent call after this call's compare-and-swap; nothing was written"
-            )),
-            Ok(KvCommit::OverQuota) => Err(format!(
-                "kv: the call's writes would exceed the quota of {} bytes; nothing was written",
-                self.instance.limits.kv_quota_bytes
-            )),
+        };
+        match self.instance.db.kv_commit(&writes).await {
+            Ok(applied) => applied.into_result(writes.quota),
             Err(e) => Err(format!("kv: commit failed: {e:#}")),
         }
+    }
+
+    /// The call's buffered kv writes, for the caller to apply with what else the call's
+    /// result makes it store (a channel's batch of events); `None` if it wrote nothing.
+    pub fn take_kv(&mut self) -> Option<KvWrites> {
+        if self.kv.writes.is_empty() {
+            return None;
+        }
+        Some(KvWrites {
+            instance_id: self.instance.instance_id.clone(),
+            owner: self.owner.clone(),
+            expectations: std::mem::take(&mut self.kv.expectations),
+            writes: std::mem::take(&mut self.kv.writes).into_iter().collect(),
+            quota: self.instance.limits.kv_quota_bytes,
+        })
     }
 
     fn kv_denied(&self) -> Option<kv_import::KvError> {

@@ -385,6 +385,52 @@ impl super::PluginRuntime {
         Ok(dir)
     }
 
+    /// Writes a file the host fetched for a session (a chat attachment) into its workspace at
+    /// `name` (one path component), within the workspace quota shared with the session's tool
+    /// calls. Returns the path, relative to the workspace.
+    pub async fn save_to_session_workspace(
+        &self,
+        session_id: &str,
+        dir: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> anyhow::Result<String> {
+        anyhow::ensure!(
+            !name.is_empty() && !name.contains(['/', '\\', '\0']) && name != "." && name != "..",
+            "`{name}` is not a file name"
+        );
+        let root = self.session_workspace(session_id)?;
+        let quota = self
+            .workspace_quotas
+            .quota(&root, self.settings.workspace_quota_bytes);
+        quota.usage.measure().await;
+        let target_dir = root.join(dir);
+        let target = target_dir.join(name);
+        let replaced = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+        if !quota
+            .usage
+            .reserve((bytes.len() as u64).saturating_sub(replaced))
+        {
+            anyhow::bail!(
+                "the session's workspace would pass its quota of {} bytes",
+                self.settings.workspace_quota_bytes
+            );
+        }
+        let bytes = bytes.to_vec();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            std::fs::create_dir_all(&target_dir)?;
+            // Not through a link a tool call may have left at that name.
+            if std::fs::symlink_metadata(&target).is_ok_and(|m| !m.is_file()) {
+                anyhow::bail!("`{}` exists and is not a file", target.display());
+            }
+            let _ = std::fs::remove_file(&target);
+            std::fs::write(&target, bytes)?;
+            Ok(())
+        })
+        .await??;
+        Ok(format!("{dir}/{name}"))
+    }
+
     /// Creates a workspace directory for callers that have none (CLI calls).
     pub fn default_workspace(&self) -> anyhow::Result<PathBuf> {
         let dir = self.workspaces.join("default");

@@ -29,6 +29,21 @@ pub struct ChannelRow {
     pub created_at_ms: i64,
 }
 
+/// A file on a message a channel received, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentRow {
+    /// What the agent names to fetch it.
+    pub id: String,
+    pub session_id: String,
+    pub channel_id: String,
+    pub kind: String,
+    /// What the platform needs to fetch it; never shown to the model.
+    pub locator: String,
+    pub name: Option<String>,
+    pub mime_type: Option<String>,
+    pub size: Option<i64>,
+}
+
 /// A chat of a channel as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatRow {
@@ -227,6 +242,41 @@ impl Db {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Changes what an operator may change of a channel. A new agent starts every chat on a
+    /// new session (of that agent) at its next message. False if there is no such channel.
+    pub async fn update_channel(&self, c: &ChannelRow) -> Result<bool> {
+        let _w = self.write_lock().await;
+        let mut tx = self.pool.begin().await?;
+        let before: Option<String> =
+            sqlx::query_scalar("SELECT agent_id FROM channels WHERE id = $1")
+                .bind(&c.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(agent_before) = before else {
+            return Ok(false);
+        };
+        sqlx::query(
+            "UPDATE channels SET agent_id = $1, mode = $2, access = $3, allowlist_json = $4, \
+             groups_need_address = $5 WHERE id = $6",
+        )
+        .bind(&c.agent_id)
+        .bind(&c.mode)
+        .bind(&c.access)
+        .bind(serde_json::to_string(&c.allowlist)?)
+        .bind(i64::from(c.groups_need_address))
+        .bind(&c.id)
+        .execute(&mut *tx)
+        .await?;
+        if agent_before != c.agent_id {
+            sqlx::query("UPDATE channel_chats SET session_id = NULL WHERE channel_id = $1")
+                .bind(&c.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Records who the bot is and the channel's last error (`None` clears it).
     pub async fn set_channel_status(
         &self,
@@ -288,9 +338,18 @@ impl Db {
         host: &str,
         events: &[(String, String)],
         cursor: Option<&str>,
+        kv: Option<&super::plugins::KvWrites>,
     ) -> Result<Option<usize>> {
         let _w = self.write_lock().await;
         let mut tx = self.pool.begin().await?;
+        if let Some(kv) = kv {
+            // Refused (a compare-and-swap lost, the quota): nothing of the batch is stored,
+            // the cursor stays, and the platform delivers the batch again.
+            self.kv_apply(&mut tx, kv)
+                .await?
+                .into_result(kv.quota)
+                .map_err(|why| anyhow::anyhow!("storing the poll's batch: {why}"))?;
+        }
         let held = sqlx::query(
             "UPDATE channels SET poll_cursor = COALESCE($1, poll_cursor), last_activity_ms = $2 \
              WHERE id = $3 AND lease_host = $4",
@@ -316,9 +375,16 @@ impl Db {
         &self,
         channel_id: &str,
         events: &[(String, String)],
+        kv: Option<&super::plugins::KvWrites>,
     ) -> Result<usize> {
         let _w = self.write_lock().await;
         let mut tx = self.pool.begin().await?;
+        if let Some(kv) = kv {
+            self.kv_apply(&mut tx, kv)
+                .await?
+                .into_result(kv.quota)
+                .map_err(|why| anyhow::anyhow!("storing the delivery's events: {why}"))?;
+        }
         let new = insert_events(&mut tx, channel_id, events).await?;
         sqlx::query("UPDATE channels SET last_activity_ms = $1 WHERE id = $2")
             .bind(now_ms())
@@ -467,5 +533,77 @@ impl Db {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(chat_row).transpose()
+    }
+
+    pub async fn add_channel_attachments(&self, rows: &[AttachmentRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let _w = self.write_lock().await;
+        let mut tx = self.pool.begin().await?;
+        for a in rows {
+            sqlx::query(
+                "INSERT INTO channel_attachments \
+                 (id, session_id, channel_id, kind, locator, name, mime_type, size, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&a.id)
+            .bind(&a.session_id)
+            .bind(&a.channel_id)
+            .bind(&a.kind)
+            .bind(&a.locator)
+            .bind(&a.name)
+            .bind(&a.mime_type)
+            .bind(a.size)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Attachment `id` of session `session_id`, and the channel instance that can fetch it.
+    pub async fn channel_attachment(
+        &self,
+        session_id: &str,
+        id: &str,
+    ) -> Result<Option<(AttachmentRow, String)>> {
+        let row = sqlx::query(
+            "SELECT a.id, a.session_id, a.channel_id, a.kind, a.locator, a.name, a.mime_type, \
+             a.size, c.instance_id FROM channel_attachments a \
+             JOIN channels c ON c.id = a.channel_id WHERE a.session_id = $1 AND a.id = $2",
+        )
+        .bind(session_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok((
+                AttachmentRow {
+                    id: r.try_get("id")?,
+                    session_id: r.try_get("session_id")?,
+                    channel_id: r.try_get("channel_id")?,
+                    kind: r.try_get("kind")?,
+                    locator: r.try_get("locator")?,
+                    name: r.try_get("name")?,
+                    mime_type: r.try_get("mime_type")?,
+                    size: r.try_get("size")?,
+                },
+                r.try_get("instance_id")?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Whether session `session_id` received any file through a channel (its agent then gets
+    /// the tool that fetches one).
+    pub async fn session_has_attachments(&self, session_id: &str) -> Result<bool> {
+        let row =
+            sqlx::query("SELECT 1 AS one FROM channel_attachments WHERE session_id = $1 LIMIT 1")
+                .bind(session_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some())
     }
 }

@@ -514,16 +514,24 @@ impl Db {
 
     /// Applies one call's buffered writes in a single transaction, after re-checking the
     /// values its compare-and-swaps saw and the quota. Nothing is written if any check fails.
-    pub async fn kv_commit(
-        &self,
-        instance_id: &str,
-        owner: &str,
-        expectations: &[(String, Option<Vec<u8>>)],
-        writes: &[(String, Option<Vec<u8>>)],
-        quota: u64,
-    ) -> Result<KvCommit> {
+    pub async fn kv_commit(&self, writes: &KvWrites) -> Result<KvCommit> {
         let _w = self.write_lock().await;
         let mut tx = self.pool.begin().await?;
+        let applied = self.kv_apply(&mut tx, writes).await?;
+        if applied == KvCommit::Done {
+            tx.commit().await?;
+        }
+        Ok(applied)
+    }
+
+    /// Applies `w` inside the caller's transaction (which the caller commits only if this
+    /// answers `Done`; the caller holds the write lock).
+    pub(super) async fn kv_apply(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        w: &KvWrites,
+    ) -> Result<KvCommit> {
+        let (instance_id, owner) = (&w.instance_id, &w.owner);
         if self.backend == super::Backend::Postgres {
             // READ COMMITTED lets two transactions both see a key as absent and both "win" a
             // compare-and-swap; serialise commits per (instance, owner) instead. SQLite gets
@@ -531,17 +539,17 @@ impl Db {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1 || '/' || $2))::text AS locked")
                 .bind(instance_id)
                 .bind(owner)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?;
         }
-        for (key, expected) in expectations {
+        for (key, expected) in &w.expectations {
             let current: Option<Vec<u8>> = sqlx::query(
                 "SELECT value FROM plugin_kv WHERE instance_id = $1 AND owner = $2 AND key = $3",
             )
             .bind(instance_id)
             .bind(owner)
             .bind(key)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?
             .map(|r| r.try_get("value"))
             .transpose()?;
@@ -549,7 +557,7 @@ impl Db {
                 return Ok(KvCommit::Conflict(key.clone()));
             }
         }
-        for (key, value) in writes {
+        for (key, value) in &w.writes {
             match value {
                 Some(value) => {
                     sqlx::query(
@@ -560,7 +568,7 @@ impl Db {
                     .bind(owner)
                     .bind(key)
                     .bind(value)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                 }
                 None => {
@@ -570,7 +578,7 @@ impl Db {
                     .bind(instance_id)
                     .bind(owner)
                     .bind(key)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                 }
             }
@@ -578,14 +586,41 @@ impl Db {
         let used: i64 = sqlx::query(self.kv_usage_query())
             .bind(instance_id)
             .bind(owner)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?
             .try_get("used")?;
-        if used.max(0) as u64 > quota {
+        if used.max(0) as u64 > w.quota {
             return Ok(KvCommit::OverQuota);
         }
-        tx.commit().await?;
         Ok(KvCommit::Done)
+    }
+}
+
+/// One plugin call's kv writes, not yet applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvWrites {
+    pub instance_id: String,
+    pub owner: String,
+    /// Values the call's compare-and-swaps saw, re-checked when applied.
+    pub expectations: Vec<(String, Option<Vec<u8>>)>,
+    /// `None` deletes the key.
+    pub writes: Vec<(String, Option<Vec<u8>>)>,
+    /// The bytes the instance and owner may use in all.
+    pub quota: u64,
+}
+
+impl KvCommit {
+    /// `Ok` for `Done`; else why nothing was written.
+    pub fn into_result(self, quota: u64) -> std::result::Result<(), String> {
+        match self {
+            KvCommit::Done => Ok(()),
+            KvCommit::Conflict(key) => Err(format!(
+                "kv: key `{key}` was changed by a concurrent call after this call's compare-and-swap; nothing was written"
+            )),
+            KvCommit::OverQuota => Err(format!(
+                "kv: the call's writes would exceed the quota of {quota} bytes; nothing was written"
+            )),
+        }
     }
 }
 

@@ -40,6 +40,13 @@ impl BotApi {
     pub fn call(&self, method: &str, params: &Value) -> Request {
         Request::post(format!("{}/bot/{method}", self.base)).json(params)
     }
+
+    /// `GET {api_base}/file/bot/{file_path}`: a file's download, `file_path` as getFile gave
+    /// it. The manifest binds `BOT_TOKEN` to the prefix `{api_base}/file/bot{}/` too, so the
+    /// host inserts the token after `bot` here as well.
+    pub fn file(&self, file_path: &str) -> Request {
+        Request::get(format!("{}/file/bot/{file_path}", self.base))
+    }
 }
 
 /// What the Bot API answered.

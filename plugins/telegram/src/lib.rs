@@ -76,7 +76,14 @@ impl Channel for Telegram {
     }
 
     fn read_response(action: Action, _index: u32, response: Response) -> Outcome {
-        let outcome = outbound::read_response(&action, &response);
+        let outcome = match &action {
+            // The answer to getFile names the path the file downloads from.
+            Action::FetchFile(_) => match bot_api() {
+                Ok(api) => outbound::read_file_answer(&api, &response),
+                Err(err) => Outcome::Failed(format!("{err:?}")),
+            },
+            _ => outbound::read_response(&action, &response),
+        };
         if let Outcome::Identified(identity) = &outcome
             && let Err(err) = Bot::remember(identity)
         {

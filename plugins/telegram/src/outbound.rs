@@ -47,6 +47,8 @@ pub fn prepare(api: &BotApi, action: &Action) -> Result<Vec<Request>, ChannelErr
             "setWebhook",
             object(json!({ "url": url, "allowed_updates": ALLOWED_UPDATES })),
         ),
+        // Where the file is; its download is the outcome (`read_file_answer`).
+        Action::FetchFile(file_id) => ("getFile", object(json!({ "file_id": file_id }))),
     };
     Ok(vec![api.call(method, &Value::Object(params))])
 }
@@ -131,6 +133,35 @@ fn object(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,
         _ => Map::new(),
+    }
+}
+
+/// What the answer to getFile means: the file's download, or why there is none (Telegram
+/// gives bots files of up to 20 MB).
+pub fn read_file_answer(api: &BotApi, response: &Response) -> Outcome {
+    match crate::api::read(response) {
+        Answer::Ok(result) => match result.get("file_path").and_then(Value::as_str) {
+            // A path from Telegram, used as a URL path: nothing in it may climb out of the
+            // file prefix the token is bound to.
+            Some(path) if !path.split('/').any(|part| part == ".." || part.is_empty()) => {
+                Outcome::Download(api.file(path))
+            }
+            Some(path) => Outcome::Failed(format!("getFile answered an unusable path `{path}`")),
+            None => Outcome::Failed(
+                "getFile answered no file_path (the file is over 20 MB, which bots cannot fetch)"
+                    .into(),
+            ),
+        },
+        Answer::Failed(error) => {
+            if let Some(seconds) = error.retry_after {
+                return Outcome::RateLimited(seconds);
+            }
+            if error.is_missing_token() {
+                return Outcome::Unauthorized(error.missing_token_text());
+            }
+            Outcome::from_status(error.status, None, &error.description)
+        }
+        Answer::Unreadable(why) => Outcome::Failed(why),
     }
 }
 

@@ -207,6 +207,7 @@ impl From<Outcome> for wit::Outcome {
             Outcome::Unauthorized(m) => wit::Outcome::Unauthorized(m),
             Outcome::Transient(m) => wit::Outcome::Transient(m),
             Outcome::Failed(m) => wit::Outcome::Failed(m),
+            Outcome::Download(request) => wit::Outcome::Download(request.into()),
         }
     }
 }
@@ -280,6 +281,7 @@ impl From<wit::Action> for Action {
                 wit::Setup::UsePolling => Setup::UsePolling,
                 wit::Setup::UseWebhook(url) => Setup::UseWebhook(url),
             }),
+            wit::Action::FetchFile(locator) => Action::FetchFile(locator),
         }
     }
 }

@@ -66,6 +66,7 @@ impl Channel {
             .map(|b| m::Batch {
                 events: b.events.into_iter().map(Into::into).collect(),
                 next_cursor: b.next_cursor,
+                kv: None,
             })
             .map_err(Into::into))
     }
@@ -83,6 +84,7 @@ impl Channel {
                 status: b.response.status,
                 headers: b.response.headers,
                 body: b.response.body,
+                kv: None,
             })
             .map_err(Into::into))
     }
@@ -276,6 +278,12 @@ impl From<wit::Outcome> for m::Outcome {
             wit::Outcome::Unauthorized(t) => m::Outcome::Unauthorized(t),
             wit::Outcome::Transient(t) => m::Outcome::Transient(t),
             wit::Outcome::Failed(t) => m::Outcome::Failed(t),
+            wit::Outcome::Download(r) => m::Outcome::Download(m::Request {
+                method: r.method,
+                url: r.url,
+                headers: r.headers,
+                body: r.body,
+            }),
         }
     }
 }
@@ -333,6 +341,7 @@ impl From<&m::Action> for wit::Action {
                 m::Setup::UsePolling => wit::Setup::UsePolling,
                 m::Setup::UseWebhook(url) => wit::Setup::UseWebhook(url.clone()),
             }),
+            m::Action::FetchFile { locator } => wit::Action::FetchFile(locator.clone()),
         }
     }
 }

@@ -326,3 +326,63 @@ fn what_failed_and_what_to_do() {
         Outcome::Failed("HTTP 400: Bad Request: message is too long".into())
     );
 }
+
+#[test]
+fn a_file_is_fetched_by_get_file_then_its_path_under_the_file_prefix() {
+    let action = Action::FetchFile("AgACAgIAAxkBAAIB".into());
+    assert_eq!(
+        call(&action),
+        ("getFile".into(), json!({ "file_id": "AgACAgIAAxkBAAIB" }))
+    );
+    // getFile's answer, as the Bot API documents its `File`.
+    let answer = Response {
+        status: 200,
+        headers: Vec::new(),
+        body: json!({"ok": true, "result": {
+            "file_id": "AgACAgIAAxkBAAIB", "file_unique_id": "AQAD", "file_size": 51234,
+            "file_path": "photos/file_7.jpg"}})
+        .to_string()
+        .into_bytes(),
+    };
+    let Outcome::Download(request) = read_file_answer(&api(), &answer) else {
+        panic!("no download");
+    };
+    assert_eq!(request.method, "GET");
+    // The host inserts the token after `file/bot`, where the manifest's second binding is.
+    assert_eq!(
+        request.url,
+        "https://api.telegram.org/file/bot/photos/file_7.jpg"
+    );
+    // A path that would climb out of the prefix is refused, not followed.
+    let hostile = Response {
+        body: json!({"ok": true, "result": {"file_id": "x", "file_path": "../bot/getMe"}})
+            .to_string()
+            .into_bytes(),
+        ..answer.clone()
+    };
+    assert!(matches!(
+        read_file_answer(&api(), &hostile),
+        Outcome::Failed(_)
+    ));
+    // Over 20 MB: Telegram answers without a path.
+    let too_big = Response {
+        body: json!({"ok": true, "result": {"file_id": "x", "file_size": 30000000}})
+            .to_string()
+            .into_bytes(),
+        ..answer.clone()
+    };
+    assert!(
+        matches!(read_file_answer(&api(), &too_big), Outcome::Failed(why) if why.contains("20 MB"))
+    );
+    let bad_id = Response {
+        status: 400,
+        headers: Vec::new(),
+        body:
+            json!({"ok": false, "error_code": 400, "description": "Bad Request: invalid file_id"})
+                .to_string()
+                .into_bytes(),
+    };
+    assert!(
+        matches!(read_file_answer(&api(), &bad_id), Outcome::Failed(why) if why.contains("invalid file_id"))
+    );
+}

@@ -22,15 +22,18 @@ fn blocks(text: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
-        if let Some(lang) = line.strip_prefix("```")
+        // A fence may be indented (a block inside a numbered step); its lines are by as much.
+        let indent = line.len() - line.trim_start().len();
+        if let Some(lang) = line.trim_start().strip_prefix("```")
             && !lang.is_empty()
         {
             let mut body = String::new();
             for line in lines.by_ref() {
-                if line.starts_with("```") {
+                if line.trim_start().starts_with("```") {
                     break;
                 }
-                body.push_str(line);
+                let cut = line.len() - line.trim_start().len();
+                body.push_str(&line[cut.min(indent)..]);
                 body.push('\n');
             }
             out.push((lang.trim().to_owned(), body));
@@ -50,6 +53,102 @@ impl Drop for Group {
             .args(["-KILL", "--", &format!("-{}", self.0)])
             .status();
     }
+}
+
+/// Runs one shell block of the README as the new user (the same home, `kelp` on the PATH, the
+/// server's address); its standard output, after it succeeded.
+fn run_block(body: &str, work: &Path, bin: &Path, home: &Path, env: &[(&str, &str)]) -> String {
+    let mut shell = Command::new("bash");
+    shell
+        .arg("-ec")
+        .arg(body)
+        .current_dir(work)
+        .env("HOME", home)
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .envs(env.iter().copied());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("KELP_") || key.starts_with("XDG_") {
+            shell.env_remove(key);
+        }
+    }
+    let out = shell.output().expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{body}\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// "Talk to your agent on Telegram", step by step as written, against a fake Bot API (the one
+/// thing replaced: the plugin's `api_base`, with the grant a loopback address needs). The
+/// user's messages are the fake's updates; the pairing code is the one the bot sent.
+async fn telegram_steps(section: &str, work: &Path, bin: &Path, home: &Path, kelp_addr: &str) {
+    use kelp_tests::telegram::FakeTelegram;
+    const TOKEN: &str = "123456789:AAreadme-token";
+    let fake = FakeTelegram::start(TOKEN).await;
+    let blocks: Vec<String> = blocks(section)
+        .into_iter()
+        .map(|(lang, body)| {
+            assert_eq!(
+                lang, "sh",
+                "a {lang} block in the Telegram section: run it here too"
+            );
+            body
+        })
+        .collect();
+    let [add, pair] = &blocks[..] else {
+        panic!("the Telegram section has two blocks: add, then status and approve")
+    };
+    let url = format!("http://{kelp_addr}");
+    let env = [("KELP_URL", url.as_str()), ("TELEGRAM_BOT_TOKEN", TOKEN)];
+    let add = add.replace(
+        "kelp channel add telegram --agent helper",
+        &format!(
+            "kelp channel add telegram --agent helper --instance-config '{{\"api_base\": \"{}\"}}' \
+             --grant http-private:{}",
+            fake.api_base(),
+            fake.addr()
+        ),
+    );
+    let added = tokio::task::block_in_place(|| run_block(&add, work, bin, home, &env));
+    let id = added
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("no channel id in `{added}`"))
+        .to_owned();
+    // "Write to your bot": a stranger gets a pairing code.
+    fake.push_private_text(4242, "hello bot");
+    kelp_tests::agent::eventually("the pairing code", || async {
+        !fake.texts_in(4242).is_empty()
+    })
+    .await;
+    let note = fake.texts_in(4242).remove(0);
+    let code = note
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .trim_end_matches('.')
+        .to_owned();
+    let pair = pair
+        .replace(
+            "kelp channel status ID",
+            &format!("kelp channel status {id}"),
+        )
+        .replace("CODE", &code);
+    let shown = tokio::task::block_in_place(|| run_block(&pair, work, bin, home, &env));
+    assert!(shown.contains(&format!("(code {code})")), "{shown}");
+    assert!(shown.contains("approved chat 4242"), "{shown}");
+    // From then on the agent (the stand-in model, which calls calc) answers that chat.
+    fake.push_private_text(4242, "What is 6*7?");
+    kelp_tests::agent::eventually("the agent's answer on Telegram", || async {
+        fake.texts_in(4242).iter().any(|t| t.contains("42"))
+    })
+    .await;
 }
 
 /// A Python with the `openai` client, in a virtualenv kept between runs; `None` when the
@@ -84,8 +183,12 @@ async fn the_readme_works_as_pasted() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
     let start = readme.find("## Try it").expect("a Try it section");
+    let telegram_at = readme
+        .find("## Talk to your agent on Telegram")
+        .expect("a Telegram section");
     let end = readme.find("## Layout").expect("a Layout section");
-    let section = &readme[start..end];
+    let section = &readme[start..telegram_at];
+    let telegram_section = &readme[telegram_at..end];
 
     let (kelp_port, model_port) = (free_port(), free_port());
     let kelp_addr = format!("127.0.0.1:{kelp_port}");
@@ -202,6 +305,7 @@ async fn the_readme_works_as_pasted() {
         "The calc tool says: 42.",
         "piped, stdout holds only the answer\n{all}"
     );
+    telegram_steps(telegram_section, work.path(), &bin, &home, &kelp_addr).await;
     // The Python example, with the token the block exported.
     let Some(python_bin) = python_with_openai() else {
         // The suite's only requirement is the Rust toolchain; without Python the example

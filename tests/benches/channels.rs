@@ -4,7 +4,8 @@
 //! - the host's added latency: from an update reaching the fake to the reply's
 //!   `sendMessage` arriving there, one update at a time (p50, p99),
 //! - the resident memory of a real `kelp serve` with one Telegram channel polling, idle, and
-//!   its slope over the soak (`--soak SECONDS`, default 60; the figure is 600).
+//!   its slope over the soak (`--soak SECONDS`, default 60; the figure is 600), and
+//!   the same server's after a restart.
 //!
 //! `cargo bench -p kelp-tests --bench channels [-- --soak 600]`
 
@@ -157,5 +158,21 @@ async fn idle_serve(soak: Duration) {
         soak.as_secs(),
         slope,
         fake.calls_of("getUpdates").len()
+    );
+
+    // The same server restarted, as a configured one usually starts: its channel resumes, one
+    // message goes through, then it idles past the allocator's trim interval.
+    server.kill_9();
+    let server = KelpProcess::start(env!("CARGO_BIN_EXE_kelp"), data.path(), &[], &[]);
+    let polls = fake.calls_of("getUpdates").len();
+    while fake.calls_of("getUpdates").len() == polls {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fake.push_private_text(43, "hello again");
+    wait_for_sends(&fake, 2).await;
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    println!(
+        "the same kelp serve restarted (channel resumed, one message answered), idle 40 s: RSS {:.1} MiB",
+        rss_kib(server.child.id()) as f64 / 1024.0
     );
 }

@@ -24,6 +24,7 @@ mod users;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::body::Body;
@@ -545,6 +546,21 @@ fn plain_error_code(status: StatusCode) -> &'static str {
     }
 }
 
+/// How often the allocator is asked to hand freed memory back: each burst of work (a run, a
+/// batch of channel messages) frees memory glibc would otherwise keep in its per-thread
+/// arenas for good. A trim of Kelp's small heaps takes well under a millisecond.
+const TRIM_INTERVAL: Duration = Duration::from_secs(30);
+
+async fn trim_periodically() {
+    let mut tick = tokio::time::interval(TRIM_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let _ = tokio::task::spawn_blocking(crate::util::release_free_memory).await;
+    }
+}
+
 /// Runs the server until SIGINT or SIGTERM. `bundled` is a directory of `.kelp` packages
 /// to install at start instead of the first-party plugins built into this binary.
 pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) -> Result<()> {
@@ -566,9 +582,6 @@ pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) 
     for (id, e) in runtime.load_all().await? {
         tracing::warn!(instance = %id, "not serving plugin instance: {e:#}");
     }
-    // Loading read every package and parsed every component: the allocator keeps what that
-    // freed unless told to give it back.
-    crate::util::release_free_memory();
     let host_id = crate::config::host_id(&data_dir)?;
     let state = AppState::with_agent(runtime, config.agent.clone(), host_id.clone())
         .with_http(&config.http)?
@@ -592,6 +605,11 @@ pub async fn serve(config: Config, data_dir: PathBuf, bundled: Option<PathBuf>) 
     if channels > 0 {
         tracing::info!(channels, "resuming chat channels");
     }
+    // Start-up is over: what it allocated and the code only it ran need not stay resident.
+    crate::util::release_free_memory();
+    let code_kib = crate::util::release_start_up_code();
+    tracing::debug!(code_kib, "released start-up code pages");
+    let _trimmer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(trim_periodically()));
     let manager = state.channels.clone();
     let served = serve_on(listener, state, shutdown).await;
     // Their leases go with them, so another host takes the channels over at once.

@@ -2,8 +2,21 @@
 //!
 //! The package format lives here because the host and the registry server must agree on it
 //! byte for byte: [`manifest`] reads `kelp.toml`, [`package`] reads and writes `.kelp`
-//! archives. Both are the one strict reader — nothing else in Kelp parses these formats.
-//! The server, protocol types and client are not built yet.
+//! archives (and `SKILL.md`). Both are the one strict reader — nothing else in Kelp parses
+//! these formats. So do the rules both sides apply to a release: [`contract`] reads which
+//! `kelp:plugin` version a component uses, [`version`] refuses unreleasable versions and reads
+//! install requirements, [`publish`] reserves namespaces, and [`signing`] lays out and checks
+//! every signed message. The trust structures built on those signatures: [`keylog`] (a
+//! namespace's hash-chained publisher keys), [`index`] (a package's hash-chained releases)
+//! and [`trust`] (the registry's root and online keys, advisories, timestamp). The server,
+//! protocol types and client are not built yet.
 
+pub mod contract;
+pub mod index;
+pub mod keylog;
 pub mod manifest;
 pub mod package;
+pub mod publish;
+pub mod signing;
+pub mod trust;
+pub mod version;

@@ -196,8 +196,9 @@ impl<'de> Deserialize<'de> for PluginName {
     }
 }
 
-/// `[a-z0-9]+(-[a-z0-9]+)*`
-fn is_kebab(s: &str) -> bool {
+/// `[a-z0-9]+(-[a-z0-9]+)*`: lowercase kebab case, the rule for name parts and, with the
+/// same 64-character cap, for a SKILL.md `name` (the Agent Skills format's rule).
+pub(crate) fn is_kebab(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with('-')
         && !s.ends_with('-')
@@ -441,6 +442,8 @@ impl Manifest {
             .parse::<PluginName>()
             .map_err(|m| ManifestError::invalid("name", m))?;
         let version = parse_semver("version", &raw.version)?;
+        crate::version::check_release_version(&version)
+            .map_err(|e| ManifestError::invalid("version", e.to_string()))?;
         let kind = raw
             .kind
             .parse::<PluginKind>()
@@ -1274,6 +1277,22 @@ output-bytes = 1048576
         assert_eq!(invalid_field(&text), "version");
         let err = Manifest::parse(&text).unwrap_err().to_string();
         assert!(err.contains("`version`") && err.contains("1.0"), "{err}");
+    }
+
+    #[test]
+    fn version_with_build_metadata_is_refused() {
+        let text = variant("version = \"0.1.0\"", "version = \"0.1.0+build.7\"");
+        assert_eq!(invalid_field(&text), "version");
+        let err = Manifest::parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("`version`") && err.contains("build metadata") && err.contains("`0.1.0`"),
+            "{err}"
+        );
+        let pre = variant("version = \"0.1.0\"", "version = \"0.1.0-rc.1\"");
+        assert_eq!(
+            Manifest::parse(&pre).unwrap().version,
+            semver::Version::parse("0.1.0-rc.1").unwrap()
+        );
     }
 
     #[test]

@@ -11,6 +11,13 @@ use sha2::{Digest, Sha256};
 
 use crate::manifest::{Manifest, ManifestError, PluginKind};
 
+mod skill;
+
+pub use skill::{
+    MAX_SKILL_COMPATIBILITY_CHARS, MAX_SKILL_DESCRIPTION_CHARS, MAX_SKILL_NAME_CHARS, Skill,
+    parse_skill,
+};
+
 /// The manifest's file name.
 pub const MANIFEST_FILE: &str = "kelp.toml";
 /// The component's file name.
@@ -88,17 +95,6 @@ pub struct Package {
     pub wasm_sha256: Option<String>,
     /// Hex SHA-256 of `kelp.toml`, signed in the release statement.
     pub manifest_sha256: String,
-}
-
-/// `SKILL.md`: `name` and `description` from its front matter, and the text after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skill {
-    /// The skill's name from the front matter.
-    pub name: String,
-    /// When to use the skill, from the front matter; shown to the model.
-    pub description: String,
-    /// Everything after the closing `---` line.
-    pub body: String,
 }
 
 /// Why a package was refused.
@@ -181,9 +177,17 @@ pub enum PackageError {
     /// `plugin.wasm` is not WebAssembly, or an unknown version of it.
     #[error("plugin.wasm is not a WebAssembly component: {0}")]
     NotComponent(&'static str),
-    /// `SKILL.md` lacks usable front matter.
+    /// `SKILL.md` lacks usable front matter: no `---` lines, not YAML, not a mapping.
     #[error("SKILL.md front matter: {0}")]
     SkillFrontMatter(String),
+    /// A `SKILL.md` front matter field was refused.
+    #[error("SKILL.md front matter field `{field}`: {message}")]
+    SkillField {
+        /// The field, e.g. `name` or `metadata.version`.
+        field: String,
+        /// What is wrong and, where it helps, what would be accepted.
+        message: String,
+    },
     /// Bytes follow the end of the gzip stream or the tar archive.
     #[error("package has data after the end of its archive")]
     TrailingData,
@@ -459,96 +463,6 @@ fn check_component(wasm: &[u8]) -> Result<(), PackageError> {
         ));
     }
     Ok(())
-}
-
-/// Splits `SKILL.md` into front matter and body. Only flat `key: value` lines are read — the
-/// two keys Kelp needs — so other keys (including nested YAML) are skipped, not interpreted.
-pub fn parse_skill(text: &str) -> Result<Skill, PackageError> {
-    let err = |m: &str| PackageError::SkillFrontMatter(m.to_owned());
-    let mut lines = text.split_inclusive('\n');
-    if lines.next().map(str::trim_end) != Some("---") {
-        return Err(err("SKILL.md must start with a `---` line"));
-    }
-    let mut name = None;
-    let mut description = None;
-    let mut consumed = text.split_inclusive('\n').next().map_or(0, str::len);
-    let mut closed = false;
-    for line in lines {
-        consumed += line.len();
-        let line = line.trim_end();
-        if line == "---" {
-            closed = true;
-            break;
-        }
-        // Blank lines, comments, and indented or list lines belonging to some other key.
-        if line.trim().is_empty() || line.starts_with(['#', ' ', '\t', '-']) {
-            continue;
-        }
-        let Some((key, value)) = line.split_once(':') else {
-            return Err(PackageError::SkillFrontMatter(format!(
-                "`{line}` is not a `key: value` line"
-            )));
-        };
-        let slot = match key.trim() {
-            "name" => &mut name,
-            "description" => &mut description,
-            _ => continue,
-        };
-        if slot.is_some() {
-            return Err(PackageError::SkillFrontMatter(format!(
-                "`{}` is given twice",
-                key.trim()
-            )));
-        }
-        *slot = Some(unquote(key.trim(), value.trim())?);
-    }
-    if !closed {
-        return Err(err("no closing `---` line"));
-    }
-    let name = name.ok_or_else(|| err("`name` is missing"))?;
-    let description = description.ok_or_else(|| err("`description` is missing"))?;
-    Ok(Skill {
-        name,
-        description,
-        body: text[consumed..].to_owned(),
-    })
-}
-
-/// A plain, `"double"` (with `\"` and `\\`) or `'single'` (with `''`) quoted scalar.
-fn unquote(key: &str, value: &str) -> Result<String, PackageError> {
-    let err = |m: String| PackageError::SkillFrontMatter(format!("`{key}` {m}"));
-    let unquoted = if let Some(inner) = value.strip_prefix('"') {
-        let inner = inner
-            .strip_suffix('"')
-            .ok_or_else(|| err("has an unclosed `\"`".into()))?;
-        let mut out = String::with_capacity(inner.len());
-        let mut chars = inner.chars();
-        while let Some(c) = chars.next() {
-            if c == '\\' {
-                match chars.next() {
-                    Some(e @ ('"' | '\\')) => out.push(e),
-                    Some('n') => out.push('\n'),
-                    _ => return Err(err("uses an unsupported escape".into())),
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    } else if let Some(inner) = value.strip_prefix('\'') {
-        inner
-            .strip_suffix('\'')
-            .ok_or_else(|| err("has an unclosed `'`".into()))?
-            .replace("''", "'")
-    } else if value.starts_with(['|', '>']) {
-        return Err(err("must be a single-line value".into()));
-    } else {
-        value.to_owned()
-    };
-    if unquoted.trim().is_empty() {
-        return Err(err("is empty".into()));
-    }
-    Ok(unquoted)
 }
 
 /// Builds a package. The same inputs always give the same bytes (fixed order, times, modes and

@@ -35,10 +35,15 @@ async fn install_tool(s: &TestServer) -> String {
 /// Installs a skill (`SKILL.md`, no tools) named `test/<name>`; returns the plugin name
 /// agents list it by.
 async fn install_skill(s: &TestServer, name: &str, description: &str) -> String {
+    install_skill_as(s, name, name, description).await
+}
+
+/// Installs plugin `test/<plugin>` carrying a skill named `skill`; returns the plugin name.
+async fn install_skill_as(s: &TestServer, plugin: &str, skill: &str, description: &str) -> String {
     let manifest = format!(
-        "name = \"test/{name}\"\nversion = \"0.1.0\"\nkind = \"skill\"\ndescription = \"{description}\"\n"
+        "name = \"test/{plugin}\"\nversion = \"0.1.0\"\nkind = \"skill\"\ndescription = \"{description}\"\n"
     );
-    let skill_md = format!("---\nname: {name}\ndescription: {description}\n---\nThe body.\n");
+    let skill_md = format!("---\nname: {skill}\ndescription: {description}\n---\nThe body.\n");
     let package =
         kelp_registry::package::write_package(&manifest, None, Some(&skill_md), None).unwrap();
     s.state
@@ -52,7 +57,7 @@ async fn install_skill(s: &TestServer, name: &str, description: &str) -> String 
         )
         .await
         .unwrap();
-    format!("test/{name}")
+    format!("test/{plugin}")
 }
 
 fn agent_body(name: &str) -> Value {
@@ -102,6 +107,7 @@ both_backends!(
         let tool = install_tool(&s).await;
         let haiku = install_skill(&s, "haiku", "Write haiku").await;
         let limerick = install_skill(&s, "limerick", "Write limericks").await;
+        let other_haiku = install_skill_as(&s, "haiku-too", "haiku", "Also haiku").await;
         let id = create_agent(&s, &alice, "poet").await;
         let path = format!("/api/agents/{id}");
         let tool_plugin = "test/hostile";
@@ -112,6 +118,10 @@ both_backends!(
             (
                 json!([haiku, limerick, haiku]),
                 "`test/haiku` is listed twice",
+            ),
+            (
+                json!([haiku, limerick, other_haiku]),
+                "`test/haiku` and `test/haiku-too` both carry a skill named `haiku`",
             ),
         ] {
             let mut body = agent_body("other");

@@ -931,18 +931,36 @@ impl Run {
         let Some(name) = name else {
             return ("load_skill needs {\"name\": \"<skill>\"}".into(), true);
         };
+        // Saving an agent refuses two skills of one name, but an upgrade can rename a skill
+        // afterwards: then neither is picked silently, and the model can ask by plugin name
+        // (which is also how the prompt lists such skills).
+        let mut found = Vec::new();
         for plugin in &self.agent.skills {
-            match self.host.runtime().skill(plugin).await {
-                Ok(Some(skill)) if skill.name == name || *plugin == name => {
-                    return (skill.body, false);
-                }
-                _ => {}
+            if let Ok(Some(skill)) = self.host.runtime().skill(plugin).await
+                && (skill.name == name || *plugin == name)
+            {
+                found.push((plugin.as_str(), skill.body));
             }
         }
-        (
-            format!("no skill named `{name}` is enabled for this agent"),
-            true,
-        )
+        match found.len() {
+            0 => (
+                format!("no skill named `{name}` is enabled for this agent"),
+                true,
+            ),
+            1 => (found.swap_remove(0).1, false),
+            _ => (
+                format!(
+                    "more than one enabled skill is named `{name}` (in {}); load one by its \
+                     plugin name",
+                    found
+                        .iter()
+                        .map(|(plugin, _)| *plugin)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                true,
+            ),
+        }
     }
 
     async fn tools(&self) -> Result<Vec<ExposedTool>, Failure> {
@@ -1029,11 +1047,21 @@ impl Run {
 
     async fn system_prompt(&self) -> Result<String, Failure> {
         let mut prompt = self.agent.instructions.clone();
-        let mut listed = Vec::new();
+        let mut skills = Vec::new();
         for plugin in &self.agent.skills {
             if let Some(skill) = self.host.runtime().skill(plugin).await? {
-                listed.push(format!("- {}: {}", skill.name, skill.description));
+                skills.push((plugin, skill));
             }
+        }
+        let mut listed = Vec::new();
+        for (plugin, skill) in &skills {
+            // A name two of them share (possible only after an upgrade renamed one) is
+            // listed by plugin name, which `load_skill` also takes.
+            let shared = skills.iter().filter(|(_, s)| s.name == skill.name).count() > 1;
+            let name = if shared { plugin.as_str() } else { &skill.name };
+            // One line per skill: a block-scalar description may hold line breaks.
+            let description = skill.description.split_whitespace().collect::<Vec<_>>();
+            listed.push(format!("- {name}: {}", description.join(" ")));
         }
         if !listed.is_empty() {
             prompt.push_str(

@@ -209,7 +209,9 @@ async fn validate_tools(state: &AppState, tools: &[String]) -> Result<(), ApiErr
 }
 
 /// Each skill must be an installed plugin that carries a `SKILL.md`, named once: every run
-/// lists each of them in its prompt, so a name that is not a skill would only cost work.
+/// lists each of them in its prompt, so a name that is not a skill would only cost work. No
+/// two may carry a skill of the same name: the model loads a skill by that name, and one of
+/// them would silently shadow the other.
 async fn validate_skills(state: &AppState, skills: &[String]) -> Result<(), ApiError> {
     if skills.len() > MAX_LIST {
         return Err(ApiError::bad_request(format!(
@@ -230,10 +232,18 @@ async fn validate_skills(state: &AppState, skills: &[String]) -> Result<(), ApiE
             "skills: `{twice}` is listed twice"
         )));
     }
-    for skill in skills {
-        if state.runtime.skill(skill).await?.is_none() {
+    let mut carried: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    for plugin in skills {
+        let Some(skill) = state.runtime.skill(plugin).await? else {
             return Err(ApiError::bad_request(format!(
-                "skills: unknown skill `{skill}` (expected the name of an installed plugin with a SKILL.md, e.g. `acme/haiku`)"
+                "skills: unknown skill `{plugin}` (expected the name of an installed plugin with a SKILL.md, e.g. `acme/haiku`)"
+            )));
+        };
+        if let Some(first) = carried.insert(skill.name.clone(), plugin) {
+            return Err(ApiError::bad_request(format!(
+                "skills: `{first}` and `{plugin}` both carry a skill named `{}`; the model asks \
+                 for a skill by that name, so an agent's skills must have different names",
+                skill.name
             )));
         }
     }

@@ -108,6 +108,7 @@ fn round_trip_skill_without_wasm() {
     let skill = package.skill.unwrap();
     assert_eq!(skill.name, "writing");
     assert_eq!(skill.description, "Use when writing \"prose\"");
+    assert_eq!(skill.allowed_tools, ["read"]);
     assert_eq!(skill.body, "# Writing\nBe brief.\n");
 }
 
@@ -428,8 +429,6 @@ fn refuses_skill_without_front_matter() {
     for skill_md in [
         "# Writing\nBe brief.\n",
         "---\nname: writing\n# no closing line\n",
-        "---\nname: writing\n---\nbody\n",
-        "---\nname: writing\ndescription: >\n  folded\n---\n",
     ] {
         let err = write_package(SKILL_MANIFEST, None, Some(skill_md), None).unwrap_err();
         assert!(
@@ -437,6 +436,17 @@ fn refuses_skill_without_front_matter() {
             "{skill_md:?}: {err}"
         );
     }
+    let err = write_package(
+        SKILL_MANIFEST,
+        None,
+        Some("---\nname: writing\n---\nbody\n"),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, PackageError::SkillField { field, .. } if field == "description"),
+        "{err}"
+    );
     let err = write_package(SKILL_MANIFEST, None, None, None).unwrap_err();
     assert!(
         matches!(
@@ -453,9 +463,9 @@ fn refuses_skill_without_front_matter() {
 #[test]
 fn front_matter_values_may_be_quoted() {
     let skill =
-        parse_skill("---\r\nname: 'it''s'\r\ndescription: plain: with colon\r\n---\r\nbody")
+        parse_skill("---\r\nname: 'writing'\r\ndescription: 'it''s: with colon'\r\n---\r\nbody")
             .unwrap();
-    assert_eq!(skill.name, "it's");
-    assert_eq!(skill.description, "plain: with colon");
+    assert_eq!(skill.name, "writing");
+    assert_eq!(skill.description, "it's: with colon");
     assert_eq!(skill.body, "body");
 }

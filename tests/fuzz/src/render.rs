@@ -107,16 +107,41 @@ fn json_to_toml(value: &serde_json::Value) -> Value {
     }
 }
 
-/// `SKILL.md` for `skill`, both values double-quoted.
+/// `SKILL.md` for `skill`, every value double-quoted and each optional field written only
+/// when it is set (an empty `metadata` or `allowed-tools` is the same as none).
 pub fn skill_md(skill: &Skill) -> String {
-    format!(
-        "---\nname: {}\ndescription: {}\n---\n{}",
+    let mut out = format!(
+        "---\nname: {}\ndescription: {}\n",
         quote(&skill.name),
-        quote(&skill.description),
-        skill.body
-    )
+        quote(&skill.description)
+    );
+    if let Some(license) = &skill.license {
+        out.push_str(&format!("license: {}\n", quote(license)));
+    }
+    if let Some(compatibility) = &skill.compatibility {
+        out.push_str(&format!("compatibility: {}\n", quote(compatibility)));
+    }
+    if !skill.metadata.is_empty() {
+        out.push_str("metadata:\n");
+        for (key, value) in &skill.metadata {
+            out.push_str(&format!("  {}: {}\n", quote(key), quote(value)));
+        }
+    }
+    if !skill.allowed_tools.is_empty() {
+        out.push_str("allowed-tools:\n");
+        for tool in &skill.allowed_tools {
+            out.push_str(&format!("  - {}\n", quote(tool)));
+        }
+    }
+    out.push_str("---\n");
+    out.push_str(&skill.body);
+    out
 }
 
+/// A YAML double-quoted scalar. Every control character, and every other character libyaml
+/// reads as a line break or a byte-order mark, is escaped (`\uXXXX`): written raw, a line
+/// break would be folded into a space and a tab could be trimmed, so the value would not
+/// read back the same.
 fn quote(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
@@ -124,7 +149,9 @@ fn quote(value: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
             c => out.push(c),
         }
     }

@@ -8,8 +8,9 @@
 //! install requirements, [`publish`] reserves namespaces, and [`signing`] lays out and checks
 //! every signed message. The trust structures built on those signatures: [`keylog`] (a
 //! namespace's hash-chained publisher keys), [`index`] (a package's hash-chained releases)
-//! and [`trust`] (the registry's root and online keys, advisories, timestamp). The server,
-//! protocol types and client are not built yet.
+//! and [`trust`] (the registry's root and online keys, advisories, timestamp). `server`
+//! (feature `server`, on by default) is `kelp-registry serve`; the host's client is not
+//! built yet.
 
 pub mod contract;
 pub mod index;
@@ -17,6 +18,8 @@ pub mod keylog;
 pub mod manifest;
 pub mod package;
 pub mod publish;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod signing;
 pub mod trust;
 pub mod version;

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod process;
 pub mod receiver;
+pub mod registry;
 pub mod server;
 pub mod telegram;
 /// The fake LLM vendors, in a crate of their own (the README's stand-in model builds from it

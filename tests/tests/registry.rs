@@ -1,0 +1,639 @@
+//! `kelp-registry serve` as a real process on SQLite and on PostgreSQL: publishers publish
+//! real components and skills with signed statements; what a host fetches (index, key log,
+//! blob, advisories, timestamp) is checked with `kelp_registry`'s verifiers, as the host's
+//! client will check it; every refusal says why and stores nothing.
+
+use ed25519_dalek::SigningKey;
+use kelp_registry::index::Index;
+use kelp_registry::keylog::{KeyAction, KeyLog, KeyLogEntry};
+use kelp_registry::manifest::PluginName;
+use kelp_registry::package::{PackageLimits, read_package};
+use kelp_registry::signing::{KeyId, Sha256Digest, encode_public_key, generate_signing_key};
+use kelp_registry::trust::{AdvisoryList, OnlineKeyCertificate, Timestamp, check_registry};
+use kelp_tests::registry::{
+    Publisher, RegistryProcess, Store, calc_package, publish_body, raw_package, root_public_key,
+    skill_package,
+};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+macro_rules! both_stores {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                ($body)(
+                    RegistryProcess::start(env!("CARGO_BIN_EXE_kelp-registry"), Store::Sqlite)
+                        .await,
+                )
+                .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                ($body)(
+                    RegistryProcess::start(env!("CARGO_BIN_EXE_kelp-registry"), Store::Postgres)
+                        .await,
+                )
+                .await;
+            }
+        }
+    };
+}
+
+async fn publish(
+    registry: &RegistryProcess,
+    publisher: &Publisher,
+    package: &[u8],
+    key: &SigningKey,
+) -> (u16, Value) {
+    registry
+        .post(
+            "/api/v1/publish",
+            Some(&publisher.token),
+            &publish_body(package, key),
+        )
+        .await
+}
+
+async fn publish_ok(registry: &RegistryProcess, publisher: &Publisher, package: &[u8]) {
+    let (status, body) = publish(registry, publisher, package, &publisher.key).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// The namespace's key log and the package's index as a host fetches and verifies them.
+async fn fetch_verified(registry: &RegistryProcess, name: &str) -> (KeyLog, Index) {
+    let name: PluginName = name.parse().unwrap();
+    let (status, keys) = registry.get(&format!("/keys/{}", name.namespace())).await;
+    assert_eq!(status, 200, "{keys}");
+    let entries: Vec<KeyLogEntry> = keys
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let log = KeyLog::verify(name.namespace(), entries).expect("the key log verifies");
+    let (status, text) = registry.get(&format!("/index/{name}")).await;
+    assert_eq!(status, 200, "{text}");
+    let lines = Index::parse_lines(&text).unwrap();
+    let index = Index::verify(&name, lines, &log).expect("the index verifies");
+    (log, index)
+}
+
+/// The registry's signed state, checked against the root key id a host pinned.
+async fn check_current(registry: &RegistryProcess, seen: u64) -> kelp_registry::trust::Current {
+    let well_known = registry.get_json("/.well-known/kelp-registry.json").await;
+    let root_key = root_public_key(registry.data.path());
+    assert_eq!(well_known["root_key"], root_key.as_str());
+    let pinned = KeyId::of(&kelp_registry::signing::decode_public_key(&root_key).unwrap());
+    let certificate: OnlineKeyCertificate =
+        serde_json::from_value(well_known["certificate"].clone()).unwrap();
+    let timestamp: Timestamp =
+        serde_json::from_value(registry.get_json("/timestamp.json").await).unwrap();
+    let advisories: AdvisoryList =
+        serde_json::from_value(registry.get_json("/advisories.json").await).unwrap();
+    check_registry(
+        &pinned,
+        &root_key,
+        &certificate,
+        &timestamp,
+        advisories,
+        seen,
+        kelp_registry_now(),
+    )
+    .expect("the registry's signed state verifies")
+}
+
+fn base64_of(bytes: &[u8]) -> Value {
+    use base64::Engine;
+    Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+fn kelp_registry_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+both_stores!(
+    a_published_plugin_is_found_verified_and_downloaded,
+    |registry: RegistryProcess| async move {
+        let acme = Publisher::new(&registry, "alice", "acme").await;
+        let package = calc_package("acme/calc", "0.1.0");
+        let (status, body) = publish(&registry, &acme, &package, &acme.key).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["contract"], "0.2.0");
+        assert_eq!(body["index_position"], 0);
+
+        // Search by name, by a word of the description (as a prefix), and the detail.
+        let found = registry.get_json("/api/v1/search?q=calc").await;
+        assert_eq!(found["items"][0]["name"], "acme/calc", "{found}");
+        assert_eq!(found["total"], 1);
+        let found = registry.get_json("/api/v1/search?q=arithm").await;
+        assert_eq!(found["items"][0]["name"], "acme/calc", "{found}");
+        let found = registry.get_json("/api/v1/search?q=nothing-like-it").await;
+        assert_eq!(found["total"], 0, "{found}");
+        let detail = registry.get_json("/api/v1/packages/acme/calc").await;
+        assert_eq!(detail["publisher"], "alice");
+        assert_eq!(detail["kind"], "tool");
+        assert_eq!(detail["version"], "0.1.0");
+        assert_eq!(detail["verified"], false);
+        assert_eq!(detail["versions"][0]["contract"], "0.2.0");
+        assert!(detail["capabilities"].is_object(), "{detail}");
+
+        // What a host fetches verifies, and the blob is the package that was signed.
+        let (log, index) = fetch_verified(&registry, "acme/calc").await;
+        assert_eq!(log.len(), 1);
+        let line = &index.lines()[0];
+        let digest = line.statement.package_sha256.to_string();
+        let response = registry
+            .http
+            .get(registry.url(&format!("/blobs/sha256/{digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("immutable")
+        );
+        let blob = response.bytes().await.unwrap();
+        assert_eq!(Sha256Digest::of(&blob), line.statement.package_sha256);
+        assert_eq!(blob.as_ref(), package.as_slice());
+        read_package(&blob, &PackageLimits::default()).unwrap();
+        // A download counts once per client and day.
+        registry.get(&format!("/blobs/sha256/{digest}")).await;
+        let detail = registry.get_json("/api/v1/packages/acme/calc").await;
+        assert_eq!(detail["downloads"], 1, "{detail}");
+        // Unknown and malformed blob names.
+        let (status, _) = registry
+            .get(&format!("/blobs/sha256/{}", "0".repeat(64)))
+            .await;
+        assert_eq!(status, 404);
+        let (status, _) = registry.get("/blobs/sha256/../../registry.db").await;
+        assert!(status == 400 || status == 404, "{status}");
+
+        // The registry's keys verify against the pinned root; a new registry timestamp.
+        let current = check_current(&registry, 0).await;
+        assert!(current.fresh);
+        assert!(current.advisories.advisories.is_empty());
+    }
+);
+
+both_stores!(
+    refusals_say_why_and_store_nothing,
+    |registry: RegistryProcess| async move {
+        let mut acme = Publisher::new(&registry, "alice", "acme").await;
+        let stranger = generate_signing_key().unwrap();
+
+        // Not signed in; signed by a key the namespace never added.
+        let package = calc_package("acme/calc", "1.0.0");
+        let (status, body) = registry
+            .post("/api/v1/publish", None, &publish_body(&package, &acme.key))
+            .await;
+        assert_eq!(status, 401, "{body}");
+        let (status, body) = publish(&registry, &acme, &package, &stranger).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("was never added"),
+            "{body}"
+        );
+
+        // A statement for another package (the manifest inside does not match).
+        let mut body = publish_body(&package, &acme.key);
+        let other = calc_package("acme/calc", "1.0.1");
+        body["package"] = publish_body(&other, &acme.key)["package"].clone();
+        let (status, answer) = registry
+            .post("/api/v1/publish", Some(&acme.token), &body)
+            .await;
+        assert_eq!(status, 400, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("does not match the package"), "{message}");
+        assert!(message.contains("version"), "{message}");
+
+        // The colliding pair: a signature over acme/b1@1.0.0 does not sign acme/b@11.0.0.
+        let b1 = publish_body(&calc_package("acme/b1", "1.0.0"), &acme.key);
+        let mut b = publish_body(&calc_package("acme/b", "11.0.0"), &acme.key);
+        b["signature"] = b1["signature"].clone();
+        let (status, answer) = registry
+            .post("/api/v1/publish", Some(&acme.token), &b)
+            .await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("signature"),
+            "{answer}"
+        );
+
+        // Build metadata; an unsupported contract; a reserved namespace; someone else's.
+        let manifest = kelp_tests::manifest(kelp_tests::components::PLUGIN_CALC_MANIFEST)
+            .replace("kelp/calc", "acme/calc")
+            .replace("0.1.0", "1.0.0+build.1");
+        let wasm = std::fs::read(kelp_tests::components::PLUGIN_CALC_WASM).unwrap();
+        let with_build = raw_package(&[("kelp.toml", manifest.as_bytes()), ("plugin.wasm", &wasm)]);
+        let mut body = publish_body(&package, &acme.key);
+        body["package"] = base64_of(&with_build);
+        let (status, answer) = registry
+            .post("/api/v1/publish", Some(&acme.token), &body)
+            .await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("build metadata"),
+            "{answer}"
+        );
+        let future = kelp_tests::manifest(kelp_tests::components::COMPONENT_FUTURE_WIT_MANIFEST)
+            .replace("test/future-wit", "acme/future");
+        let future = kelp_tests::pack(&future, kelp_tests::components::COMPONENT_FUTURE_WIT_WASM);
+        let (status, answer) = publish(&registry, &acme, &future, &acme.key).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("0.3.0"),
+            "{answer}"
+        );
+        let bob_token = registry.sign_up("bob").await;
+        let kelp_log = KeyLog::start("kelp", &stranger).unwrap();
+        let (status, answer) = registry
+            .post(
+                "/api/v1/namespaces",
+                Some(&bob_token),
+                &json!({"entry": kelp_log.entries()[0]}),
+            )
+            .await;
+        assert_eq!(status, 403, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("reserved"),
+            "{answer}"
+        );
+        let (status, answer) = registry
+            .post(
+                "/api/v1/publish",
+                Some(&bob_token),
+                &publish_body(&package, &acme.key),
+            )
+            .await;
+        assert_eq!(status, 403, "{answer}");
+        let (status, answer) = registry
+            .post(
+                "/api/v1/namespaces",
+                Some(&bob_token),
+                &json!({"entry": acme.log.entries()[0]}),
+            )
+            .await;
+        assert_eq!(status, 409, "{answer}");
+
+        // A key added by a key the log never had; a reused version.
+        let mut forged = acme.sign_entry(
+            KeyAction::Add {
+                public_key: encode_public_key(&stranger.verifying_key()),
+            },
+            &acme.key.clone(),
+        );
+        forged.signer = KeyId::of(&stranger.verifying_key());
+        let (status, answer) = acme.append(&registry, &forged).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not a current key"),
+            "{answer}"
+        );
+        publish_ok(&registry, &acme, &package).await;
+        let (status, answer) = publish(&registry, &acme, &package, &acme.key).await;
+        assert_eq!(status, 409, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("immutable"),
+            "{answer}"
+        );
+
+        // A body too large for any package; nothing of the refused ones was stored.
+        let huge =
+            json!({"statement": {}, "signature": "", "package": "A".repeat(23 * 1024 * 1024)});
+        let (status, _) = registry
+            .post("/api/v1/publish", Some(&acme.token), &huge)
+            .await;
+        assert_eq!(status, 413);
+        let found = registry.get_json("/api/v1/search").await;
+        assert_eq!(found["total"], 1, "{found}");
+        let (_, index) = fetch_verified(&registry, "acme/calc").await;
+        assert_eq!(index.lines().len(), 1);
+        let (status, _) = registry.get("/index/acme/b").await;
+        assert_eq!(status, 404);
+    }
+);
+
+both_stores!(
+    a_revoked_key_fails_new_releases_but_not_older_ones,
+    |registry: RegistryProcess| async move {
+        let mut acme = Publisher::new(&registry, "alice", "acme").await;
+        let first = acme.key.clone();
+        let second = generate_signing_key().unwrap();
+        publish_ok(&registry, &acme, &calc_package("acme/calc", "0.1.0")).await;
+        let add = acme.sign_entry(
+            KeyAction::Add {
+                public_key: encode_public_key(&second.verifying_key()),
+            },
+            &first,
+        );
+        let (status, body) = acme.append(&registry, &add).await;
+        assert_eq!(status, 201, "{body}");
+        let revoke = acme.sign_entry(
+            KeyAction::Revoke {
+                key_id: KeyId::of(&first.verifying_key()),
+            },
+            &second,
+        );
+        let (status, body) = acme.append(&registry, &revoke).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["log_length"], 3);
+
+        let (status, body) = publish(
+            &registry,
+            &acme,
+            &calc_package("acme/calc", "0.2.0"),
+            &first,
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("revoked"),
+            "{body}"
+        );
+        let (status, body) = publish(
+            &registry,
+            &acme,
+            &calc_package("acme/calc", "0.2.0"),
+            &second,
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["key_log_position"], 3);
+
+        // Both releases verify against the log as it is now: the first key was valid at 0.1.0.
+        let (log, index) = fetch_verified(&registry, "acme/calc").await;
+        assert_eq!(log.current_keys(), vec![KeyId::of(&second.verifying_key())]);
+        let versions: Vec<String> = index
+            .lines()
+            .iter()
+            .map(|l| l.statement.version.to_string())
+            .collect();
+        assert_eq!(versions, ["0.1.0", "0.2.0"]);
+    }
+);
+
+both_stores!(
+    yanks_ratings_verified_flags_and_advisories,
+    |registry: RegistryProcess| async move {
+        let acme = Publisher::new(&registry, "alice", "acme").await;
+        publish_ok(&registry, &acme, &calc_package("acme/calc", "0.1.0")).await;
+        publish_ok(&registry, &acme, &calc_package("acme/calc", "0.2.0")).await;
+
+        // Yank: the line says so, the chain still verifies; unyank undoes it.
+        let (status, body) = registry
+            .post(
+                "/api/v1/packages/acme/calc/versions/0.1.0/yank",
+                Some(&acme.token),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (_, index) = fetch_verified(&registry, "acme/calc").await;
+        assert!(index.lines()[0].yanked && !index.lines()[1].yanked);
+        let bob = registry.sign_up("bob").await;
+        let (status, _) = registry
+            .post(
+                "/api/v1/packages/acme/calc/versions/0.1.0/unyank",
+                Some(&bob),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, 403);
+        let (status, _) = registry
+            .post(
+                "/api/v1/packages/acme/calc/versions/0.1.0/unyank",
+                Some(&acme.token),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let (_, index) = fetch_verified(&registry, "acme/calc").await;
+        assert!(!index.lines()[0].yanked);
+
+        // Ratings: signed in only, not your own, one per user (a second replaces the first).
+        let rate = |token: Option<String>, body: Value| {
+            let registry = &registry;
+            async move {
+                registry
+                    .send(
+                        Method::PUT,
+                        "/api/v1/packages/acme/calc/rating",
+                        token.as_deref(),
+                        &body,
+                    )
+                    .await
+            }
+        };
+        let (status, _) = rate(None, json!({"stars": 5})).await;
+        assert_eq!(status, 401);
+        let (status, body) = rate(Some(acme.token.clone()), json!({"stars": 5})).await;
+        assert_eq!(status, 403, "{body}");
+        let (status, body) = rate(Some(bob.clone()), json!({"stars": 6})).await;
+        assert_eq!(status, 400, "{body}");
+        let (status, body) = rate(Some(bob.clone()), json!({"stars": 4, "comment": "handy"})).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = rate(
+            Some(bob.clone()),
+            json!({"stars": 2, "comment": "wrong sums"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let detail = registry.get_json("/api/v1/packages/acme/calc").await;
+        assert_eq!(detail["rating"], json!({"average": 2.0, "count": 1}));
+        assert_eq!(detail["reviews"][0]["user"], "bob");
+        assert_eq!(detail["reviews"][0]["comment"], "wrong sums");
+
+        // Admin-only: the verified flag and advisories; `kelp-registry admin` makes one.
+        let advisory = json!({"name": "acme/calc", "versions": "<0.2.0", "reason": "wrong sums"});
+        let (status, _) = registry
+            .post("/api/v1/admin/advisories", Some(&bob), &advisory)
+            .await;
+        assert_eq!(status, 403);
+        let output = registry.command(&["admin", "bob"]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let before = check_current(&registry, 0).await.seq;
+        let (status, body) = registry
+            .post("/api/v1/admin/advisories", Some(&bob), &advisory)
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = registry
+            .send(
+                Method::PUT,
+                "/api/v1/admin/packages/acme/calc/verified",
+                Some(&bob),
+                &json!({"verified": true}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let found = registry.get_json("/api/v1/search?verified=true").await;
+        assert_eq!(found["items"][0]["name"], "acme/calc", "{found}");
+
+        // The advisory list is re-signed with a newer timestamp; an older one is a rollback.
+        let current = check_current(&registry, before).await;
+        assert!(current.seq > before);
+        let covered = current.advisories.covers(
+            "acme/calc",
+            &semver::Version::new(0, 1, 0),
+            &Sha256Digest([0; 32]),
+        );
+        assert_eq!(covered.map(|a| a.reason.as_str()), Some("wrong sums"));
+        assert!(
+            current
+                .advisories
+                .covers(
+                    "acme/calc",
+                    &semver::Version::new(0, 2, 0),
+                    &Sha256Digest([0; 32])
+                )
+                .is_none()
+        );
+        let well_known = registry.get_json("/.well-known/kelp-registry.json").await;
+        let root_key = root_public_key(registry.data.path());
+        let pinned = KeyId::of(&kelp_registry::signing::decode_public_key(&root_key).unwrap());
+        let certificate: OnlineKeyCertificate =
+            serde_json::from_value(well_known["certificate"].clone()).unwrap();
+        let timestamp: Timestamp =
+            serde_json::from_value(registry.get_json("/timestamp.json").await).unwrap();
+        let list: AdvisoryList =
+            serde_json::from_value(registry.get_json("/advisories.json").await).unwrap();
+        let rollback = check_registry(
+            &pinned,
+            &root_key,
+            &certificate,
+            &timestamp,
+            list.clone(),
+            current.seq + 1,
+            kelp_registry_now(),
+        );
+        assert!(rollback.is_err());
+        // A forged advisory list (an advisory removed by someone without the online key).
+        let mut forged = list.clone();
+        forged.advisories.clear();
+        let refused = check_registry(
+            &pinned,
+            &root_key,
+            &certificate,
+            &timestamp,
+            forged,
+            0,
+            kelp_registry_now(),
+        );
+        assert!(refused.is_err());
+    }
+);
+
+both_stores!(
+    search_ranks_exact_names_first_and_filters_and_pages,
+    |registry: RegistryProcess| async move {
+        let acme = Publisher::new(&registry, "alice", "acme").await;
+        let tools = Publisher::new(&registry, "carol", "tools").await;
+        publish_ok(
+            &registry,
+            &acme,
+            &skill_package(
+                "acme/haiku",
+                "1.0.0",
+                "Write haiku about weather",
+                &["poetry"],
+            ),
+        )
+        .await;
+        publish_ok(
+            &registry,
+            &acme,
+            &skill_package(
+                "acme/weather-report",
+                "1.0.0",
+                "Report the weather in words",
+                &["weather"],
+            ),
+        )
+        .await;
+        publish_ok(
+            &registry,
+            &tools,
+            &skill_package("tools/weather", "0.1.0", "Forecasts", &["forecast"]),
+        )
+        .await;
+        publish_ok(&registry, &tools, &calc_package("tools/calc", "0.1.0")).await;
+
+        let found = registry.get_json("/api/v1/search?q=weather").await;
+        let names: Vec<&str> = found["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names[0], "tools/weather", "exact name first: {names:?}");
+        assert_eq!(names.len(), 3, "{names:?}");
+        // A name match outranks a word in a description.
+        assert_eq!(names[1], "acme/weather-report", "{names:?}");
+
+        let skills = registry.get_json("/api/v1/search?kind=skill").await;
+        assert_eq!(skills["total"], 3);
+        let tagged = registry
+            .get_json("/api/v1/search?q=weather&tag=poetry")
+            .await;
+        assert_eq!(tagged["total"], 1);
+        assert_eq!(tagged["items"][0]["name"], "acme/haiku");
+
+        let page = registry.get_json("/api/v1/search?limit=3").await;
+        assert_eq!(page["items"].as_array().unwrap().len(), 3);
+        assert_eq!(page["next_offset"], 3);
+        let rest = registry.get_json("/api/v1/search?limit=3&offset=3").await;
+        assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+        assert_eq!(rest["next_offset"], Value::Null);
+
+        for bad in [
+            "limit=0",
+            "limit=101",
+            "offset=-1",
+            "kind=widget",
+            "verified=maybe",
+        ] {
+            let (status, body) = registry.get(&format!("/api/v1/search?{bad}")).await;
+            assert_eq!(status, 400, "{bad}: {body}");
+        }
+        // Query syntax of either backend is only words here.
+        let odd = registry
+            .get_json("/api/v1/search?q=%22weather%22%20OR%20NEAR(*)%20%3A*")
+            .await;
+        assert!(odd["total"].as_i64().is_some(), "{odd}");
+    }
+);

@@ -8,7 +8,9 @@
 //! install requirements, [`publish`] reserves namespaces, and [`signing`] lays out and checks
 //! every signed message. The trust structures built on those signatures: [`keylog`] (a
 //! namespace's hash-chained publisher keys), [`index`] (a package's hash-chained releases)
-//! and [`trust`] (the registry's root and online keys, advisories, timestamp). `server`
+//! and [`trust`] (the registry's root and online keys, advisories, timestamp); [`resolve`]
+//! is a host's decision, from what it fetched and pinned, of which release to install (or
+//! why none), and its check of the downloaded bytes. `server`
 //! (feature `server`, on by default) is `kelp-registry serve`; the host's client is not
 //! built yet.
 
@@ -18,6 +20,7 @@ pub mod keylog;
 pub mod manifest;
 pub mod package;
 pub mod publish;
+pub mod resolve;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod signing;

@@ -91,7 +91,11 @@ impl RegistryProcess {
             base: format!("http://127.0.0.1:{port}"),
             data,
             database_url,
-            http: reqwest::Client::new(),
+            // A hung server fails the test instead of hanging the suite.
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .unwrap(),
             _schema: schema,
         }
     }

@@ -205,6 +205,30 @@ both_stores!(
             "{body}"
         );
 
+        // The refused package was not kept where anyone could fetch it.
+        let digest = Sha256Digest::of(&package).to_string();
+        let (status, _) = registry.get(&format!("/blobs/sha256/{digest}")).await;
+        assert_eq!(status, 404);
+
+        // Accounts: a taken name, a wrong password, a good one, who you are.
+        let creds = json!({"username": "alice", "password": "correct horse battery"});
+        let (status, answer) = registry.post("/api/v1/accounts", None, &creds).await;
+        assert_eq!(status, 409, "{answer}");
+        let wrong = json!({"username": "alice", "password": "incorrect horse"});
+        let (status, answer) = registry.post("/api/v1/tokens", None, &wrong).await;
+        assert_eq!(status, 401, "{answer}");
+        let (status, answer) = registry.post("/api/v1/tokens", None, &creds).await;
+        assert_eq!(status, 201, "{answer}");
+        let token = answer["token"].as_str().unwrap().to_owned();
+        let (status, me) = registry
+            .send(Method::GET, "/api/v1/me", Some(&token), &json!(null))
+            .await;
+        assert_eq!(status, 200, "{me}");
+        assert_eq!(
+            me,
+            json!({"username": "alice", "admin": false, "namespaces": ["acme"]})
+        );
+
         // A statement for another package (the manifest inside does not match).
         let mut body = publish_body(&package, &acme.key);
         let other = calc_package("acme/calc", "1.0.1");
@@ -492,6 +516,7 @@ both_stores!(
             .post("/api/v1/admin/advisories", Some(&bob), &advisory)
             .await;
         assert_eq!(status, 201, "{body}");
+        let advisory_id = body["id"].as_i64().unwrap();
         let (status, body) = registry
             .send(
                 Method::PUT,
@@ -503,6 +528,27 @@ both_stores!(
         assert_eq!(status, 200, "{body}");
         let found = registry.get_json("/api/v1/search?verified=true").await;
         assert_eq!(found["items"][0]["name"], "acme/calc", "{found}");
+        let (status, _) = registry
+            .post(
+                "/api/v1/packages/acme/calc/versions/9.9.9/yank",
+                Some(&acme.token),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, 404);
+        // A package's kind cannot change between releases.
+        let (status, answer) = publish(
+            &registry,
+            &acme,
+            &skill_package("acme/calc", "0.3.0", "Now a skill", &[]),
+            &acme.key,
+        )
+        .await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer.to_string().contains("kind cannot change"),
+            "{answer}"
+        );
 
         // The advisory list is re-signed with a newer timestamp; an older one is a rollback.
         let current = check_current(&registry, before).await;
@@ -555,6 +601,28 @@ both_stores!(
             kelp_registry_now(),
         );
         assert!(refused.is_err());
+
+        // Removing the advisory re-signs again: the list is empty, the timestamp newer.
+        let (status, body) = registry
+            .send(
+                Method::DELETE,
+                &format!("/api/v1/admin/advisories/{advisory_id}"),
+                Some(&bob),
+                &json!(null),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
+        let after = check_current(&registry, current.seq).await;
+        assert!(after.seq > current.seq && after.advisories.advisories.is_empty());
+        let (status, _) = registry
+            .send(
+                Method::DELETE,
+                &format!("/api/v1/admin/advisories/{advisory_id}"),
+                Some(&bob),
+                &json!(null),
+            )
+            .await;
+        assert_eq!(status, 404);
     }
 );
 

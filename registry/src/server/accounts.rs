@@ -87,8 +87,42 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// A client's address as a short hash: what limits and download counts key on, so neither
 /// stores addresses.
 pub fn client_key(address: &SocketAddr) -> String {
-    sha256_hex(address.ip().to_string().as_bytes())[..32].to_owned()
+    let ip = match address.ip() {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        // One IPv6 client usually has a whole /64: keyed by address, it would have 2^64
+        // budgets.
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    };
+    sha256_hex(ip.as_bytes())[..32].to_owned()
 }
+
+/// Runs argon2 on the blocking pool, at most [`HASHING_AT_ONCE`] at a time: each takes
+/// 19 MiB and tens of milliseconds, so sign-ins from many addresses must not run them all
+/// at once. A request that finds every slot taken is told to retry.
+async fn hashing<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let _slot = state.hashing.try_acquire().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many sign-ins at this moment; try again in a second",
+        )
+    })?;
+    Ok(tokio::task::spawn_blocking(work)
+        .await
+        .map_err(anyhow::Error::from)?)
+}
+
+/// Password hashes computed at once.
+pub const HASHING_AT_ONCE: usize = 4;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,6 +164,7 @@ fn new_token() -> Result<(String, String), ApiError> {
 
 async fn store_token(state: &AppState, account_id: i64) -> Result<String, ApiError> {
     let (token, digest) = new_token()?;
+    let _lock = state.db.write_lock().await;
     sqlx::query("INSERT INTO tokens (token_sha256, account_id, created_ms) VALUES ($1, $2, $3)")
         .bind(digest)
         .bind(account_id)
@@ -156,7 +191,7 @@ async fn sign_up(
         .hit(&client_key(&address))
         .map_err(|s| rate_limited("new accounts from this address", s))?;
     let password = credentials.password;
-    let hash = tokio::task::spawn_blocking(move || {
+    let hash = hashing(&state, move || {
         let mut salt = [0u8; 16];
         getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
         let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
@@ -165,18 +200,19 @@ async fn sign_up(
             .map(|h| h.to_string())
             .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))
     })
-    .await
-    .map_err(anyhow::Error::from)??;
-    let _lock = state.db.write_lock().await;
-    let inserted = sqlx::query(
-        "INSERT INTO accounts (username, password_hash, is_admin, created_ms) \
+    .await??;
+    let inserted = {
+        let _lock = state.db.write_lock().await;
+        sqlx::query(
+            "INSERT INTO accounts (username, password_hash, is_admin, created_ms) \
          VALUES ($1, $2, 0, $3) RETURNING id",
-    )
-    .bind(&credentials.username)
-    .bind(hash)
-    .bind(now_ms() as i64)
-    .fetch_one(&state.db.pool)
-    .await;
+        )
+        .bind(&credentials.username)
+        .bind(hash)
+        .bind(now_ms() as i64)
+        .fetch_one(&state.db.pool)
+        .await
+    };
     let id: i64 = match inserted {
         Ok(row) => row.try_get("id")?,
         Err(e) if is_unique_violation(&e) => {
@@ -200,6 +236,10 @@ async fn sign_in(
     Body(credentials): Body<Credentials>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let wrong = || ApiError::unauthorized("wrong username or password");
+    // Checked before it keys a limiter: a long made-up name must not take memory there.
+    if check_username(&credentials.username).is_err() {
+        return Err(wrong());
+    }
     for key in [
         format!("address:{}", client_key(&address)),
         format!("user:{}", credentials.username),
@@ -218,15 +258,14 @@ async fn sign_in(
     let id: i64 = row.try_get("id")?;
     let stored: String = row.try_get("password_hash")?;
     let password = credentials.password;
-    let matches = tokio::task::spawn_blocking(move || {
+    let matches = hashing(&state, move || {
         PasswordHash::new(&stored).is_ok_and(|hash| {
             Argon2::default()
                 .verify_password(password.as_bytes(), &hash)
                 .is_ok()
         })
     })
-    .await
-    .map_err(anyhow::Error::from)?;
+    .await?;
     if !matches {
         return Err(wrong());
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 
 use super::db::Db;
 use super::now_ms;
@@ -192,14 +192,46 @@ pub async fn signed_state(db: &Db) -> Result<SignedState> {
     })
 }
 
+/// What [`resign`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resigned {
+    /// Wrote a new list and timestamp (commit the transaction).
+    Written,
+    /// Nothing was due.
+    NotDue,
+    /// Another process re-signed first (roll back; retry if the advisories changed).
+    Lost,
+}
+
 /// Re-signs the advisory list (from the `advisories` table) and a new timestamp when `force`
 /// is set (the advisories changed), when there is none, when the current one has less than
-/// six days left, or when another online key signed it.
+/// six days left, or when another online key signed it. Retries when another process
+/// re-signed at the same moment and the advisories changed.
 pub async fn refresh(db: &Db, keys: &RegistryKeys, force: bool) -> Result<()> {
-    let _lock = db.write_lock().await;
-    let mut tx = db.pool.begin().await?;
+    loop {
+        let _lock = db.write_lock().await;
+        let mut tx = db.pool.begin().await?;
+        match resign(&mut tx, keys, force).await? {
+            Resigned::Written => {
+                tx.commit().await?;
+                return Ok(());
+            }
+            Resigned::NotDue => return Ok(()),
+            Resigned::Lost if !force => return Ok(()),
+            Resigned::Lost => tx.rollback().await?,
+        }
+    }
+}
+
+/// [`refresh`]'s work inside the caller's transaction, so that a change of the advisories
+/// and the list that carries it commit together.
+pub async fn resign(
+    tx: &mut Transaction<'_, Any>,
+    keys: &RegistryKeys,
+    force: bool,
+) -> Result<Resigned> {
     let current = sqlx::query("SELECT timestamp_seq, timestamp FROM registry_state WHERE id = 1")
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?;
     let now = now_ms();
     let seq = match &current {
@@ -210,7 +242,7 @@ pub async fn refresh(db: &Db, keys: &RegistryKeys, force: bool) -> Result<()> {
             let stale = timestamp.expires_ms.saturating_sub(now) < RESIGN_WHEN_LEFT_MS;
             let other_key = timestamp.signer != KeyId::of(&keys.online.verifying_key());
             if !force && !stale && !other_key {
-                return Ok(());
+                return Ok(Resigned::NotDue);
             }
             seq as u64 + 1
         }
@@ -218,7 +250,7 @@ pub async fn refresh(db: &Db, keys: &RegistryKeys, force: bool) -> Result<()> {
     };
     let rows =
         sqlx::query("SELECT name, versions, package_sha256, reason FROM advisories ORDER BY id")
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
     let mut advisories = Vec::with_capacity(rows.len());
     for row in rows {
@@ -236,8 +268,8 @@ pub async fn refresh(db: &Db, keys: &RegistryKeys, force: bool) -> Result<()> {
         serde_json::to_string(&list)?,
         serde_json::to_string(&timestamp)?,
     );
-    // A concurrent refresh on another process took the same seq: the unique id settles it
-    // (its write wins, this one rolls back), so sequence numbers never repeat.
+    // The sequence is compared on write: two processes re-signing at once cannot both
+    // write the same number.
     let written = if current.is_some() {
         sqlx::query(
             "UPDATE registry_state SET timestamp_seq = $1, advisories = $2, timestamp = $3 \
@@ -247,7 +279,7 @@ pub async fn refresh(db: &Db, keys: &RegistryKeys, force: bool) -> Result<()> {
         .bind(&list)
         .bind(&timestamp)
         .bind(seq as i64 - 1)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected()
     } else {
@@ -258,18 +290,13 @@ pub async fn refresh(db: &Db, keys: &RegistryKeys, force: bool) -> Result<()> {
         .bind(seq as i64)
         .bind(&list)
         .bind(&timestamp)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected()
     };
-    if written == 0 {
-        // Another process re-signed first; when the advisories changed, sign again on top.
-        tx.rollback().await?;
-        if force {
-            return Box::pin(refresh(db, keys, true)).await;
-        }
-        return Ok(());
-    }
-    tx.commit().await?;
-    Ok(())
+    Ok(if written == 0 {
+        Resigned::Lost
+    } else {
+        Resigned::Written
+    })
 }

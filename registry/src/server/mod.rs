@@ -178,6 +178,10 @@ pub struct Inner {
     pub blobs: PathBuf,
     pub limits: PackageLimits,
     pub rate: limits::RateLimits,
+    /// Password hashes running (see `accounts::hashing`).
+    pub hashing: tokio::sync::Semaphore,
+    /// Publishes reading packages (inflating, parsing a component) at once.
+    pub unpacking: tokio::sync::Semaphore,
 }
 
 impl std::ops::Deref for AppState {
@@ -211,6 +215,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         blobs,
         limits,
         rate: limits::RateLimits::default(),
+        hashing: tokio::sync::Semaphore::new(accounts::HASHING_AT_ONCE),
+        unpacking: tokio::sync::Semaphore::new(2),
     }));
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
@@ -223,12 +229,31 @@ async fn serve(args: ServeArgs) -> Result<()> {
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
+    .with_graceful_shutdown(shutdown_signal())
     .await;
     refresher.abort();
     result.context("serving")
+}
+
+/// Ctrl-C or SIGTERM (what service managers and containers send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Re-signs the timestamp before it expires and forgets old download records.

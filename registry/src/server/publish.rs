@@ -48,6 +48,9 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
 }
 
+/// Entries a namespace's key log may hold: every install verifies each one.
+const MAX_KEY_LOG: u64 = 256;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyEntryBody {
@@ -140,13 +143,23 @@ async fn insert_entry(tx: &mut Transaction<'_, Any>, entry: &KeyLogEntry) -> Res
     }
 }
 
-/// The namespace's owner, or a refusal naming who may write it.
+/// Refuses unless `account` owns the namespace. With `lock`, inside a transaction, it also
+/// locks the namespace's row until the transaction ends (an update that changes nothing, the
+/// one row lock both databases take alike): a publish and a key revocation in the same
+/// namespace then happen one after the other, so no release is accepted at a key-log
+/// position a concurrent revocation has just passed.
 async fn require_owner(
     executor: impl sqlx::Executor<'_, Database = Any>,
     namespace: &str,
     account: &Account,
+    lock: bool,
 ) -> Result<(), ApiError> {
-    let owner: Option<i64> = sqlx::query("SELECT owner_id FROM namespaces WHERE name = $1")
+    let sql = if lock {
+        "UPDATE namespaces SET owner_id = owner_id WHERE name = $1 RETURNING owner_id"
+    } else {
+        "SELECT owner_id FROM namespaces WHERE name = $1"
+    };
+    let owner: Option<i64> = sqlx::query(sql)
         .bind(namespace)
         .fetch_optional(executor)
         .await?
@@ -171,10 +184,16 @@ async fn append_key(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let _lock = state.db.write_lock().await;
     let mut tx = state.db.pool.begin().await?;
-    require_owner(&mut *tx, &namespace, &account).await?;
+    require_owner(&mut *tx, &namespace, &account, true).await?;
     let mut log = key_log(&mut *tx, &namespace)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no namespace `{namespace}`")))?;
+    if log.len() >= MAX_KEY_LOG {
+        return Err(ApiError::bad_request(format!(
+            "the key log of `{namespace}` has {MAX_KEY_LOG} entries, the most a namespace may \
+             have (every host checks each of them)"
+        )));
+    }
     log.append(body.entry.clone())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     insert_entry(&mut tx, &body.entry).await?;
@@ -193,6 +212,32 @@ struct PublishBody {
     signature: String,
     /// The `.kelp` archive, standard base64.
     package: String,
+}
+
+/// Reads the package and checks what it holds can be published here.
+fn read_and_check(
+    bytes: &[u8],
+    limits: &crate::package::PackageLimits,
+) -> Result<crate::package::Package, ApiError> {
+    let package =
+        read_package(bytes, limits).map_err(|e| ApiError::bad_request(format!("package: {e}")))?;
+    let manifest = &package.manifest;
+    check_publishable(manifest).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Some(wasm) = &package.wasm {
+        ContractUse::read(wasm)
+            .and_then(|uses| uses.check(manifest, KNOWN_CONTRACTS))
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "plugin.wasm: {e} (this registry accepts kelp:plugin {})",
+                    KNOWN_CONTRACTS
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+    }
+    Ok(package)
 }
 
 /// What differs between the statement a publisher sent and the one the package makes.
@@ -263,24 +308,24 @@ async fn publish(
         .decode(body.package.as_bytes())
         .map_err(|e| ApiError::bad_request(format!("package: not standard base64: {e}")))?;
     drop(body.package);
-    let package = read_package(&bytes, &state.limits)
-        .map_err(|e| ApiError::bad_request(format!("package: {e}")))?;
+    // Inflating and parsing a component is CPU work of up to the size limits: on the
+    // blocking pool, two at a time.
+    let (bytes, package) = {
+        let _slot = state
+            .unpacking
+            .acquire()
+            .await
+            .map_err(anyhow::Error::from)?;
+        let limits = state.limits;
+        tokio::task::spawn_blocking(move || {
+            let package = read_and_check(&bytes, &limits);
+            (bytes, package)
+        })
+        .await
+        .map_err(anyhow::Error::from)?
+    };
+    let package = package?;
     let manifest = &package.manifest;
-    check_publishable(manifest).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if let Some(wasm) = &package.wasm {
-        ContractUse::read(wasm)
-            .and_then(|uses| uses.check(manifest, KNOWN_CONTRACTS))
-            .map_err(|e| {
-                ApiError::bad_request(format!(
-                    "plugin.wasm: {e} (this registry accepts kelp:plugin {})",
-                    KNOWN_CONTRACTS
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
-    }
     let actual = ReleaseStatement::for_package(&package, body.statement.key_id.clone());
     let differ = statement_mismatch(&body.statement, &actual);
     if !differ.is_empty() {
@@ -293,16 +338,12 @@ async fn publish(
     }
     let name = manifest.name.clone();
     let namespace = name.namespace().to_owned();
-    // Ownership is checked again inside the transaction; checking it here too keeps a
-    // stranger's upload off the disk.
-    require_owner(&state.db.pool, &namespace, &account).await?;
-    // Write the blob first: a crash after it leaves an unreferenced file, never a release
-    // without its package.
-    write_blob(&state, &package.digest, &bytes).await?;
+    // Checked here too, before the transaction: a stranger's publish stops early.
+    require_owner(&state.db.pool, &namespace, &account, false).await?;
 
     let _lock = state.db.write_lock().await;
     let mut tx = state.db.pool.begin().await?;
-    require_owner(&mut *tx, &namespace, &account).await?;
+    require_owner(&mut *tx, &namespace, &account, true).await?;
     let keys = key_log(&mut *tx, &namespace)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no namespace `{namespace}`")))?;
@@ -427,6 +468,10 @@ async fn publish(
         Err(e) if is_unique_violation(&e) => return Err(concurrent(&name)),
         Err(e) => return Err(e.into()),
     }
+    // The blob goes to disk once every check passed, before the commit that makes it a
+    // release: a crash in between leaves an unreferenced file (never served), never a
+    // release without its package.
+    write_blob(&state, &package.digest, &bytes).await?;
     tx.commit().await?;
     tracing::info!(package = %name, version = %manifest.version, by = %account.username, "published");
     Ok((
@@ -530,7 +575,7 @@ async fn set_yanked(
     let name = format!("{}/{}", path.namespace, path.name);
     let _lock = state.db.write_lock().await;
     let mut tx = state.db.pool.begin().await?;
-    require_owner(&mut *tx, &path.namespace, account).await?;
+    require_owner(&mut *tx, &path.namespace, account, true).await?;
     let changed = sqlx::query(
         "UPDATE releases SET yanked = $1 WHERE version = $2 AND package_id = \
          (SELECT id FROM packages WHERE name = $3)",

@@ -26,6 +26,7 @@ use sqlx::{Any, Row};
 
 use super::accounts::{Account, client_key};
 use super::db::{Backend, Db};
+use super::keys::{Resigned, resign};
 use super::{ApiError, AppState, Body, Params, now_ms};
 use crate::manifest::PluginName;
 use crate::signing::Sha256Digest;
@@ -146,13 +147,36 @@ async fn try_count_download(
     Ok(())
 }
 
-/// Drops download records too old to be recent (their totals stay on the packages).
+/// Drops download records too old to be recent (their totals stay on the packages), and
+/// recounts recent downloads and the search bonus of the packages whose count fell.
 pub async fn forget_old_downloads(db: &Db) -> anyhow::Result<()> {
     let _lock = db.write_lock().await;
+    let mut tx = db.pool.begin().await?;
+    let horizon = today() - RECENT_DAYS;
     sqlx::query("DELETE FROM downloads WHERE day <= $1")
-        .bind(today() - RECENT_DAYS)
-        .execute(&db.pool)
+        .bind(horizon)
+        .execute(&mut *tx)
         .await?;
+    let stale = sqlx::query(
+        "SELECT p.id, (SELECT COUNT(*) FROM downloads d WHERE d.package_id = p.id) AS n \
+         FROM packages p WHERE p.downloads_recent > 0",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in stale {
+        let (id, recent): (i64, i64) = (row.try_get("id")?, row.try_get("n")?);
+        sqlx::query(
+            "UPDATE packages SET downloads_recent = $1 WHERE id = $2 AND downloads_recent <> $1",
+        )
+        .bind(recent)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        update_bonus(&mut tx, id)
+            .await
+            .map_err(|e| anyhow::anyhow!("updating a package's bonus: {e:?}"))?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -541,9 +565,12 @@ async fn add_advisory(
     if reason.is_empty() || reason.chars().count() > 1000 {
         return Err(ApiError::bad_request("reason: 1 to 1000 characters"));
     }
-    let id: i64 = {
+    // The advisory and the signed list that carries it commit together, so an advisory is
+    // never stored without hosts being able to see it.
+    let id = loop {
         let _lock = state.db.write_lock().await;
-        sqlx::query(
+        let mut tx = state.db.pool.begin().await?;
+        let id: i64 = sqlx::query(
             "INSERT INTO advisories (name, versions, package_sha256, reason, created_ms) \
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
@@ -552,11 +579,14 @@ async fn add_advisory(
         .bind(&body.package_sha256)
         .bind(reason)
         .bind(now_ms() as i64)
-        .fetch_one(&state.db.pool)
+        .fetch_one(&mut *tx)
         .await?
-        .try_get("id")?
+        .try_get("id")?;
+        if resign(&mut tx, &state.keys, true).await? == Resigned::Written {
+            tx.commit().await?;
+            break id;
+        }
     };
-    super::keys::refresh(&state.db, &state.keys, true).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": id}))))
 }
 
@@ -566,18 +596,22 @@ async fn remove_advisory(
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
     account.require_admin()?;
-    let removed = {
+    loop {
         let _lock = state.db.write_lock().await;
-        sqlx::query("DELETE FROM advisories WHERE id = $1")
+        let mut tx = state.db.pool.begin().await?;
+        let removed = sqlx::query("DELETE FROM advisories WHERE id = $1")
             .bind(id)
-            .execute(&state.db.pool)
+            .execute(&mut *tx)
             .await?
-            .rows_affected()
-    };
-    if removed == 0 {
-        return Err(ApiError::not_found(format!("no advisory {id}")));
+            .rows_affected();
+        if removed == 0 {
+            return Err(ApiError::not_found(format!("no advisory {id}")));
+        }
+        if resign(&mut tx, &state.keys, true).await? == Resigned::Written {
+            tx.commit().await?;
+            break;
+        }
     }
-    super::keys::refresh(&state.db, &state.keys, true).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -28,10 +28,11 @@ pub struct RegistryProcess {
     /// The `kelp-registry` binary (a test's `env!("CARGO_BIN_EXE_kelp-registry")`).
     binary: String,
     pub base: String,
-    pub data: tempfile::TempDir,
+    /// Shared with [`RegistryProcess::another`]; removed when the last process goes.
+    pub data: std::sync::Arc<tempfile::TempDir>,
     pub database_url: Option<String>,
     pub http: reqwest::Client,
-    _schema: Option<crate::PgSchema>,
+    schema: Option<std::sync::Arc<crate::PgSchema>>,
 }
 
 impl Drop for RegistryProcess {
@@ -45,12 +46,32 @@ impl RegistryProcess {
     /// Starts a registry on a fresh data directory (and, for PostgreSQL, a fresh schema of
     /// the test server) and waits until it listens.
     pub async fn start(binary: &str, store: Store) -> RegistryProcess {
-        let data = tempfile::tempdir().unwrap();
+        let data = std::sync::Arc::new(tempfile::tempdir().unwrap());
         let schema = match store {
             Store::Sqlite => None,
-            Store::Postgres => Some(crate::PgSchema::create().await),
+            Store::Postgres => Some(std::sync::Arc::new(crate::PgSchema::create().await)),
         };
-        let database_url = schema.as_ref().map(crate::PgSchema::url);
+        let database_url = schema.as_ref().map(|s| s.url());
+        RegistryProcess::spawn(binary, data, database_url, schema)
+    }
+
+    /// A second process serving the same registry: the same data directory (keys, blobs)
+    /// and database, as several registry processes behind one address would.
+    pub fn another(&self) -> RegistryProcess {
+        RegistryProcess::spawn(
+            &self.binary,
+            self.data.clone(),
+            self.database_url.clone(),
+            self.schema.clone(),
+        )
+    }
+
+    fn spawn(
+        binary: &str,
+        data: std::sync::Arc<tempfile::TempDir>,
+        database_url: Option<String>,
+        schema: Option<std::sync::Arc<crate::PgSchema>>,
+    ) -> RegistryProcess {
         let port = free_port();
         let mut command = Command::new(binary);
         command
@@ -96,7 +117,7 @@ impl RegistryProcess {
                 .timeout(std::time::Duration::from_secs(60))
                 .build()
                 .unwrap(),
-            _schema: schema,
+            schema,
         }
     }
 

@@ -10,10 +10,12 @@
 //! namespace's hash-chained publisher keys), [`index`] (a package's hash-chained releases)
 //! and [`trust`] (the registry's root and online keys, advisories, timestamp); [`resolve`]
 //! is a host's decision, from what it fetched and pinned, of which release to install (or
-//! why none), and its check of the downloaded bytes. `server`
-//! (feature `server`, on by default) is `kelp-registry serve`; the host's client is not
-//! built yet.
+//! why none), and its check of the downloaded bytes; `client` (feature `client`) fetches
+//! what it decides on over HTTP. `server` (feature `server`, on by default) is
+//! `kelp-registry serve`. The host does not use the client yet (no `kelp registry` commands).
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod contract;
 pub mod index;
 pub mod keylog;

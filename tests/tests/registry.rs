@@ -776,3 +776,120 @@ async fn password_guessing_is_rate_limited() {
         "{body}"
     );
 }
+
+// A host's side through the client: resolve a range (a yanked newer release passed over,
+// said why), download, verify before unpacking, install into a real runtime and call the
+// tool; a lock resolves the yanked release; a package the registry serves tampered with
+// is refused before anything is unpacked.
+both_stores!(
+    a_host_resolves_downloads_installs_and_calls_a_release,
+    |registry: RegistryProcess| async move {
+        use kelp_registry::client::RegistryClient;
+        use kelp_registry::resolve::{Pins, Request, Skip, Wanted};
+        use kelp_registry::version::parse_requirement;
+
+        let acme = Publisher::new(&registry, "alice", "acme").await;
+        publish_ok(&registry, &acme, &calc_package("acme/calc", "0.1.0")).await;
+        publish_ok(&registry, &acme, &calc_package("acme/calc", "0.2.0")).await;
+        let (status, _) = registry
+            .post(
+                "/api/v1/packages/acme/calc/versions/0.2.0/yank",
+                Some(&acme.token),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, 200);
+
+        let root = KeyId::of(
+            &kelp_registry::signing::decode_public_key(&root_public_key(registry.data.path()))
+                .unwrap(),
+        );
+        let client = RegistryClient::new(&registry.base, root, reqwest::Client::new());
+        let name: PluginName = "acme/calc".parse().unwrap();
+        let served = [semver::Version::new(0, 1, 0), semver::Version::new(0, 2, 0)];
+        let found = client.search("q=calc").await.unwrap();
+        assert_eq!(found["items"][0]["name"], "acme/calc");
+        let range = Request {
+            name: &name,
+            wanted: Wanted::Range(parse_requirement("^0").unwrap()),
+            served: &served,
+            installed: None,
+            allow_downgrade: false,
+        };
+        let resolution = client
+            .resolve(&range, &Pins::default(), kelp_registry_now())
+            .await
+            .unwrap();
+        assert_eq!(resolution.line.statement.version.to_string(), "0.1.0");
+        assert_eq!(
+            resolution.skipped,
+            vec![(semver::Version::new(0, 2, 0), Skip::Yanked)]
+        );
+        let mut seen = Vec::new();
+        let (bytes, package) = client
+            .download(&resolution, &PackageLimits::default(), |n, total| {
+                seen.push((n, total))
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen.last().unwrap().0, bytes.len() as u64);
+        assert_eq!(package.manifest.name, name);
+
+        // Installed into a real runtime, the tool answers.
+        let host = kelp_tests::Host::new().await;
+        let installed = host
+            .runtime
+            .install(
+                &bytes,
+                kelp::plugins::InstallOptions {
+                    instance_id: None,
+                    config: json!({}),
+                    approval: kelp::plugins::grants::Approval::default(),
+                    approve_changes: false,
+                },
+            )
+            .await
+            .unwrap();
+        let out = host
+            .runtime
+            .call_tool(
+                &installed.instance_id,
+                "calc",
+                r#"{"expression": "6 * 7"}"#,
+                "u1",
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(out.contains("42"), "{out}");
+
+        // A lock resolves the yanked release, and the pins from the first install are kept.
+        let lock = Request {
+            wanted: Wanted::Locked {
+                version: semver::Version::new(0, 2, 0),
+                package_sha256: Sha256Digest::of(&calc_package("acme/calc", "0.2.0")),
+            },
+            ..range.clone()
+        };
+        let locked = client
+            .resolve(&lock, &resolution.pins, kelp_registry_now())
+            .await
+            .unwrap();
+        assert_eq!(locked.line.statement.version.to_string(), "0.2.0");
+
+        // The blob on the registry's disk replaced: refused on its digest, not unpacked.
+        let digest = locked.line.statement.package_sha256.to_string();
+        let blob = registry
+            .data
+            .path()
+            .join("blobs")
+            .join(&digest[..2])
+            .join(&digest);
+        std::fs::write(&blob, calc_package("acme/calc", "0.1.0")).unwrap();
+        let refused = client
+            .download(&locked, &PackageLimits::default(), |_, _| {})
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("tampered"), "{refused}");
+    }
+);

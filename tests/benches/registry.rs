@@ -88,7 +88,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn run(store: Store, packages: usize) {
-    let registry = RegistryProcess::start(env!("CARGO_BIN_EXE_kelp-registry"), store).await;
+    let registry = RegistryProcess::start_with(
+        env!("CARGO_BIN_EXE_kelp-registry"),
+        store,
+        &["--publishes-per-hour", "100000"],
+    )
+    .await;
     let publishers = [
         Publisher::new(&registry, "alice", "acme").await,
         Publisher::new(&registry, "bob", "tools").await,

@@ -46,13 +46,18 @@ impl RegistryProcess {
     /// Starts a registry on a fresh data directory (and, for PostgreSQL, a fresh schema of
     /// the test server) and waits until it listens.
     pub async fn start(binary: &str, store: Store) -> RegistryProcess {
+        RegistryProcess::start_with(binary, store, &[]).await
+    }
+
+    /// [`RegistryProcess::start`] with more `serve` arguments.
+    pub async fn start_with(binary: &str, store: Store, args: &[&str]) -> RegistryProcess {
         let data = std::sync::Arc::new(tempfile::tempdir().unwrap());
         let schema = match store {
             Store::Sqlite => None,
             Store::Postgres => Some(std::sync::Arc::new(crate::PgSchema::create().await)),
         };
         let database_url = schema.as_ref().map(|s| s.url());
-        RegistryProcess::spawn(binary, data, database_url, schema)
+        RegistryProcess::spawn(binary, data, database_url, schema, args)
     }
 
     /// A second process serving the same registry: the same data directory (keys, blobs)
@@ -63,6 +68,7 @@ impl RegistryProcess {
             self.data.clone(),
             self.database_url.clone(),
             self.schema.clone(),
+            &[],
         )
     }
 
@@ -71,6 +77,7 @@ impl RegistryProcess {
         data: std::sync::Arc<tempfile::TempDir>,
         database_url: Option<String>,
         schema: Option<std::sync::Arc<crate::PgSchema>>,
+        args: &[&str],
     ) -> RegistryProcess {
         let port = free_port();
         let mut command = Command::new(binary);
@@ -80,6 +87,7 @@ impl RegistryProcess {
             .arg(data.path())
             .arg("--bind")
             .arg(format!("127.0.0.1:{port}"))
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -100,10 +108,12 @@ impl RegistryProcess {
             }
             seen.push(line);
         }
-        // The log goes to the test's output (shown when it fails).
+        // Warnings and errors go to the test's output (shown when it fails).
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
-                eprintln!("registry: {line}");
+                if line.contains("WARN") || line.contains("ERROR") {
+                    eprintln!("registry: {line}");
+                }
             }
         });
         RegistryProcess {

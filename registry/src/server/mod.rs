@@ -100,6 +100,9 @@ struct ServeArgs {
     /// The largest package accepted, in bytes (compressed).
     #[arg(long, env = "KELP_REGISTRY_MAX_PACKAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_package_bytes: u64,
+    /// Releases one account may publish in an hour.
+    #[arg(long, env = "KELP_REGISTRY_PUBLISHES_PER_HOUR", default_value_t = 120)]
+    publishes_per_hour: u32,
 }
 
 /// The binary's entry point.
@@ -214,7 +217,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
         keys,
         blobs,
         limits,
-        rate: limits::RateLimits::default(),
+        rate: limits::RateLimits {
+            publishes: limits::Limiter::new(
+                args.publishes_per_hour,
+                std::time::Duration::from_secs(60 * 60),
+            ),
+            ..limits::RateLimits::default()
+        },
         hashing: tokio::sync::Semaphore::new(accounts::HASHING_AT_ONCE),
         unpacking: tokio::sync::Semaphore::new(2),
     }));

@@ -306,28 +306,41 @@ async fn search(
     // $1 and $2 appear in every statement (a no-op comparison when unused) so that the
     // filters' numbers do not depend on whether there is a query.
     let guard = "($1 = $1 AND $2 = $2)";
+    // The total comes with the page (a window over the matches), so the full-text match
+    // and its ranking run once; only a page past the end needs a count of its own.
+    // (The window is outside the matching query: SQLite allows FTS5's bm25 only in a plain
+    // query over the match.)
     let sql = format!(
-        "SELECT {SUMMARY_COLUMNS}, {exact} AS exact, {score} AS score FROM {from} \
-         WHERE {matched} AND {guard}{filters} \
-         ORDER BY exact DESC, score DESC, p.downloads_total DESC, p.name \
+        "SELECT m.*, COUNT(*) OVER () AS n FROM (\
+         SELECT {SUMMARY_COLUMNS}, {exact} AS exact, {score} AS score \
+         FROM {from} WHERE {matched} AND {guard}{filters}) m \
+         ORDER BY m.exact DESC, m.score DESC, m.downloads_total DESC, m.name \
          LIMIT ${next} OFFSET ${}",
         next + 1
     );
-    let count_sql =
-        format!("SELECT COUNT(*) AS n FROM {from} WHERE {matched} AND {guard}{filters}");
     let typed = query.q.trim().to_lowercase();
     let mut select = sqlx::query::<Any>(&sql).bind(&typed).bind(&text);
-    let mut count = sqlx::query::<Any>(&count_sql).bind(&typed).bind(&text);
     for value in &binds {
         select = select.bind(value);
-        count = count.bind(value);
     }
     let rows = select
         .bind(limit)
         .bind(offset)
         .fetch_all(&state.db.pool)
         .await?;
-    let total: i64 = count.fetch_one(&state.db.pool).await?.try_get("n")?;
+    let total: i64 = match rows.first() {
+        Some(row) => row.try_get("n")?,
+        None if offset == 0 => 0,
+        None => {
+            let count_sql =
+                format!("SELECT COUNT(*) AS n FROM {from} WHERE {matched} AND {guard}{filters}");
+            let mut count = sqlx::query::<Any>(&count_sql).bind(&typed).bind(&text);
+            for value in &binds {
+                count = count.bind(value);
+            }
+            count.fetch_one(&state.db.pool).await?.try_get("n")?
+        }
+    };
     let items = rows.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
     let next_offset =
         (offset + (items.len() as i64) < total).then_some(offset + items.len() as i64);

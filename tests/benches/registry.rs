@@ -127,7 +127,7 @@ async fn run(store: Store, packages: usize) {
 
     let mut queries = Vec::with_capacity(QUERIES);
     for i in 0..QUERIES {
-        let query = match i % 8 {
+        let query = match i % KINDS.len() {
             0 => format!("q={}", rng.word()),
             1 => format!("q={}+{}", rng.word(), rng.word()),
             2 => format!("q={}", &rng.word()[..3]),
@@ -144,12 +144,14 @@ async fn run(store: Store, packages: usize) {
         client.get(url).send().await.unwrap().bytes().await.unwrap();
     }
     let mut latencies = Vec::with_capacity(QUERIES);
-    for url in &queries {
+    let mut by_kind: Vec<Vec<Duration>> = vec![Vec::new(); KINDS.len()];
+    for (i, url) in queries.iter().enumerate() {
         let start = Instant::now();
         let response = client.get(url).send().await.unwrap();
         assert_eq!(response.status(), 200, "{url}");
         response.bytes().await.unwrap();
         latencies.push(start.elapsed());
+        by_kind[i % KINDS.len()].push(start.elapsed());
     }
     latencies.sort();
     let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
@@ -162,7 +164,27 @@ async fn run(store: Store, packages: usize) {
         ms(percentile(&latencies, 0.99)),
         ms(*latencies.last().unwrap()),
     );
+    for (kind, mut times) in KINDS.iter().zip(by_kind) {
+        times.sort();
+        println!(
+            "  {kind:<22} p50 {}, p99 {}",
+            ms(percentile(&times, 0.5)),
+            ms(percentile(&times, 0.99))
+        );
+    }
 }
+
+/// The query mix, in the order `run` cycles through it.
+const KINDS: &[&str] = &[
+    "one word",
+    "two words",
+    "a 3-letter prefix",
+    "an exact name",
+    "one word, kind=skill",
+    "one word and a tag",
+    "one word, 2nd page",
+    "no query (all)",
+];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

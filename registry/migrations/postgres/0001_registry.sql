@@ -52,6 +52,8 @@ CREATE TABLE packages (
     updated_ms BIGINT NOT NULL
 );
 CREATE INDEX packages_short_name ON packages (short_name);
+-- Listing without a query (the most popular first) reads this index in order.
+CREATE INDEX packages_popular ON packages (bonus DESC, downloads_total DESC, name);
 
 CREATE TABLE package_tags (
     package_id BIGINT NOT NULL REFERENCES packages(id),

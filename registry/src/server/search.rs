@@ -309,15 +309,25 @@ async fn search(
     // The total comes with the page (a window over the matches), so the full-text match
     // and its ranking run once; only a page past the end needs a count of its own.
     // (The window is outside the matching query: SQLite allows FTS5's bm25 only in a plain
-    // query over the match.)
-    let sql = format!(
-        "SELECT m.*, COUNT(*) OVER () AS n FROM (\
+    // query over the match.) Without a query, the order is the `packages_popular` index's
+    // and the count a separate one, so neither sorts every package.
+    let sql = if words.is_empty() {
+        format!(
+            "SELECT {SUMMARY_COLUMNS} FROM packages p WHERE {guard}{filters} \
+             ORDER BY p.bonus DESC, p.downloads_total DESC, p.name \
+             LIMIT ${next} OFFSET ${}",
+            next + 1
+        )
+    } else {
+        format!(
+            "SELECT m.*, COUNT(*) OVER () AS n FROM (\
          SELECT {SUMMARY_COLUMNS}, {exact} AS exact, {score} AS score \
          FROM {from} WHERE {matched} AND {guard}{filters}) m \
          ORDER BY m.exact DESC, m.score DESC, m.downloads_total DESC, m.name \
          LIMIT ${next} OFFSET ${}",
-        next + 1
-    );
+            next + 1
+        )
+    };
     let typed = query.q.trim().to_lowercase();
     let mut select = sqlx::query::<Any>(&sql).bind(&typed).bind(&text);
     for value in &binds {
@@ -329,9 +339,9 @@ async fn search(
         .fetch_all(&state.db.pool)
         .await?;
     let total: i64 = match rows.first() {
-        Some(row) => row.try_get("n")?,
+        Some(row) if !words.is_empty() => row.try_get("n")?,
         None if offset == 0 => 0,
-        None => {
+        _ => {
             let count_sql =
                 format!("SELECT COUNT(*) AS n FROM {from} WHERE {matched} AND {guard}{filters}");
             let mut count = sqlx::query::<Any>(&count_sql).bind(&typed).bind(&text);

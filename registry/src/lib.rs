@@ -12,7 +12,8 @@
 //! is a host's decision, from what it fetched and pinned, of which release to install (or
 //! why none), and its check of the downloaded bytes; `client` (feature `client`) fetches
 //! what it decides on over HTTP. `server` (feature `server`, on by default) is
-//! `kelp-registry serve`. The host does not use the client yet (no `kelp registry` commands).
+//! `kelp-registry serve`. [`skill_risk`] flags skill text that tries to make the agent or
+//! the user fetch and run code. The host does not use the client yet (no `kelp registry` commands).
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -26,5 +27,6 @@ pub mod resolve;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod signing;
+pub mod skill_risk;
 pub mod trust;
 pub mod version;

@@ -83,6 +83,8 @@ CREATE TABLE releases (
     contract TEXT,
     key_id TEXT NOT NULL,
     capabilities TEXT NOT NULL,
+    -- A skill's flags (skill_risk), JSON; `[]` for none or for other kinds.
+    flags TEXT NOT NULL DEFAULT '[]',
     size BIGINT NOT NULL,
     published_ms BIGINT NOT NULL,
     PRIMARY KEY (package_id, seq),

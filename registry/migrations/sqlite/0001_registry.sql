@@ -77,6 +77,8 @@ CREATE TABLE releases (
     contract TEXT,
     key_id TEXT NOT NULL,
     capabilities TEXT NOT NULL,
+    -- A skill's flags (skill_risk), JSON; `[]` for none or for other kinds.
+    flags TEXT NOT NULL DEFAULT '[]',
     size INTEGER NOT NULL,
     published_ms INTEGER NOT NULL,
     PRIMARY KEY (package_id, seq),

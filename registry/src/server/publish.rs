@@ -445,11 +445,17 @@ async fn publish(
     };
     let capabilities =
         serde_json::to_string(&manifest.capabilities).map_err(anyhow::Error::from)?;
+    let flags = package
+        .skill
+        .as_ref()
+        .map(crate::skill_risk::flag_parsed)
+        .unwrap_or_default();
+    let flags_json = serde_json::to_string(&flags).map_err(anyhow::Error::from)?;
     let stored_line = serde_json::to_string(&line).map_err(anyhow::Error::from)?;
     let inserted = sqlx::query(
         "INSERT INTO releases (package_id, seq, version, line, yanked, package_sha256, contract, \
-         key_id, capabilities, size, published_ms) VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, \
-         $9, $10)",
+         key_id, capabilities, size, published_ms, flags) VALUES ($1, $2, $3, $4, 0, $5, $6, $7, \
+         $8, $9, $10, $11)",
     )
     .bind(package_id)
     .bind(seq)
@@ -461,6 +467,7 @@ async fn publish(
     .bind(&capabilities)
     .bind(bytes.len() as i64)
     .bind(now)
+    .bind(&flags_json)
     .execute(&mut *tx)
     .await;
     match inserted {
@@ -485,6 +492,7 @@ async fn publish(
             "key_log_position": line.key_log_position,
             "index_position": seq,
             "capabilities": manifest.capabilities,
+            "flags": flags,
         })),
     ))
 }

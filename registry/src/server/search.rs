@@ -386,7 +386,7 @@ async fn detail(
     let mut view = summary(&row)?;
     let releases = sqlx::query(
         "SELECT version, yanked, package_sha256, contract, key_id, capabilities, size, \
-         published_ms FROM releases WHERE package_id = $1 ORDER BY seq DESC",
+         published_ms, flags FROM releases WHERE package_id = $1 ORDER BY seq DESC",
     )
     .bind(id)
     .fetch_all(&state.db.pool)
@@ -396,6 +396,8 @@ async fn detail(
         let capabilities: Value =
             serde_json::from_str(&release.try_get::<String, _>("capabilities")?)
                 .map_err(anyhow::Error::from)?;
+        let flags: Value = serde_json::from_str(&release.try_get::<String, _>("flags")?)
+            .map_err(anyhow::Error::from)?;
         versions.push(json!({
             "version": release.try_get::<String, _>("version")?,
             "yanked": release.try_get::<i64, _>("yanked")? == 1,
@@ -403,15 +405,15 @@ async fn detail(
             "contract": release.try_get::<Option<String>, _>("contract")?,
             "key_id": release.try_get::<String, _>("key_id")?,
             "capabilities": capabilities,
+            "flags": flags,
             "size": release.try_get::<i64, _>("size")?,
             "published_ms": release.try_get::<i64, _>("published_ms")?,
         }));
     }
     let latest = view["version"].clone();
-    let capabilities = versions
-        .iter()
-        .find(|v| v["version"] == latest)
-        .map_or(Value::Null, |v| v["capabilities"].clone());
+    let newest = versions.iter().find(|v| v["version"] == latest);
+    let capabilities = newest.map_or(Value::Null, |v| v["capabilities"].clone());
+    let flags = newest.map_or(Value::Null, |v| v["flags"].clone());
     let reviews = sqlx::query(
         "SELECT a.username, r.stars, r.comment, r.updated_ms FROM ratings r \
          JOIN accounts a ON a.id = r.account_id WHERE r.package_id = $1 \
@@ -440,6 +442,7 @@ async fn detail(
         json!(row.try_get::<i64, _>("downloads_recent")?),
     );
     object.insert("capabilities".into(), capabilities);
+    object.insert("flags".into(), flags);
     object.insert("versions".into(), json!(versions));
     object.insert("reviews".into(), json!(reviews));
     Ok(Json(view))

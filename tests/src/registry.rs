@@ -131,6 +131,25 @@ impl RegistryProcess {
         }
     }
 
+    /// Sends SIGTERM (what a service manager sends) and waits up to `within` for the
+    /// process to exit; its exit status, or `None` if it is still running.
+    pub fn terminate(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Runs another `kelp-registry` command on this registry's data directory and database.
     pub fn command(&self, args: &[&str]) -> std::process::Output {
         let mut command = Command::new(&self.binary);

@@ -536,6 +536,16 @@ both_stores!(
         assert_eq!(status, 200, "{body}");
         let found = registry.get_json("/api/v1/search?verified=true").await;
         assert_eq!(found["items"][0]["name"], "acme/calc", "{found}");
+        let (status, body) = registry
+            .send(
+                Method::DELETE,
+                "/api/v1/admin/advisories/first",
+                Some(&bob),
+                &json!(null),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "bad_request", "{body}");
         let (status, _) = registry
             .post(
                 "/api/v1/packages/acme/calc/versions/9.9.9/yank",
@@ -913,3 +923,27 @@ both_stores!(
         assert!(refused.to_string().contains("tampered"), "{refused}");
     }
 );
+
+/// SIGTERM stops the registry (a clean exit, not the signal's default kill) even while a
+/// client holds a request half-sent: open connections get a deadline, not a veto.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_registry_with_a_connection_open() {
+    let mut registry =
+        RegistryProcess::start(env!("CARGO_BIN_EXE_kelp-registry"), Store::Sqlite).await;
+    // A client that started a request and never finished it.
+    let mut idle = tokio::net::TcpStream::connect(registry.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut idle, b"GET /health HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = registry.terminate(std::time::Duration::from_secs(30));
+        (registry, status)
+    })
+    .await
+    .unwrap()
+    .1;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    drop(idle);
+}

@@ -234,15 +234,36 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let refresher = tokio::spawn(refresh_periodically(state.clone()));
     // Hosts pin this id: `kelp registry add http://ADDRESS --root-key ID`.
     tracing::info!(%address, root_key_id = %root_id, "kelp-registry is serving");
-    let result = axum::serve(
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await;
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stopping_tx.send(());
+    });
+    // Connections still open some seconds after the signal (a slow download, an idle
+    // keep-alive) do not keep the process alive.
+    let result = tokio::select! {
+        result = std::future::IntoFuture::into_future(serving) => result,
+        _ = async {
+            if stopping_rx.await.is_err() {
+                // No signal will come: serve until the server ends by itself.
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+        } => {
+            tracing::warn!("connections still open {SHUTDOWN_DEADLINE:?} after the signal; stopping");
+            Ok(())
+        }
+    };
     refresher.abort();
     result.context("serving")
 }
+
+/// How long open connections may finish after a stop signal.
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Ctrl-C or SIGTERM (what service managers and containers send).
 async fn shutdown_signal() {
@@ -409,6 +430,27 @@ where
     ) -> Result<Self, ApiError> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Params(value)),
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+        }
+    }
+}
+
+/// Path parameters whose rejection (say, a letter where a number goes) is an [`ApiError`].
+pub struct Path<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
             Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
         }
     }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -18,7 +18,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::accounts::Account;
 use super::db::is_unique_violation;
-use super::{ApiError, AppState, Body, KNOWN_CONTRACTS, now_ms};
+use super::{ApiError, AppState, Body, KNOWN_CONTRACTS, Path, now_ms};
 use crate::contract::ContractUse;
 use crate::index::{Index, IndexError, IndexLine, LineProblem};
 use crate::keylog::{KeyLog, KeyLogEntry};

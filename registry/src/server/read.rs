@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,7 +16,7 @@ use sqlx::Row;
 
 use super::keys::signed_state;
 use super::publish::{blob_path, index_lines};
-use super::{ApiError, AppState, KNOWN_CONTRACTS};
+use super::{ApiError, AppState, KNOWN_CONTRACTS, Path};
 use crate::signing::encode_public_key;
 
 pub fn routes() -> Router<AppState> {

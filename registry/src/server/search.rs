@@ -15,7 +15,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
@@ -27,7 +27,7 @@ use sqlx::{Any, Row};
 use super::accounts::{Account, client_key};
 use super::db::{Backend, Db};
 use super::keys::{Resigned, resign};
-use super::{ApiError, AppState, Body, Params, now_ms};
+use super::{ApiError, AppState, Body, Params, Path, now_ms};
 use crate::manifest::PluginName;
 use crate::signing::Sha256Digest;
 

@@ -104,6 +104,22 @@ async fn check_current(registry: &RegistryProcess, seen: u64) -> kelp_registry::
     .expect("the registry's signed state verifies")
 }
 
+/// Yanks (`action` "yank") or unyanks a release of `acme/calc` as `token`'s account.
+async fn set_yanked(
+    registry: &RegistryProcess,
+    token: &str,
+    version: &str,
+    action: &str,
+) -> (u16, Value) {
+    registry
+        .post(
+            &format!("/api/v1/packages/acme/calc/versions/{version}/{action}"),
+            Some(token),
+            &json!({}),
+        )
+        .await
+}
+
 fn base64_of(bytes: &[u8]) -> Value {
     use base64::Engine;
     Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
@@ -444,32 +460,14 @@ both_stores!(
         publish_ok(&registry, &acme, &calc_package("acme/calc", "0.2.0")).await;
 
         // Yank: the line says so, the chain still verifies; unyank undoes it.
-        let (status, body) = registry
-            .post(
-                "/api/v1/packages/acme/calc/versions/0.1.0/yank",
-                Some(&acme.token),
-                &json!({}),
-            )
-            .await;
+        let (status, body) = set_yanked(&registry, &acme.token, "0.1.0", "yank").await;
         assert_eq!(status, 200, "{body}");
         let (_, index) = fetch_verified(&registry, "acme/calc").await;
         assert!(index.lines()[0].yanked && !index.lines()[1].yanked);
         let bob = registry.sign_up("bob").await;
-        let (status, _) = registry
-            .post(
-                "/api/v1/packages/acme/calc/versions/0.1.0/unyank",
-                Some(&bob),
-                &json!({}),
-            )
-            .await;
+        let (status, _) = set_yanked(&registry, &bob, "0.1.0", "unyank").await;
         assert_eq!(status, 403);
-        let (status, _) = registry
-            .post(
-                "/api/v1/packages/acme/calc/versions/0.1.0/unyank",
-                Some(&acme.token),
-                &json!({}),
-            )
-            .await;
+        let (status, _) = set_yanked(&registry, &acme.token, "0.1.0", "unyank").await;
         assert_eq!(status, 200);
         let (_, index) = fetch_verified(&registry, "acme/calc").await;
         assert!(!index.lines()[0].yanked);
@@ -546,13 +544,7 @@ both_stores!(
             .await;
         assert_eq!(status, 400, "{body}");
         assert_eq!(body["error"]["code"], "bad_request", "{body}");
-        let (status, _) = registry
-            .post(
-                "/api/v1/packages/acme/calc/versions/9.9.9/yank",
-                Some(&acme.token),
-                &json!({}),
-            )
-            .await;
+        let (status, _) = set_yanked(&registry, &acme.token, "9.9.9", "yank").await;
         assert_eq!(status, 404);
         // A package's kind cannot change between releases.
         let (status, answer) = publish(
@@ -821,13 +813,7 @@ both_stores!(
         let acme = Publisher::new(&registry, "alice", "acme").await;
         publish_ok(&registry, &acme, &calc_package("acme/calc", "0.1.0")).await;
         publish_ok(&registry, &acme, &calc_package("acme/calc", "0.2.0")).await;
-        let (status, _) = registry
-            .post(
-                "/api/v1/packages/acme/calc/versions/0.2.0/yank",
-                Some(&acme.token),
-                &json!({}),
-            )
-            .await;
+        let (status, _) = set_yanked(&registry, &acme.token, "0.2.0", "yank").await;
         assert_eq!(status, 200);
 
         let root = KeyId::of(

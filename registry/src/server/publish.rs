@@ -373,7 +373,8 @@ async fn publish(
     let now = now_ms() as i64;
     let kind = manifest.kind.as_str();
     let tags = manifest.tags.join(" ");
-    let package_id: i64 = match &existing {
+    // What search shows follows the newest release: a new package's first, or a newer one.
+    let (package_id, shown): (i64, bool) = match &existing {
         Some(row) => {
             let id: i64 = row.try_get("id")?;
             let stored_kind: String = row.try_get("kind")?;
@@ -386,7 +387,6 @@ async fn publish(
             let latest: String = row.try_get("latest_version")?;
             let newest = parse_release_version(&latest).is_ok_and(|l| manifest.version > l);
             if newest {
-                // What search shows follows the newest release.
                 sqlx::query(
                     "UPDATE packages SET description = $1, tags = $2, latest_version = $3, \
                      updated_ms = $4 WHERE id = $5",
@@ -398,17 +398,8 @@ async fn publish(
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-                replace_search_entry(
-                    &mut tx,
-                    &state,
-                    id,
-                    &name,
-                    &manifest.description,
-                    &manifest.tags,
-                )
-                .await?;
             }
-            id
+            (id, newest)
         }
         None => {
             let inserted = sqlx::query(
@@ -426,23 +417,24 @@ async fn publish(
             .bind(now)
             .fetch_one(&mut *tx)
             .await;
-            let id: i64 = match inserted {
-                Ok(row) => row.try_get("id")?,
+            match inserted {
+                Ok(row) => (row.try_get("id")?, true),
                 Err(e) if is_unique_violation(&e) => return Err(concurrent(&name)),
                 Err(e) => return Err(e.into()),
-            };
-            replace_search_entry(
-                &mut tx,
-                &state,
-                id,
-                &name,
-                &manifest.description,
-                &manifest.tags,
-            )
-            .await?;
-            id
+            }
         }
     };
+    if shown {
+        replace_search_entry(
+            &mut tx,
+            &state,
+            package_id,
+            &name,
+            &manifest.description,
+            &manifest.tags,
+        )
+        .await?;
+    }
     let capabilities =
         serde_json::to_string(&manifest.capabilities).map_err(anyhow::Error::from)?;
     let flags = package
